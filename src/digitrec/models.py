@@ -1,0 +1,292 @@
+"""Model registry: name -> Keras 3 builder, plus self-describing save and load.
+
+Every model takes raw pixel values, float32 of shape (batch, 28, 28) in [0, 255], and returns class
+probabilities (batch, classes) in float32. Normalization is the model's first layer, so it travels with
+the saved file and training and inference cannot drift apart.
+
+A saved model is one ``.keras`` file (Keras' own zip format) with one extra entry, ``digitrec.json``:
+the architecture name, normalization, class names, training config, data hash and metrics. Loading
+uses Keras' ``safe_mode`` (no Lambda layers, no arbitrary code) and needs no other file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MODELS", "ModelError", "ModelSpec", "build_model", "load_model", "read_metadata", "save_model"]
+
+INPUT_SHAPE = (28, 28)
+METADATA_ENTRY = "digitrec.json"
+FORMAT_VERSION = 1
+# MNIST's pixel mean and standard deviation over the training set, on the [0, 1] scale.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class ModelError(Exception):
+    """A model could not be built, saved or loaded; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture and the training recipe its tutorial used."""
+
+    name: str
+    build: Callable[..., Any]  # (num_classes) -> keras.Model
+    description: str
+    recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields the recipe sets
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(name: str, description: str, **recipe: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        MODELS[name] = ModelSpec(name, fn, description, recipe)
+        return fn
+
+    return wrap
+
+
+def _input(keras: Any, standardize: bool) -> tuple[Any, Any]:
+    """Input of raw pixels (28, 28) -> normalized (28, 28, 1) tensor."""
+    inputs = keras.Input(shape=INPUT_SHAPE, name="pixels")
+    if standardize:  # (x / 255 - mean) / std
+        scale, offset = 1.0 / (255.0 * MNIST_STD), -MNIST_MEAN / MNIST_STD
+    else:  # x / 255, as the tutorials do
+        scale, offset = 1.0 / 255.0, 0.0
+    x = keras.layers.Rescaling(scale, offset, name="normalize")(inputs)
+    return inputs, keras.layers.Reshape((*INPUT_SHAPE, 1), name="channel")(x)
+
+
+def _head(keras: Any, x: Any, num_classes: int) -> Any:
+    x = keras.layers.Dense(num_classes, name="logits")(x)
+    # Softmax in float32 even under mixed precision: probabilities must sum to 1 exactly enough.
+    return keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+@register(
+    "mlp",
+    "Dense 512 relu, Dense 10: the Keras RMSprop MLP tutorial",
+    optimizer="rmsprop",
+    learning_rate=1e-3,
+    epochs=20,
+    batch_size=128,
+)
+def mlp(num_classes: int = 10) -> Any:
+    import keras
+
+    inputs, x = _input(keras, standardize=False)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(512, activation="relu")(x)
+    return keras.Model(inputs, _head(keras, x, num_classes), name="mlp")
+
+
+@register(
+    "seed-cnn",
+    "Conv 32 3x3, MaxPool 2, Flatten, Dense 128, Dense 10: the TensorFlow beginner CNN",
+    optimizer="adam",
+    learning_rate=1e-3,
+    epochs=5,
+    batch_size=100,
+)
+def seed_cnn(num_classes: int = 10) -> Any:
+    import keras
+
+    inputs, x = _input(keras, standardize=False)
+    x = keras.layers.Conv2D(32, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    return keras.Model(inputs, _head(keras, x, num_classes), name="seed_cnn")
+
+
+@register(
+    "lenet",
+    "Conv 32, Pool, Conv 64, Pool, Conv 64, Flatten, Dense 64, Dense 10: the TensorFlow CNN tutorial",
+    optimizer="adam",
+    learning_rate=1e-3,
+    epochs=10,
+    batch_size=64,
+)
+def lenet(num_classes: int = 10) -> Any:
+    import keras
+
+    inputs, x = _input(keras, standardize=False)
+    x = keras.layers.Conv2D(32, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    return keras.Model(inputs, _head(keras, x, num_classes), name="lenet")
+
+
+@register(
+    "cnn",
+    "Conv 32, Pool, Conv 64, Pool, Flatten, Dense 128, Dropout 0.5, Dense 10: the Keras 'simple MNIST convnet'",
+    optimizer="adam",
+    learning_rate=1e-3,
+    epochs=15,
+    batch_size=128,
+)
+def cnn(num_classes: int = 10) -> Any:
+    import keras
+
+    inputs, x = _input(keras, standardize=False)
+    x = keras.layers.Conv2D(32, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    return keras.Model(inputs, _head(keras, x, num_classes), name="cnn")
+
+
+def _conv_bn(keras: Any, x: Any, filters: int) -> Any:
+    # Conv without bias (batch-norm's beta replaces it), then BN, then ReLU.
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)  # short runs need fast-moving statistics
+    return keras.layers.Activation("relu")(x)
+
+
+@register(
+    "digitnet",
+    "digitrec's default: two Conv-BN-ReLU pairs per stage (32, 64), a 128 stage, global pooling, standardized input",
+    optimizer="adam",
+    learning_rate=3e-3,
+    schedule="onecycle",
+    epochs=15,
+    batch_size=128,
+    augment=True,
+)
+def digitnet(num_classes: int = 10) -> Any:
+    import keras
+
+    inputs, x = _input(keras, standardize=True)
+    x = _conv_bn(keras, x, 32)  # 28x28
+    x = _conv_bn(keras, x, 32)
+    x = keras.layers.MaxPooling2D(2)(x)  # 14x14
+    x = _conv_bn(keras, x, 64)
+    x = _conv_bn(keras, x, 64)
+    x = keras.layers.MaxPooling2D(2)(x)  # 7x7
+    x = _conv_bn(keras, x, 128)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    return keras.Model(inputs, _head(keras, x, num_classes), name="digitnet")
+
+
+DEFAULT_MODEL = "digitnet"
+
+
+def build_model(name: str, num_classes: int = 10, precision: str = "float32") -> Any:
+    """Build a registered model. ``precision`` is "float32" or "bf16" (mixed bfloat16 compute)."""
+    import keras
+
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; registered: {', '.join(MODELS)}")
+    if precision not in ("float32", "bf16"):
+        raise ModelError(f"precision must be 'float32' or 'bf16', got {precision!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    try:
+        return MODELS[name].build(num_classes)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# --- saving and loading --------------------------------------------------------------------------
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(model: Any, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+    """Save ``model`` with ``metadata`` as one ``.keras`` file, atomically (temp file, fsync, rename).
+
+    A kill at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ModelError(f"{path}: a model file must end in .keras")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.stem + "-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        meta = {"format": "digitrec", "format_version": FORMAT_VERSION, **metadata}
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.writestr(METADATA_ENTRY, json.dumps(meta, indent=2, default=_json_default))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in model metadata")
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """A run directory means its ``model.keras``; a file is itself."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.keras"
+    if not p.is_file():
+        raise ModelError(f"{path}: no model file there (expected a .keras file or a run directory with model.keras)")
+    return p
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``digitrec.json`` entry of a saved model, without loading Keras."""
+    p = resolve_model_path(path)
+    try:
+        with zipfile.ZipFile(p) as z:
+            meta = json.loads(z.read(METADATA_ENTRY))
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ModelError(f"{p}: not a readable .keras model file ({e})") from e
+    except KeyError:
+        raise ModelError(f"{p}: a Keras file without digitrec metadata; save models with digitrec") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{p}: corrupt digitrec metadata ({e})") from e
+    if meta.get("format") != "digitrec":
+        raise ModelError(f"{p}: not a digitrec model")
+    return meta
+
+
+def load_model(path: str | os.PathLike, compile: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Load a saved model and its metadata. Keras' safe_mode refuses Lambda layers and pickled code."""
+    import keras
+
+    p = resolve_model_path(path)
+    meta = read_metadata(p)
+    try:
+        model = keras.saving.load_model(p, compile=compile, safe_mode=True)
+    except Exception as e:  # Keras raises many types for a broken file; the message is what matters
+        raise ModelError(f"{p}: cannot load the model: {e}") from e
+    return model, meta

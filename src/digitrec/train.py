@@ -1,0 +1,487 @@
+"""Training: config, presets, the epoch loop, atomic checkpoints and resume.
+
+A run directory holds:
+
+- ``model.keras``       the best model on the validation split (with its metadata and, at the end, metrics);
+- ``checkpoint.keras``  the last finished epoch, with optimizer state and the loop's state, for ``--resume``;
+- ``config.json``       the resolved training config;
+- ``history.json``      loss and accuracy per epoch, training and validation;
+- ``metrics.json``      validation and test metrics of ``model.keras``;
+- ``logs/``             TensorBoard logs.
+
+Every file is written to a temporary name and renamed, so a kill leaves no partial file, and an
+interrupted run loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import DEFAULT_VALIDATION, Dataset, load_dataset, split_validation
+from .models import DEFAULT_MODEL, MODELS, ModelError, build_model, load_model, read_metadata, save_model
+
+__all__ = ["PRESETS", "TrainConfig", "TrainError", "TrainResult", "train"]
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "adadelta")
+SCHEDULES = ("constant", "cosine", "onecycle", "step")
+PRECISIONS = ("auto", "float32", "bf16")
+
+
+class TrainError(Exception):
+    """A training run cannot start or continue; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. ``None`` means: take it from the model's recipe."""
+
+    model: str = DEFAULT_MODEL  # registry name, see `digitrec models`
+    dataset: str = "mnist"  # "mnist", "fashion-mnist", or a directory of IDX files
+    data_dir: str | None = None  # directory with the user's own copy of the dataset
+    epochs: int | None = None  # full passes over the training split
+    batch_size: int | None = None  # images per optimizer step
+    optimizer: str | None = None  # adam | adamw | rmsprop | sgd | adadelta
+    learning_rate: float | None = None  # peak learning rate, per step
+    schedule: str | None = None  # constant | cosine | onecycle (20% warm-up, cosine down) | step (x0.7 per epoch)
+    seed: int = 0  # seeds Python, NumPy and the backend, and the augmentation of each epoch
+    augment: bool | None = None  # random affine transforms of the training images, redrawn every epoch
+    rotation: float = 10.0  # degrees: largest rotation either way when augmenting
+    shift: float = 0.1  # fraction of the image side: largest shift either way
+    zoom: float = 0.1  # largest relative change of scale either way
+    class_weight: dict[int, float] | None = None  # loss weight per class, e.g. {9: 2.0}; others 1
+    label_smoothing: float = 0.0  # mass moved from the true class to all classes
+    validation: int = DEFAULT_VALIDATION  # last N training images held out for model selection
+    patience: int | None = None  # stop after this many epochs without a better validation accuracy
+    precision: str = "auto"  # float32 | bf16 (mixed bfloat16) | auto: the faster one on this hardware
+    limit: int | None = None  # train on the first N training images only (quick experiments, tests)
+
+    def resolved(self) -> TrainConfig:
+        """Fill unset fields from the model's recipe, then from general defaults; check every value."""
+        if self.model not in MODELS:
+            raise TrainError(f"unknown model {self.model!r}; registered: {', '.join(MODELS)}")
+        recipe = MODELS[self.model].recipe
+        general = {
+            "epochs": 10,
+            "batch_size": 128,
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "schedule": "constant",
+            "augment": False,
+        }
+        filled = {k: (recipe.get(k, general[k]) if getattr(self, k) is None else getattr(self, k)) for k in general}
+        cfg = dataclasses.replace(self, **filled)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        problems = []
+        if self.epochs is not None and self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            problems.append(f"batch size must be >= 1, got {self.batch_size}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            problems.append(f"learning rate must be > 0, got {self.learning_rate}")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.validation < 1:
+            problems.append(f"validation size must be >= 1, got {self.validation}")
+        if self.patience is not None and self.patience < 1:
+            problems.append(f"patience must be >= 1, got {self.patience}")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit must be >= 1, got {self.limit}")
+        for k, w in (self.class_weight or {}).items():
+            if not (isinstance(k, int) and 0 <= k) or not w > 0:
+                problems.append(f"class weight {k}={w}: the class must be an index >= 0 and the weight > 0")
+        if problems:
+            raise TrainError("; ".join(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.class_weight:
+            d["class_weight"] = {str(k): v for k, v in self.class_weight.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if d.get("class_weight"):
+            d["class_weight"] = {int(k): float(v) for k, v in d["class_weight"].items()}
+        return cls(**d)
+
+
+# Named configurations. `quick` is what `make run` trains: about a minute on two CPU cores.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"model": "digitnet", "epochs": 2, "batch_size": 128, "augment": False, "schedule": "onecycle"},
+}
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: where, how well, how fast."""
+
+    run_dir: Path
+    model_path: Path
+    config: TrainConfig
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]  # {"validation": {...}, "test": {...}} from evaluate.classification_metrics
+    train_seconds: float  # the fit loop alone, summed over epochs (resumed runs included)
+    device: str
+    best_epoch: int
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary line of `digitrec train --json`."""
+        return {
+            "run_dir": str(self.run_dir),
+            "model_path": str(self.model_path),
+            "model": self.config.model,
+            "epochs_run": len(self.history.get("loss", [])),
+            "best_epoch": self.best_epoch,
+            "train_seconds": round(self.train_seconds, 3),
+            "val_accuracy": self.metrics["validation"]["accuracy"],
+            "test_accuracy": self.metrics["test"]["accuracy"],
+            "device": self.device,
+            "precision": self.extra.get("precision"),
+        }
+
+
+# --- hardware --------------------------------------------------------------------------------------
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def configure_device() -> tuple[str, bool]:
+    """Set up the backend's accelerator, if any. Returns (a description for people, is_gpu).
+
+    TensorFlow is told to grow GPU memory as needed rather than take all of it; JAX likewise
+    (through XLA_PYTHON_CLIENT_PREALLOCATE, which only helps when set before JAX starts).
+    """
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                pass  # already initialized: growth can no longer be changed, and that is harmless
+        if gpus:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+            return f"GPU ({name}, TensorFlow)", True
+    elif backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        if devices and devices[0].platform == "gpu":
+            return f"GPU ({devices[0].device_kind}, JAX)", True
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"GPU ({torch.cuda.get_device_name(0)}, PyTorch)", True
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {backend})", False
+
+
+def pick_precision(requested: str, backend: str, is_gpu: bool) -> str:
+    """'auto' picks bf16 where it was measured faster: TensorFlow on CPUs with AMX, and GPUs.
+
+    See benchmarks/precision.py. Elsewhere (no AMX, or JAX/torch on CPU) float32 is the safe choice.
+    """
+    if requested != "auto":
+        return requested
+    if is_gpu:
+        return "bf16"
+    if backend == "tensorflow" and "amx_bf16" in _cpu_flags():
+        return "bf16"
+    return "float32"
+
+
+def machine_description() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+# --- augmentation ----------------------------------------------------------------------------------
+
+
+def augment_images(
+    x: np.ndarray, rng: np.random.Generator, rotation: float = 10.0, shift: float = 0.1, zoom: float = 0.1
+) -> np.ndarray:
+    """Random affine transform of each uint8 image (n, h, w): rotation (deg), shift (fraction), zoom."""
+    import cv2
+
+    n, h, w = x.shape
+    angles = rng.uniform(-rotation, rotation, n)
+    scales = rng.uniform(1 - zoom, 1 + zoom, n)
+    shifts = rng.uniform(-shift, shift, (n, 2)) * (w, h)
+    out = np.empty_like(x)
+    center = (w / 2 - 0.5, h / 2 - 0.5)
+    for i in range(n):
+        m = cv2.getRotationMatrix2D(center, float(angles[i]), float(scales[i]))
+        m[:, 2] += shifts[i]
+        out[i] = cv2.warpAffine(x[i], m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    return out
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+
+def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    import keras
+
+    lr: Any = cfg.learning_rate
+    total = steps_per_epoch * cfg.epochs
+    if cfg.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total, alpha=0.01)
+    elif cfg.schedule == "onecycle":
+        warm = max(1, int(0.2 * total))
+        lr = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 25, max(1, total - warm), alpha=0.002, warmup_target=cfg.learning_rate, warmup_steps=warm
+        )
+    elif cfg.schedule == "step":  # pytorch/examples mnist: StepLR(gamma=0.7) every epoch
+        lr = keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, steps_per_epoch, 0.7, staircase=True)
+    return {
+        "adam": lambda: keras.optimizers.Adam(lr),
+        "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=5e-4),
+        "rmsprop": lambda: keras.optimizers.RMSprop(lr),
+        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
+        "adadelta": lambda: keras.optimizers.Adadelta(lr),
+    }[cfg.optimizer]()
+
+
+def _compile(model: Any, optimizer: Any, cfg: TrainConfig) -> None:
+    import keras
+
+    # XLA made conv training ~3.5x slower with TF on CPU (measured, see README); JAX always compiles.
+    jit = "auto" if keras.backend.backend() == "jax" else False
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=jit,
+    )
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
+    return np.eye(n, dtype="float32")[y]
+
+
+def _tensorboard(log_dir: Path) -> list[Any]:
+    import keras
+
+    try:
+        import tensorflow  # noqa: F401  (the callback writes through tf.summary)
+    except ImportError:
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
+
+
+def train(
+    config: TrainConfig | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    verbose: int | str = "auto",
+    dataset: Dataset | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train a model and write a run directory; return the result with validation and test metrics.
+
+    ``train(model="cnn", epochs=3)`` is the same as ``train(TrainConfig(model="cnn", epochs=3))``.
+    With ``resume=True``, ``out`` must be an interrupted run: its config and checkpoint are used.
+    ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch, "auto" 1 on a terminal.
+    """
+    import keras
+
+    from .evaluate import classification_metrics
+
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    run_dir = Path(out) if out is not None else Path("runs") / f"{(config or TrainConfig()).model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    checkpoint = run_dir / "checkpoint.keras"
+    best_path = run_dir / "model.keras"
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise TrainError(f"{run_dir}: nothing to resume (no config.json); start a new run instead")
+        cfg = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text()))
+        if config is not None or overrides:
+            raise TrainError("--resume continues a run with its own config; do not pass other training options")
+    else:
+        cfg = dataclasses.replace(config or TrainConfig(), **overrides).resolved()
+        if (run_dir / "config.json").exists() and not overwrite:
+            raise TrainError(
+                f"{run_dir} already holds a run. Continue it with --resume, choose another --out, or pass --overwrite."
+            )
+
+    device, is_gpu = configure_device()
+    backend = keras.backend.backend()
+    precision = pick_precision(cfg.precision, backend, is_gpu)
+    log = print if verbose else (lambda *a, **k: None)
+    log(f"Training {cfg.model} on {device}, precision {precision}, Keras {keras.__version__}")
+
+    ds = dataset or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
+    num_classes = len(ds.class_names)
+    (x_tr, y_tr), (x_val, y_val) = split_validation(ds.x_train, ds.y_train, cfg.validation)
+    if cfg.limit:
+        x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
+    steps_per_epoch = -(-len(x_tr) // cfg.batch_size)
+    y_tr1, y_val1 = _one_hot(y_tr, num_classes), _one_hot(y_val, num_classes)
+    x_val_f = x_val.astype("float32")
+    sample_weight = None
+    if cfg.class_weight:
+        weights = np.ones(num_classes, dtype="float32")
+        for k, w in cfg.class_weight.items():
+            if k >= num_classes:
+                raise TrainError(f"class weight for class {k}, but the dataset has {num_classes} classes")
+            weights[k] = w
+        sample_weight = weights[y_tr]
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    history: dict[str, list[float]] = {}
+    start_epoch, train_seconds, best_val, best_epoch = 0, 0.0, -1.0, 0
+    if resume and checkpoint.is_file():
+        model, meta = load_model(checkpoint, compile=True)
+        state = meta["state"]
+        start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
+        if best_path.is_file():  # model.keras is the source of truth for the best model so far
+            best_meta = read_metadata(best_path)
+            best_val, best_epoch = best_meta["val_accuracy"], best_meta["epoch"]
+        _compile(model, model.optimizer, cfg)
+        keras.utils.set_random_seed(cfg.seed + start_epoch)
+        log(f"Resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
+    else:
+        if resume:
+            log(f"{run_dir}: no checkpoint yet, starting from epoch 1")
+        model = build_model(cfg.model, num_classes, precision)
+        _compile(model, _optimizer(cfg, steps_per_epoch), cfg)
+    _atomic_json(run_dir / "config.json", cfg.to_json())
+
+    metadata = {
+        "architecture": cfg.model,
+        "class_names": list(ds.class_names),
+        "input": {"shape": [28, 28], "dtype": "float32", "range": [0, 255], "polarity": "white ink on black"},
+        "normalization": "inside the model (layer 'normalize'): feed raw pixel values 0-255",
+        "config": cfg.to_json(),
+        "data": {"dataset": ds.name, "sha256": ds.sha256, "source": ds.source, "validation": cfg.validation},
+        "training": {
+            "device": device,
+            "precision": precision,
+            "backend": backend,
+            "keras": keras.__version__,
+            "machine": machine_description(),
+        },
+    }
+    callbacks = _tensorboard(run_dir / "logs")
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.patience is not None and epoch - best_epoch >= cfg.patience and best_epoch > 0:
+            log(f"Early stop: no better validation accuracy for {cfg.patience} epochs")
+            stopped_early = True
+            break
+        if cfg.augment:
+            rng = np.random.default_rng([cfg.seed, epoch])
+            x_epoch = augment_images(x_tr, rng, cfg.rotation, cfg.shift, cfg.zoom).astype("float32")
+        else:
+            x_epoch = x_tr.astype("float32")
+        t0 = time.perf_counter()
+        h = model.fit(
+            x_epoch,
+            y_tr1,
+            sample_weight=sample_weight,
+            batch_size=cfg.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            validation_data=(x_val_f, y_val1),
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        train_seconds += time.perf_counter() - t0
+        for k, v in h.history.items():
+            history.setdefault(k, []).extend(float(x) for x in v)
+        val_acc = history["val_accuracy"][-1]
+        done = epoch + 1
+        if val_acc > best_val:
+            best_val, best_epoch = val_acc, done
+            save_model(model, best_path, {**metadata, "epoch": done, "val_accuracy": val_acc})
+        state = {"epoch": done, "history": history, "train_seconds": train_seconds}
+        save_model(model, checkpoint, {**metadata, "epoch": done, "val_accuracy": val_acc, "state": state})
+        _atomic_json(run_dir / "history.json", history)
+
+    # Report the selected (best on validation) model, on validation and test.
+    model, meta = load_model(best_path)
+    from .recognizer import predict_probabilities
+
+    metrics = {
+        "validation": classification_metrics(y_val, predict_probabilities(model, x_val), ds.class_names),
+        "test": classification_metrics(ds.y_test, predict_probabilities(model, ds.x_test), ds.class_names),
+    }
+    meta.pop("format", None)
+    meta.pop("format_version", None)
+    meta.update(
+        metrics={
+            split: {k: m[k] for k in ("accuracy", "macro_avg", "weighted_avg", "per_class")}
+            for split, m in metrics.items()
+        },
+        train_seconds=train_seconds,
+    )
+    save_model(model, best_path, meta)
+    _atomic_json(run_dir / "metrics.json", metrics)
+    log(
+        f"Best epoch {best_epoch}: validation accuracy {metrics['validation']['accuracy']:.4f}, "
+        f"test accuracy {metrics['test']['accuracy']:.4f}; fit loop {train_seconds:.1f} s"
+    )
+    return TrainResult(
+        run_dir=run_dir,
+        model_path=best_path,
+        config=cfg,
+        history=history,
+        metrics=metrics,
+        train_seconds=train_seconds,
+        device=device,
+        best_epoch=best_epoch,
+        stopped_early=stopped_early,
+        extra={"precision": precision},
+    )
+
+
+__all__ += ["ModelError", "augment_images", "configure_device", "pick_precision"]
