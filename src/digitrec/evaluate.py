@@ -56,8 +56,8 @@ def classification_metrics(
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:mistakes]
     return {
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
-        "count": int(len(y_true)),
-        "errors": int(len(wrong)),
+        "count": len(y_true),
+        "errors": len(wrong),
         "per_class": [
             {
                 "class": names[i],
@@ -100,7 +100,8 @@ def format_metrics(m: dict[str, Any], title: str = "") -> str:
     lines.append(f"{'class':>{width}}  precision  recall     f1  support")
     for row in m["per_class"]:
         lines.append(
-            f"{row['class']:>{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:.4f}  {row['support']:7d}"
+            f"{row['class']:>{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:.4f}"
+            f"  {row['support']:7d}"
         )
     for label, key in (("macro avg", "macro_avg"), ("weighted", "weighted_avg")):
         a = m[key]
@@ -109,7 +110,7 @@ def format_metrics(m: dict[str, Any], title: str = "") -> str:
     lines.append("confusion matrix (rows: true, columns: predicted)")
     cm = m["confusion_matrix"]
     cell = max(4, len(str(max(max(r) for r in cm))) + 1)
-    short = [n[:cell - 1] for n in names]
+    short = [n[: cell - 1] for n in names]
     lines.append(" " * width + "".join(f"{s:>{cell}}" for s in short))
     for name, row in zip(names, cm, strict=True):
         lines.append(f"{name:>{width}}" + "".join(f"{v:>{cell}}" for v in row))

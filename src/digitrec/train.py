@@ -106,7 +106,7 @@ class TrainConfig:
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
         for k, w in (self.class_weight or {}).items():
-            if not (isinstance(k, int) and 0 <= k) or not w > 0:
+            if not (isinstance(k, int) and k >= 0) or not w > 0:
                 problems.append(f"class weight {k}={w}: the class must be an index >= 0 and the weight > 0")
         if problems:
             raise TrainError("; ".join(problems))
@@ -265,7 +265,11 @@ def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     elif cfg.schedule == "onecycle":
         warm = max(1, int(0.2 * total))
         lr = keras.optimizers.schedules.CosineDecay(
-            cfg.learning_rate / 25, max(1, total - warm), alpha=0.002, warmup_target=cfg.learning_rate, warmup_steps=warm
+            cfg.learning_rate / 25,
+            max(1, total - warm),
+            alpha=0.002,
+            warmup_target=cfg.learning_rate,
+            warmup_steps=warm,
         )
     elif cfg.schedule == "step":  # pytorch/examples mnist: StepLR(gamma=0.7) every epoch
         lr = keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, steps_per_epoch, 0.7, staircase=True)
@@ -336,7 +340,11 @@ def train(
 
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    run_dir = Path(out) if out is not None else Path("runs") / f"{(config or TrainConfig()).model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = (
+        Path(out)
+        if out is not None
+        else Path("runs") / f"{(config or TrainConfig()).model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     checkpoint = run_dir / "checkpoint.keras"
     best_path = run_dir / "model.keras"
     if resume:

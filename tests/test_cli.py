@@ -1,0 +1,134 @@
+"""The `digitrec` command: help for every subcommand, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitrec.cli import build_parser, main
+from tests.conftest import render_on_paper
+
+SUBCOMMANDS = {
+    "models": ["--json"],
+    "data": ["--dataset", "--data-dir"],
+    "train": [
+        "--preset",
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--optimizer",
+        "--learning-rate",
+        "--schedule",
+        "--seed",
+        "--augment",
+        "--class-weight",
+        "--precision",
+        "--resume",
+        "--json",
+        "--out",
+    ],
+    "evaluate": ["--model", "--split", "--json"],
+    "predict": ["--model", "--json", "PATH"],
+    "info": ["--model", "--json"],
+}
+
+
+@pytest.mark.parametrize("command", list(SUBCOMMANDS))
+def test_help_of_each_subcommand(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for flag in SUBCOMMANDS[command]:
+        assert flag in text, f"{command} --help does not mention {flag}"
+
+
+def test_every_subcommand_is_tested() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(SUBCOMMANDS)
+
+
+def test_python_dash_m_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "digitrec", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("digitrec ")
+
+
+def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} >= {"mlp", "seed-cnn", "lenet", "cnn", "digitnet"}
+    assert sum(r["default"] for r in rows) == 1
+
+
+def test_data_reports_the_verified_source(mnist, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["train"] == [60000, 28, 28] and info["verified"] is True
+
+
+def test_bad_data_dir_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "--data-dir", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "missing" in err and "Traceback" not in err
+
+
+def test_end_to_end_train_evaluate_info_predict(mnist, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--model", "seed-cnn", "--epochs", "1", "--limit", "3000", "--validation", "500"]
+    assert main([*args, "--precision", "float32", "--class-weight", "9=2", "--out", str(run), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["test_accuracy"] > 0.8 and summary["train_seconds"] > 0
+    assert json.loads((run / "config.json").read_text())["class_weight"] == {"9": 2.0}
+
+    assert main(["evaluate", "--model", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert (run / "evaluation-test.json").is_file()
+    assert len(metrics["confusion_matrix"]) == 10
+
+    assert main(["info", "--model", str(run)]) == 0
+    assert "seed-cnn" in capsys.readouterr().out
+
+    # Real images: MNIST test digits drawn dark-on-light and off-centre, plus a file that is not an image.
+    (x_test, y_test) = mnist[1]
+    picks = [i for i in range(200) if y_test[i] in (0, 1, 7)][:6]
+    for i in picks:
+        Image.fromarray(render_on_paper(x_test[i], offset=(-30, 25))).save(tmp_path / f"digit{i}_{y_test[i]}.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    code = main(["predict", "--model", str(run), "--json", str(tmp_path)])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1  # one file failed, the others were still answered
+    errors = [r for r in rows if "error" in r]
+    assert len(errors) == 1 and "broken.png" in errors[0]["file"] and "not an image" in errors[0]["error"]
+    answers = [r for r in rows if "digit" in r]
+    assert len(answers) == len(picks)
+    correct = sum(r["digit"] == int(Path(r["file"]).stem.split("_")[1]) for r in answers)
+    assert correct >= len(picks) - 1
+    for r in answers:
+        assert len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-4
+
+
+def test_train_rejects_a_bad_class_weight(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--class-weight", "nine=2", "--out", "/nonexistent/x"]) == 1
+    assert "CLASS=WEIGHT" in capsys.readouterr().err
+
+
+def test_predict_array_input(tiny_run, mnist) -> None:
+    from digitrec import load_recognizer
+
+    rec = load_recognizer(tiny_run.run_dir)
+    (x_test, y_test) = mnist[1]
+    probs = rec.predict_arrays(x_test[:500])
+    assert probs.shape == (500, 10)
+    assert (probs.argmax(1) == y_test[:500]).mean() > 0.85
+    with pytest.raises(ValueError, match="uint8"):
+        rec.predict_arrays(x_test[:2].astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        rec.predict_arrays(np.zeros((2, 32, 32), np.uint8))

@@ -1,0 +1,124 @@
+"""Training learns, writes a complete run directory, and resumes after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec.train import TrainConfig, TrainError, augment_images, pick_precision, train
+
+
+def test_training_on_a_subset_learns(tiny_run) -> None:
+    # 4,000 images, 2 epochs: chance is 10%; a seed CNN that learned anything is far above it.
+    assert tiny_run.metrics["test"]["accuracy"] > 0.85
+    assert tiny_run.metrics["validation"]["count"] == 1000
+    assert tiny_run.train_seconds > 0
+
+
+def test_run_directory_is_complete(tiny_run) -> None:
+    d = tiny_run.run_dir
+    for name in ("model.keras", "checkpoint.keras", "config.json", "history.json", "metrics.json"):
+        assert (d / name).is_file(), name
+    assert any((d / "logs").rglob("events.out.tfevents*")), "no TensorBoard log"
+    history = json.loads((d / "history.json").read_text())
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(history["val_accuracy"]) == 2
+    config = json.loads((d / "config.json").read_text())
+    assert config["model"] == "seed-cnn" and config["optimizer"] == "adam" and config["batch_size"] == 100
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert len(metrics["test"]["per_class"]) == 10
+    assert not list(d.glob(".*tmp*")) and not list(d.glob(".*.keras"))
+
+
+def test_saved_model_describes_itself(tiny_run) -> None:
+    from digitrec.models import read_metadata
+
+    meta = read_metadata(tiny_run.model_path)
+    assert meta["architecture"] == "seed-cnn"
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    assert len(meta["data"]["sha256"]) == 64
+    assert meta["config"]["epochs"] == 2
+    assert meta["metrics"]["test"]["accuracy"] == tiny_run.metrics["test"]["accuracy"]
+    assert "normalize" in meta["normalization"]
+
+
+def test_the_best_validation_epoch_is_kept(tiny_run) -> None:
+    val = json.loads((tiny_run.run_dir / "history.json").read_text())["val_accuracy"]
+    assert tiny_run.best_epoch == int(np.argmax(val)) + 1
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(TrainError, match="epochs must be >= 1"):
+        TrainConfig(epochs=0).resolved()
+    with pytest.raises(TrainError, match="unknown model"):
+        TrainConfig(model="vgg").resolved()
+    with pytest.raises(TrainError, match="optimizer must be one of"):
+        TrainConfig(optimizer="lion").resolved()
+
+
+def test_recipe_fills_unset_fields() -> None:
+    cfg = TrainConfig(model="mlp", epochs=3).resolved()
+    assert (cfg.optimizer, cfg.epochs, cfg.batch_size) == ("rmsprop", 3, 128)
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_existing_run_is_not_overwritten_silently(tiny_run) -> None:
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(model="mlp", out=tiny_run.run_dir, verbose=0)
+
+
+def test_auto_precision() -> None:
+    assert pick_precision("float32", "tensorflow", False) == "float32"
+    assert pick_precision("auto", "jax", False) == "float32"
+    assert pick_precision("auto", "tensorflow", True) == "bf16"
+
+
+def test_augmentation_moves_ink_but_keeps_it() -> None:
+    x = np.zeros((50, 28, 28), np.uint8)
+    x[:, 10:18, 12:16] = 255
+    out = augment_images(x, np.random.default_rng(0), rotation=10, shift=0.1, zoom=0.1)
+    assert out.shape == x.shape and out.dtype == np.uint8
+    assert (out != x).any(axis=(1, 2)).mean() > 0.9  # nearly every image changed
+    ratio = out.reshape(50, -1).sum(1) / x.reshape(50, -1).sum(1)
+    assert ((ratio > 0.7) & (ratio < 1.3)).all()  # the digit is moved, not cut away
+
+
+def test_class_weights_are_validated(tiny_run, mnist) -> None:
+    with pytest.raises(TrainError, match="class weight"):
+        TrainConfig(class_weight={-1: 2.0}).resolved()
+
+
+def test_resume_after_sigkill(mnist, tmp_path: Path, digitrec_home: str) -> None:
+    """Kill a run mid-epoch with SIGKILL; --resume finishes it, keeping the epochs already done."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "digitrec", "train", "--model", "seed-cnn", "--epochs", "3", "--limit", "20000"]
+    cmd += ["--precision", "float32", "--out", str(out)]
+    env = {**os.environ, "DIGITREC_HOME": digitrec_home}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "checkpoint.keras"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "the run never finished its first epoch"
+    done = json.loads((out / "history.json").read_text())
+    assert 1 <= len(done["loss"]) < 3, "the kill should land before the last epoch"
+
+    result = train(out=out, resume=True, verbose=0)
+    assert len(result.history["loss"]) == 3
+    assert result.history["loss"][: len(done["loss"])] == done["loss"]  # finished epochs are kept
+    assert result.metrics["test"]["accuracy"] > 0.9
+
+
+def test_resume_needs_a_run(tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="nothing to resume"):
+        train(out=tmp_path, resume=True, verbose=0)
