@@ -42,14 +42,19 @@ class ModelSpec:
     build: Callable[..., Any]  # (num_classes) -> keras.Model
     description: str
     recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields the recipe sets
+    # Whether mixed bfloat16 trained faster than float32 on a CPU with AMX (TensorFlow backend), as
+    # measured by benchmarks/precision.py. Batch-norm models were slower in bf16 there.
+    cpu_bf16: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register(name: str, description: str, **recipe: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register(
+    name: str, description: str, cpu_bf16: bool = False, **recipe: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        MODELS[name] = ModelSpec(name, fn, description, recipe)
+        MODELS[name] = ModelSpec(name, fn, description, recipe, cpu_bf16)
         return fn
 
     return wrap
@@ -92,6 +97,7 @@ def mlp(num_classes: int = 10) -> Any:
 @register(
     "seed-cnn",
     "Conv 32 3x3, MaxPool 2, Flatten, Dense 128, Dense 10: the TensorFlow beginner CNN",
+    cpu_bf16=True,
     optimizer="adam",
     learning_rate=1e-3,
     epochs=5,
@@ -133,6 +139,7 @@ def lenet(num_classes: int = 10) -> Any:
 @register(
     "cnn",
     "Conv 32, Pool, Conv 64, Pool, Flatten, Dense 128, Dropout 0.5, Dense 10: the Keras 'simple MNIST convnet'",
+    cpu_bf16=True,
     optimizer="adam",
     learning_rate=1e-3,
     epochs=15,

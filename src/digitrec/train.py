@@ -126,9 +126,9 @@ class TrainConfig:
         return cls(**d)
 
 
-# Named configurations. `quick` is what `make run` trains: about a minute on two CPU cores.
+# Named configurations; flags given with --preset override them. `quick` is what `make run` trains.
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"model": "digitnet", "epochs": 2, "batch_size": 128, "augment": False, "schedule": "onecycle"},
+    "quick": {"model": "cnn", "epochs": 3, "batch_size": 128, "schedule": "onecycle"},
 }
 
 
@@ -212,16 +212,16 @@ def configure_device() -> tuple[str, bool]:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {backend})", False
 
 
-def pick_precision(requested: str, backend: str, is_gpu: bool) -> str:
-    """'auto' picks bf16 where it was measured faster: TensorFlow on CPUs with AMX, and GPUs.
-
-    See benchmarks/precision.py. Elsewhere (no AMX, or JAX/torch on CPU) float32 is the safe choice.
+def pick_precision(requested: str, backend: str, is_gpu: bool, model: str = DEFAULT_MODEL) -> str:
+    """'auto' picks bf16 where it is faster: on GPUs, and on CPUs with AMX for the models whose
+    training was measured faster in bf16 with TensorFlow (ModelSpec.cpu_bf16, benchmarks/precision.py).
+    Elsewhere float32.
     """
     if requested != "auto":
         return requested
     if is_gpu:
         return "bf16"
-    if backend == "tensorflow" and "amx_bf16" in _cpu_flags():
+    if backend == "tensorflow" and MODELS[model].cpu_bf16 and "amx_bf16" in _cpu_flags():
         return "bf16"
     return "float32"
 
@@ -362,7 +362,7 @@ def train(
 
     device, is_gpu = configure_device()
     backend = keras.backend.backend()
-    precision = pick_precision(cfg.precision, backend, is_gpu)
+    precision = pick_precision(cfg.precision, backend, is_gpu, cfg.model)
     log = print if verbose else (lambda *a, **k: None)
     log(f"Training {cfg.model} on {device}, precision {precision}, Keras {keras.__version__}")
 
