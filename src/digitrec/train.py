@@ -308,6 +308,20 @@ def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype="float32")[y]
 
 
+def _progress(total_epochs: int) -> Any:
+    """Keras' progress bar, told the run's real epoch count: each epoch is its own fit() call here
+    (so augmentation can be redrawn and checkpoints written between epochs), which would otherwise
+    print "Epoch 3/3" for the third of ten."""
+    import keras
+
+    class EpochProgress(keras.callbacks.ProgbarLogger):
+        def set_params(self, params: dict[str, Any]) -> None:
+            super().set_params(params)
+            self.epochs = total_epochs
+
+    return EpochProgress()
+
+
 def _tensorboard(log_dir: Path) -> list[Any]:
     import keras
 
@@ -419,7 +433,7 @@ def train(
             "machine": machine_description(),
         },
     }
-    callbacks = _tensorboard(run_dir / "logs")
+    callbacks = [_progress(cfg.epochs), *_tensorboard(run_dir / "logs")]
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.patience is not None and epoch - best_epoch >= cfg.patience and best_epoch > 0:
