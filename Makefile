@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 RUN_DIR ?= runs/quick
 
-.PHONY: run test install install-dev lint format clean
+.PHONY: run test install install-dev lint format clean default-model figures
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ test: lint
 format: install-dev
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
+
+# The model shipped in the package (src/digitrec/assets/default.keras): the default recipe, seed 0.
+default-model: install
+	$(BIN)/digitrec train --seed 0 --out runs/default --overwrite
+	mkdir -p src/digitrec/assets
+	cp runs/default/model.keras src/digitrec/assets/default.keras
+
+# The README's figures: the evaluation report of the shipped model on the MNIST test set.
+figures: install
+	$(BIN)/digitrec evaluate --report docs/report
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -40,7 +40,7 @@ def tiny_run(mnist: tuple, tmp_path_factory: pytest.TempPathFactory):
         precision="float32",
         out=out,
         verbose=0,
-        dataset=load_dataset("mnist"),
+        data=load_dataset("mnist"),
     )
 
 

@@ -33,9 +33,10 @@ SUBCOMMANDS = {
         "--json",
         "--out",
     ],
-    "evaluate": ["--model", "--split", "--json"],
+    "evaluate": ["--model", "--split", "--json", "--report"],
     "predict": ["--model", "--json", "PATH"],
     "info": ["--model", "--json"],
+    "show": ["--dataset", "--split", "--out"],
 }
 
 

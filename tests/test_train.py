@@ -75,6 +75,17 @@ def test_existing_run_is_not_overwritten_silently(tiny_run) -> None:
         train(model="mlp", out=tiny_run.run_dir, verbose=0)
 
 
+def test_overwrite_removes_the_old_checkpoint(tmp_path: Path) -> None:
+    # An --overwrite run killed before its first epoch must not resume from the old run's checkpoint.
+    from digitrec.data import DataError
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "checkpoint.keras").write_bytes(b"old run")
+    with pytest.raises(DataError):  # the new run stops at loading its (missing) dataset
+        train(model="mlp", dataset=str(tmp_path / "no-such-dataset"), out=tmp_path, overwrite=True, verbose=0)
+    assert not (tmp_path / "checkpoint.keras").exists()
+
+
 def test_auto_precision() -> None:
     assert pick_precision("float32", "tensorflow", False) == "float32"
     assert pick_precision("auto", "jax", False, "cnn") == "float32"

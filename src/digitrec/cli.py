@@ -113,6 +113,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_metrics
 
+    if args.report:
+        from .report import build_report
+
+        report = build_report(args.model, args.report, args.dataset, args.data_dir, args.split)
+        metrics = json.loads((report.parent / "metrics.json").read_text())
+        if args.json:
+            _print_json(metrics)
+        else:
+            print(format_metrics(metrics, f"{metrics['model']} on {metrics['dataset']} {args.split}"))
+            print(f"\nReport: {report}  (figures and metrics.json beside it)")
+        return 0
     metrics = evaluate(args.model, args.dataset, args.data_dir, args.split)
     out = Path(args.out) if args.out else None
     if out is None and args.model is not None:
@@ -127,6 +138,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_metrics(metrics, f"{metrics['model']} on {metrics['dataset']} {args.split}"))
         if out is not None:
             print(f"\nWritten: {out}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .data import load_dataset, split_validation
+    from .report import plot_samples
+
+    ds = load_dataset(args.dataset, args.data_dir)
+    if args.split == "test":
+        x, y = ds.x_test, ds.y_test
+    else:
+        train, val = split_validation(ds.x_train, ds.y_train, args.validation)
+        x, y = {"train": train, "validation": val}[args.split]
+    path = plot_samples(x, y, ds.class_names, args.out, n=args.n, title=f"{ds.name} {args.split}", seed=args.seed)
+    print(f"Written: {path}")
     return 0
 
 
@@ -171,15 +197,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(meta)
         return 0
+    from .report import model_card
+
+    print(f"model file: {path}")
+    for key, value in model_card(meta, meta.get("parameters")).items():
+        print(f"{key}: {'' if value is None else value}")
     test = meta.get("metrics", {}).get("test", {})
-    print(f"model: {meta.get('architecture')}  ({path})")
-    print(f"classes: {', '.join(meta.get('class_names', []))}")
-    data = meta.get("data", {})
-    print(f"trained on: {data.get('dataset')} (sha256 {data.get('sha256')}), {data.get('validation')} held out")
-    t = meta.get("training", {})
-    print(f"machine: {t.get('device')}, {t.get('precision')}, Keras {t.get('keras')}")
-    if "train_seconds" in meta:
-        print(f"training time (fit loop): {meta['train_seconds']:.1f} s, best epoch {meta.get('epoch')}")
     if test:
         print(f"test accuracy: {test['accuracy']:.4f}, macro F1 {test['macro_avg']['f1']:.4f}")
         print("per-class F1: " + "  ".join(f"{r['class']}:{r['f1']:.3f}" for r in test["per_class"]))
@@ -267,13 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy, per-class precision/recall/F1, confusion matrix, mistakes")
+    p = sub.add_parser(
+        "evaluate", help="accuracy, per-class precision/recall/F1, confusion matrix, mistakes; --report for HTML"
+    )
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     data_args(p, dataset_default=None)
     p.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
     p.add_argument("--out", help="write the metrics JSON here (default: evaluation-SPLIT.json beside the model)")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write DIR/report.html (self-contained) with figures and metrics.json: samples, training curves, "
+        "confusion matrix, per-class table, confident mistakes, calibration, model card",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("show", help="save a grid of sample digits with their labels, from any dataset and split")
+    data_args(p)
+    p.add_argument("--split", choices=("train", "validation", "test"), default="test", help="(default: test)")
+    p.add_argument("--validation", type=int, default=DEFAULT_VALIDATION, help="size of the validation split")
+    p.add_argument("-n", type=int, default=40, help="how many digits (default 40)")
+    p.add_argument("--seed", type=int, default=0, help="which random digits (default 0)")
+    p.add_argument("--out", default="samples.png", help="PNG file to write (default samples.png)")
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("predict", help="predict the digit in image files")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["classification_metrics", "confusion_matrix", "evaluate", "format_metrics"]
+__all__ = ["calibration", "classification_metrics", "confusion_matrix", "evaluate", "format_metrics"]
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -26,6 +26,35 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # A class never predicted (or never present) gets 0 rather than NaN, as scikit-learn's zero_division=0.
     return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+
+
+def calibration(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> dict[str, Any]:
+    """Reliability of the top-class confidence, in ``bins`` equal-width bins over [0, 1].
+
+    ECE (expected calibration error) is the mean over images of |accuracy - confidence| of their bin:
+    sum over bins of (count / n) * |accuracy - mean confidence|.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # Bin i holds confidences in (edges[i], edges[i+1]]; a confidence of exactly 0 goes to bin 0.
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    conf_sum = np.bincount(index, weights=confidence, minlength=bins)
+    acc_sum = np.bincount(index, weights=correct.astype(np.float64), minlength=bins)
+    mean_conf = _safe_div(conf_sum, count.astype(np.float64))
+    accuracy = _safe_div(acc_sum, count.astype(np.float64))
+    n = max(len(y_true), 1)
+    ece = float(np.sum(count / n * np.abs(accuracy - mean_conf)))
+    return {
+        "ece": ece,
+        "bin_edges": edges.tolist(),
+        "count": count.tolist(),
+        "confidence": mean_conf.tolist(),
+        "accuracy": accuracy.tolist(),
+    }
 
 
 def classification_metrics(
@@ -76,6 +105,7 @@ def classification_metrics(
         },
         "confusion_matrix": cm.tolist(),
         "class_names": names,
+        "calibration": calibration(y_true, probabilities),
         "most_confident_mistakes": [
             {
                 "index": int(i),

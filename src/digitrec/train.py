@@ -35,6 +35,7 @@ __all__ = ["PRESETS", "TrainConfig", "TrainError", "TrainResult", "train"]
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "adadelta")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
 PRECISIONS = ("auto", "float32", "bf16")
+RUN_FILES = ("model.keras", "checkpoint.keras", "config.json", "history.json", "metrics.json")
 
 
 class TrainError(Exception):
@@ -339,7 +340,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     verbose: int | str = "auto",
-    dataset: Dataset | None = None,
+    data: Dataset | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train a model and write a run directory; return the result with validation and test metrics.
@@ -347,6 +348,7 @@ def train(
     ``train(model="cnn", epochs=3)`` is the same as ``train(TrainConfig(model="cnn", epochs=3))``.
     With ``resume=True``, ``out`` must be an interrupted run: its config and checkpoint are used.
     ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch, "auto" 1 on a terminal.
+    ``data``: an already loaded `Dataset` to use instead of loading ``config.dataset``.
     """
     import keras
 
@@ -354,14 +356,10 @@ def train(
 
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    run_dir = (
-        Path(out)
-        if out is not None
-        else Path("runs") / f"{(config or TrainConfig()).model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    checkpoint = run_dir / "checkpoint.keras"
-    best_path = run_dir / "model.keras"
     if resume:
+        if out is None:
+            raise TrainError("resume needs the run directory to continue")
+        run_dir = Path(out)
         if not (run_dir / "config.json").is_file():
             raise TrainError(f"{run_dir}: nothing to resume (no config.json); start a new run instead")
         cfg = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text()))
@@ -369,10 +367,17 @@ def train(
             raise TrainError("--resume continues a run with its own config; do not pass other training options")
     else:
         cfg = dataclasses.replace(config or TrainConfig(), **overrides).resolved()
-        if (run_dir / "config.json").exists() and not overwrite:
-            raise TrainError(
-                f"{run_dir} already holds a run. Continue it with --resume, choose another --out, or pass --overwrite."
-            )
+        run_dir = Path(out) if out is not None else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (run_dir / "config.json").exists():
+            if not overwrite:
+                raise TrainError(
+                    f"{run_dir} already holds a run. Continue it with --resume, choose another --out, "
+                    "or pass --overwrite."
+                )
+            for name in RUN_FILES:  # nothing of the old run may be mistaken for the new one
+                (run_dir / name).unlink(missing_ok=True)
+    checkpoint = run_dir / "checkpoint.keras"
+    best_path = run_dir / "model.keras"
 
     device, is_gpu = configure_device()
     backend = keras.backend.backend()
@@ -380,7 +385,7 @@ def train(
     log = print if verbose else (lambda *a, **k: None)
     log(f"Training {cfg.model} on {device}, precision {precision}, Keras {keras.__version__}")
 
-    ds = dataset or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
+    ds = data or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
     num_classes = len(ds.class_names)
     (x_tr, y_tr), (x_val, y_val) = split_validation(ds.x_train, ds.y_train, cfg.validation)
     if cfg.limit:
@@ -485,6 +490,8 @@ def train(
             for split, m in metrics.items()
         },
         train_seconds=train_seconds,
+        parameters=model.count_params(),
+        history=history,  # so a report can draw the curves from the model file alone
     )
     save_model(model, best_path, meta)
     _atomic_json(run_dir / "metrics.json", metrics)
