@@ -133,3 +133,16 @@ def test_predict_array_input(tiny_run, mnist) -> None:
         rec.predict_arrays(x_test[:2].astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
         rec.predict_arrays(np.zeros((2, 32, 32), np.uint8))
+
+
+def test_the_shipped_model_works_with_no_arguments(mnist, capsys: pytest.CaptureFixture[str]) -> None:
+    from digitrec import load_recognizer
+    from digitrec.recognizer import default_model_path
+
+    assert default_model_path() is not None, "the package ships no default model"
+    rec = load_recognizer()
+    (x_test, y_test) = mnist[1]
+    assert (rec.predict_arrays(x_test[:2000]).argmax(1) == y_test[:2000]).mean() > 0.98
+    assert main(["info", "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["architecture"] == "digitnet" and card["metrics"]["test"]["accuracy"] > 0.99
