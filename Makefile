@@ -51,6 +51,7 @@ default-model: install
 	$(BIN)/digitrec train --seed 0 --out runs/default --overwrite
 	mkdir -p src/digitrec/assets
 	cp runs/default/model.keras src/digitrec/assets/default.keras
+	$(BIN)/digitrec export --format onnx
 
 # The README's figures: the evaluation report of the shipped model on the MNIST test set.
 figures: install

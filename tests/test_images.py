@@ -1,15 +1,33 @@
-"""The basic image path: any image -> a 28x28 white-on-black digit the model reads."""
+"""The real-image path: formats, colours, lighting, bad input, and what the shipped model reads from them."""
 
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw
 
-from digitrec.images import ImageError, load_image, to_mnist
+from digitrec import synth
+from digitrec.images import MAX_PIXELS, ImageError, ink_image, load_image, to_mnist
 from tests.conftest import render_on_paper
+
+
+@pytest.fixture(scope="module")
+def rec():
+    from digitrec import load_recognizer
+
+    return load_recognizer()
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
 
 
 def _centre_of_mass(a: np.ndarray) -> tuple[float, float]:
@@ -17,9 +35,11 @@ def _centre_of_mass(a: np.ndarray) -> tuple[float, float]:
     return float((a * yy).sum() / a.sum()), float((a * xx).sum() / a.sum())
 
 
+# --- normalization ---------------------------------------------------------------------------------
+
+
 def test_dark_ink_on_paper_becomes_a_centred_mnist_digit(mnist) -> None:
-    digit = mnist[1][0][0]  # a 7
-    page = render_on_paper(digit, size=240, offset=(40, -50))
+    page = render_on_paper(mnist[1][0][0], size=240, offset=(40, -50))  # a 7, off-centre
     out = to_mnist(page)
     assert out.shape == (28, 28) and out.dtype == np.uint8
     assert out[0].max() == 0 and out[:, 0].max() == 0  # black background, as MNIST
@@ -29,43 +49,260 @@ def test_dark_ink_on_paper_becomes_a_centred_mnist_digit(mnist) -> None:
     assert max(np.ptp(ys), np.ptp(xs)) <= 21  # fitted into MNIST's 20x20 box
 
 
-def test_transparent_canvas_drawing_keeps_its_ink() -> None:
-    # Black ink on a fully transparent background: the ink lives in the alpha channel.
-    rgba = np.zeros((100, 100, 4), np.uint8)
-    rgba[20:80, 45:55, 3] = 255
-    buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
-    out = to_mnist(buf.getvalue())
-    assert out.max() == 255 and out[0].max() == 0
-    assert (out > 128).sum() > 20
+def test_same_digit_same_field_whatever_the_polarity_and_lighting(mnist) -> None:
+    digit = mnist[1][0][3]
+    page = render_on_paper(digit, size=200)[..., 0].astype(np.float32)
+    gradient = np.linspace(0.55, 1.0, page.shape[1])[None, :]
+    fields = [
+        to_mnist(page.astype(np.uint8)),
+        to_mnist((255 - page).astype(np.uint8)),  # chalk on a board
+        to_mnist((page * gradient).astype(np.uint8)),  # lit from one side
+    ]
+    for f in fields[1:]:
+        assert np.corrcoef(fields[0].ravel(), f.ravel())[0, 1] > 0.9
 
 
-def test_blank_image_gives_an_empty_field() -> None:
-    assert to_mnist(np.full((50, 50), 255, np.uint8)).max() == 0
+def test_faint_ruled_lines_and_paper_texture_are_not_ink() -> None:
+    rng = np.random.default_rng(0)
+    page = np.full((300, 300), 230.0) + rng.normal(0, 4, (300, 300))
+    page[::30, :] -= 35  # faint ruled lines across the page
+    assert ink_image(np.clip(page, 0, 255).astype(np.uint8)).components == ()
+    page[100:200, 145:152] = 30  # a dark stroke: a "1"
+    ii = ink_image(np.clip(page, 0, 255).astype(np.uint8))
+    assert len(ii.components) == 1 and ii.components[0].h >= 95
+
+
+# --- formats ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"])
+def test_every_format_reads_the_same_digit(fmt: str, mnist, rec) -> None:
+    (x, y) = mnist[1]
+    page = Image.fromarray(render_on_paper(x[1], size=160))  # a 2
+    data = _encode(page, fmt)
+    assert rec.predict(data).digit == int(y[1])
+
+
+def test_exif_orientation_is_honoured(mnist) -> None:
+    page = Image.fromarray(render_on_paper(mnist[1][0][0], size=160))  # a 7, upright
+    stored = page.transpose(Image.Transpose.ROTATE_90)  # as a phone stores it: sideways, plus a tag
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    out = load_image(_encode(stored, "JPEG", exif=exif))
+    upright = np.asarray(page.convert("L"), np.float32)
+    assert out.shape == upright.shape
+    assert np.corrcoef(out.ravel(), upright.ravel())[0, 1] > 0.95
+
+
+def test_16_bit_palette_and_cmyk(mnist, rec) -> None:
+    (x, y) = mnist[1]
+    page = render_on_paper(x[4], size=120)  # a 4
+    gray16 = Image.fromarray(page[..., 0].astype(np.uint16) * 257)  # 16-bit: mode I;16
+    assert gray16.mode.startswith("I")
+    palette = Image.fromarray(page).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    cmyk = Image.fromarray(page).convert("CMYK")
+    for image in (_encode(gray16, "PNG"), _encode(palette, "PNG"), _encode(cmyk, "JPEG"), _encode(cmyk, "TIFF")):
+        assert rec.predict(image).digit == int(y[4])
+
+
+def test_animated_gif_uses_the_first_frame(mnist, rec) -> None:
+    (x, y) = mnist[1]
+    first, second = (Image.fromarray(render_on_paper(x[i], size=120)).convert("P") for i in (0, 2))  # 7, then 1
+    data = _encode(first, "GIF", save_all=True, append_images=[second], duration=100)
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    assert rec.predict(data).digit == int(y[0])
+
+
+@pytest.mark.parametrize("color", [(0, 0, 0), (255, 255, 255), (200, 30, 30)])
+def test_transparent_canvas_keeps_its_ink(color: tuple[int, int, int], mnist, rec) -> None:
+    # Strokes on a fully transparent canvas: the ink is in the alpha channel, the colour anywhere.
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(3)
+    ink = np.asarray(Image.fromarray(x[7]).resize((200, 200), Image.Resampling.BICUBIC), np.float32)  # a 9
+    rgba = np.zeros((300, 300, 4), np.uint8)
+    rgba[..., :3] = color
+    rgba[60:260, 20:220, 3] = np.clip((ink - 60) * 3, 0, 255).astype(np.uint8)
+    assert rec.predict(_encode(Image.fromarray(rgba, "RGBA"), "PNG")).digit == int(y[7])
+    assert rec.predict(synth.as_canvas(x[7], rng)).digit == int(y[7])
+
+
+# --- hand-made cases -------------------------------------------------------------------------------
+
+
+def test_a_seven_drawn_in_a_corner_of_a_large_canvas(rec) -> None:
+    canvas = Image.new("RGBA", (900, 700), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.line([(690, 530), (800, 530), (735, 680)], fill=(0, 0, 0, 255), width=14, joint="curve")
+    answer = rec.predict(_encode(canvas, "PNG"))
+    assert answer.digit == 7, answer
+
+
+def test_a_digit_in_red_pen_on_a_yellow_note(mnist, rec) -> None:
+    (x, y) = mnist[1]
+    ink = np.asarray(Image.fromarray(x[18]).resize((140, 140), Image.Resampling.BICUBIC), np.float32) / 255  # a 3
+    note = np.empty((220, 220, 3), np.float32)
+    note[:] = (250, 235, 120)  # yellow sticky note
+    red = np.array([200, 30, 40], np.float32)
+    region = note[40:180, 50:190]
+    note[40:180, 50:190] = region * (1 - ink[..., None]) + red * ink[..., None]
+    answer = rec.predict(_encode(Image.fromarray(note.astype(np.uint8)), "JPEG", quality=85))
+    assert answer.digit == int(y[18]) == 3, answer
+
+
+def test_a_number_with_touching_digits(mnist, rec) -> None:
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(5)
+    picks = [3, 2, 1]  # MNIST test images #3, #2, #1: the text must match their labels
+    strip = synth.number_strip([x[i] for i in picks], rng, touching=1.0)
+    columns = np.flatnonzero(strip.max(axis=0) > 20)
+    assert (strip.max(axis=0)[columns[0] : columns[-1] + 1] > 0).all()  # no empty column: they touch
+    reading = rec.read(synth.as_photo(strip, rng, jpeg=False))
+    assert reading.text == "".join(str(int(y[i])) for i in picks), reading
+
+
+def test_reading_a_zip_code_with_a_speck_and_boxes(mnist, rec) -> None:
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(11)
+    picks = [int(np.flatnonzero(y == d)[0]) for d in (9, 0, 2, 1, 0)]
+    strip = synth.number_strip([x[i] for i in picks], rng, touching=0.0)
+    strip = np.pad(strip, ((6, 6), (6, 6)))
+    strip[2, 2] = 255  # a speck of dust
+    page = 255 - np.repeat(np.kron(strip, np.ones((6, 6)))[..., None], 3, axis=2).clip(0, 255).astype(np.uint8)
+    reading = rec.read(page)
+    assert reading.text == "90210", reading
+    xs = [d.box[0] for d in reading.digits]
+    assert xs == sorted(xs)
+    for d in reading.digits:
+        bx, by, bw, bh = d.box
+        assert 0 <= bx < page.shape[1] and 0 <= by < page.shape[0] and bw > 10 and bh > 40
+
+
+def test_strokes_of_one_digit_are_joined(rec) -> None:
+    # A 5 written in two strokes: the flag does not touch the body.
+    page = Image.new("L", (300, 300), 255)
+    draw = ImageDraw.Draw(page)
+    draw.line([(110, 70), (195, 70)], fill=0, width=13)  # the flag
+    draw.line([(112, 84), (105, 145)], fill=0, width=13)
+    draw.arc([(95, 130), (205, 240)], start=-150, end=150, fill=0, width=13)
+    reading = rec.read(np.asarray(page))
+    assert len(reading.digits) == 1, reading
+
+
+# --- rejection -------------------------------------------------------------------------------------
+
+
+def test_a_blank_page_is_no_digit(rec) -> None:
+    answer = rec.predict(synth.blank_page(np.random.default_rng(1)))
+    assert answer.digit is None and "blank" in answer.reason
+    assert rec.read(np.full((50, 200), 255, np.uint8)).text == ""
+
+
+def test_letters_and_doodles_are_rejected(rec) -> None:
+    rng = np.random.default_rng(4)
+    fonts = synth.dejavu_fonts("Serif")
+    images = [synth.as_photo(synth.font_glyph(c, fonts[0]), rng, fill=(0.4, 0.6)) for c in "AKMRWXhkm"]
+    images += [synth.as_photo(synth.scribble(rng), rng) for _ in range(6)]
+    rejected = [rec.predict(d).digit is None for d in images]
+    assert np.mean(rejected) >= 0.8, rejected
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels in a few dozen bytes: a decompression bomb's header."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def _truncated(fmt: str) -> bytes:
+    data = _encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)), fmt)
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty file"),
+        (_truncated("PNG"), "cannot decode"),
+        (_truncated("JPEG"), "cannot decode"),
+        (np.random.default_rng(1).bytes(4096), "not an image"),
+        (b"hello, this is text and not a picture\n" * 10, "not an image"),
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
+        (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", "PDF"),
+        (_png_header_only(30000, 30000), "than the limit of"),
+        (_png_header_only(9000, 8000), "pixels is more than the limit"),  # under Pillow's limit, over ours
+    ],
+    ids=["empty", "truncated-png", "truncated-jpeg", "random", "text", "svg", "pdf", "bomb", "over-our-cap"],
+)
+def test_bad_files_are_clear_errors(data: bytes, message: str, tmp_path) -> None:
+    path = tmp_path / "upload.png"
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match=message) as e:
+        load_image(path)
+    assert "upload.png" in str(e.value)
+
+
+def test_bomb_limit_is_below_pillows() -> None:
+    assert MAX_PIXELS < Image.MAX_IMAGE_PIXELS
+
+
+def test_huge_photo_is_decoded_small() -> None:
+    big = Image.new("RGB", (8000, 6000), (235, 235, 230))
+    ImageDraw.Draw(big).line([(4000, 1500), (4000, 4500)], fill=(20, 20, 20), width=300)  # a "1"
+    data = _encode(big, "JPEG", quality=80)
+    gray = load_image(data)
+    assert max(gray.shape) <= 2000  # JPEG draft decoding: never the full 48 MP
+    assert to_mnist(data).max() == 255
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (b"", "empty"),
-        (b"GIF89a not really", "cannot decode|not an image"),
         (np.full((5, 5), np.nan, np.float32), "NaN"),
+        (np.full((5, 5), np.inf), "NaN or infinite"),
         (np.zeros((2, 2, 2, 2)), "shape"),
+        (np.zeros((0, 5)), "shape"),
+        (np.array([["a", "b"]]), "must hold numbers"),
         (3.14, "cannot read an image from float"),
     ],
 )
-def test_bad_input_is_a_clear_error(value: object, message: str) -> None:
+def test_bad_arrays_are_clear_errors(value: object, message: str) -> None:
     with pytest.raises(ImageError, match=message):
         load_image(value)
 
 
-def test_recognizer_reads_paths_bytes_pil_and_arrays(tiny_run, mnist, tmp_path) -> None:
-    from digitrec import load_recognizer
+def test_tiny_and_flat_images_do_not_crash(rec) -> None:
+    for a in (np.zeros((1, 1), np.uint8), np.full((1, 1), 255, np.uint8), np.zeros((64, 64), np.uint8)):
+        assert rec.predict(a).digit is None
 
-    rec = load_recognizer(tiny_run.run_dir)
-    (x_test, y_test) = mnist[1]
-    page = render_on_paper(x_test[1])  # a 2
-    path = tmp_path / "two.png"
-    Image.fromarray(page).save(path)
-    answers = {rec.predict(v).digit for v in (path, path.read_bytes(), Image.fromarray(page), page)}
-    assert answers == {int(y_test[1])}
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 80),
+    w=st.integers(1, 80),
+    channels=st.sampled_from([None, 1, 3, 4]),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.int32]),
+    seed=st.integers(0, 2**16),
+)
+def test_preprocessing_never_fails_on_any_valid_array(h: int, w: int, channels, dtype, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if channels is None else (h, w, channels)
+    a = (rng.random(shape) * (1.0 if dtype == np.float32 else 255)).astype(dtype)
+    out = to_mnist(a)
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.binary(min_size=0, max_size=2048))
+def test_decoder_gives_only_image_errors_on_arbitrary_bytes(data: bytes) -> None:
+    try:
+        load_image(data)
+    except ImageError:
+        pass

@@ -165,15 +165,17 @@ def iter_images(paths: Sequence[str]) -> Iterator[Path]:
             yield p
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _answer_files(args: argparse.Namespace, answer: Any, show: Any) -> int:
+    """Answer each image file; a file that fails gets an error row and the others are still answered."""
     from .images import ImageError
-    from .recognizer import load_recognizer
 
-    rec = load_recognizer(args.model)
     failed = False
-    for path in iter_images(args.paths):
+    paths = list(iter_images(args.paths))
+    if not paths:
+        raise CommandError(f"no image files in {', '.join(args.paths)}")
+    for path in paths:
         try:
-            row: dict[str, Any] = {"file": str(path), **rec.predict(path).to_dict()}
+            row: dict[str, Any] = {"file": str(path), **answer(path).to_dict()}
         except ImageError as e:
             failed = True
             row = {"file": str(path), "error": str(e)}
@@ -182,8 +184,56 @@ def cmd_predict(args: argparse.Namespace) -> int:
         elif "error" in row:
             print(f"{row['file']}: error: {row['error']}")
         else:
-            print(f"{row['file']}: {row['digit']}  ({row['confidence']:.3f})")
+            print(f"{row['file']}: {show(row)}")
     return 1 if failed else 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .recognizer import load_recognizer
+
+    rec = load_recognizer(args.model)
+
+    def show(row: dict[str, Any]) -> str:
+        if row["digit"] is None:
+            return f"no digit ({row['reason']}, {row['confidence']:.3f})"
+        return f"{row['digit']}  ({row['confidence']:.3f})"
+
+    return _answer_files(args, rec.predict, show)
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from .recognizer import load_recognizer
+
+    rec = load_recognizer(args.model)
+
+    def show(row: dict[str, Any]) -> str:
+        confidences = " ".join(f"{d['confidence']:.2f}" for d in row["digits"])
+        return f"{row['text'] or '(no digits)'}  [{confidences}]"
+
+    return _answer_files(args, rec.read, show)
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .images import to_mnist
+
+    field = to_mnist(args.image)
+    out = Path(args.out)
+    image = Image.fromarray(field, "L")
+    if args.scale > 1:
+        image = image.resize((28 * args.scale, 28 * args.scale), Image.Resampling.NEAREST)
+    image.save(out)
+    print(f"Written: {out} (28x28{f', shown {args.scale}x' if args.scale > 1 else ''}), what the model sees")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    path, diff = export_model(args.model, args.format, args.out)
+    print(f"Written: {path} ({args.format}); verified: max abs difference from Keras {diff:.1e} on sample digits")
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -280,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="early stopping: epochs without improvement on validation")
     p.add_argument("--precision", choices=PRECISIONS, help="float32, bf16, or auto: the faster here (default)")
     p.add_argument("--limit", type=int, help="use only the first N training images (quick experiments)")
+    p.add_argument("--domain", type=int, help="add N training digits rendered as photos/canvases (real images)")
+    p.add_argument("--negatives", type=int, help="add N non-digits as a 'not a digit' class (0: none)")
     p.add_argument("--dataset", help="mnist (default), fashion-mnist, or a directory of IDX files")
     p.add_argument("--data-dir", help="directory with your own copy of the dataset; also $DIGITREC_DATA")
     p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
@@ -315,11 +367,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="PNG file to write (default samples.png)")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("predict", help="predict the digit in image files")
+    p = sub.add_parser(
+        "predict",
+        help="the digit in each image (null when there is none)",
+        description="Predict the digit in each image: photos, scans, canvas drawings. An image without a "
+        "digit (blank, a letter, a picture of a shoe) gets digit null. Exit code 1 if any file failed.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "read",
+        help="read a line of handwritten digits (a zip code, an amount) in each image",
+        description="Read the digits of each image left to right, with a box per digit. "
+        "Exit code 1 if any file failed.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
+    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.set_defaults(func=cmd_read)
+
+    p = sub.add_parser("preprocess", help="write the 28x28 image the model sees for an image")
+    p.add_argument("image", metavar="IMAGE", help="an image file")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--scale", type=int, default=1, help="enlarge the 28x28 result N times (nearest pixel)")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser(
+        "export",
+        help="export a model as ONNX (servers), LiteRT/TFLite (phones) or SavedModel (TF Serving), verified",
+        description="Export a model and verify it: the export is loaded in its runtime and must agree with "
+        "Keras on real digits. ONNX written beside a .keras file (model.onnx) is used by predict, read "
+        "and serve (ONNX Runtime, no TensorFlow).",
+    )
+    p.add_argument("--format", choices=("onnx", "litert", "saved_model"), default="onnx", help="(default: onnx)")
+    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    p.add_argument("--out", help="output path (default: beside the model: model.onnx, model.tflite, ...)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="the model card of a saved model: architecture, data, metrics, machine")
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
@@ -331,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `digitrec` and `python -m digitrec`."""
     from .data import DataError
+    from .export import ExportError
     from .images import ImageError
     from .models import ModelError
     from .train import TrainError
@@ -339,7 +426,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ModelError, TrainError, ImageError, CommandError, ValueError, argparse.ArgumentTypeError) as e:
+    except (
+        DataError,
+        ModelError,
+        TrainError,
+        ImageError,
+        ExportError,
+        CommandError,
+        ValueError,
+        argparse.ArgumentTypeError,
+    ) as e:
         print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,107 +1,401 @@
-"""The one path from an image to a 28x28 MNIST-style array (white ink on black, uint8).
+"""The one path from a real image to 28x28 MNIST-style digits (white ink on black, uint8).
 
-This first version handles MNIST-like input: decode, flatten transparency, grayscale, detect polarity
-(dark ink on light paper is inverted), crop to the ink, fit it into a 20x20 box and centre it by
-centre of mass in a 28x28 field, as MNIST itself was made.
+Every caller (CLI, library, API, UI, benchmarks) goes through here, so training-time and serving-time
+preprocessing cannot drift apart. The steps:
+
+1. decode: PNG, JPEG, BMP, GIF (first frame), TIFF, WebP; EXIF orientation; 16-bit, palette, CMYK;
+   transparency composited so that ink drawn on a transparent canvas stays visible. Size and pixel
+   caps are checked before any pixel is decoded; large JPEGs are decoded at reduced size (draft).
+2. ink map: detect polarity (dark ink on paper, or chalk on a board), divide out the background
+   (lighting gradients, tinted paper) and get ink strength in [0, 1] per pixel.
+3. ink mask: a threshold relative to the strongest ink, so paper texture, noise and faint ruled lines
+   are not ink; specks and page-wide lines are dropped.
+4. MNIST normalization, as MNIST itself was made: each digit's ink, stroke width adjusted to MNIST's,
+   fitted into a 20x20 box preserving aspect ratio (anti-aliased), centred by centre of mass in 28x28.
+
+`segment` finds the digits of a line (a zip code, an amount) left to right: it joins strokes that
+belong together (a 5's flag) and leaves splitting touching digits to the recognizer, which can score
+candidate cuts.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageError", "load_image", "to_mnist"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_PIXELS",
+    "Component",
+    "ImageError",
+    "InkImage",
+    "digit_to_mnist",
+    "ink_image",
+    "load_image",
+    "segment",
+    "to_mnist",
+]
 
 FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
-MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (Pillow's bomb limit is ~89M)
+MAX_BYTES = 20 * 1024 * 1024  # larger files are refused unread
+MAX_PIXELS = 50_000_000  # refused before decoding; Pillow's own bomb limit is ~89M (and warns at 89M/2)
+WORK_SIDE = 640  # images are analysed with their longer side at most this (decoding uses draft for JPEG)
+MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
+MIN_CONTRAST = 0.12  # ink weaker than this fraction of full contrast is never ink (texture, noise)
+RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's strongest ink (ruled lines)
 
 
 class ImageError(Exception):
     """An image could not be read or holds nothing usable; the message says which and why."""
 
 
-def load_image(image: Any) -> np.ndarray:
-    """Decode a path, bytes, PIL image or array into a float32 grayscale array in [0, 255]."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+# --- 1. decoding ---------------------------------------------------------------------------------
+
+
+def _open(data: bytes, name: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"{name}: {len(data)} bytes is more than the limit of {MAX_BYTES}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap is checked below
+            pil = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: more pixels than the limit of {MAX_PIXELS} (decompression bomb?)") from None
+    except UnidentifiedImageError:
+        head = data[:64].lstrip().lower()
+        kind = "an SVG or XML file" if head.startswith((b"<svg", b"<?xml")) else None
+        kind = kind or ("a PDF" if head.startswith(b"%pdf") else None)
+        raise ImageError(f"{name}: not an image ({kind or 'unrecognized format'})") from None
+    except Exception as e:  # Pillow raises many types on malformed headers
+        raise ImageError(f"{name}: cannot read the image header ({e})") from None
+    w, h = pil.size
+    if w < 1 or h < 1:
+        raise ImageError(f"{name}: image has no pixels ({w}x{h})")
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name}: {w}x{h} pixels is more than the limit of {MAX_PIXELS} (decompression bomb?)")
+    return pil
+
+
+def _decode(pil: Any, name: str) -> np.ndarray:
+    """PIL image -> float32 gray (h, w) in [0, 255], transparency composited to keep the ink visible."""
+    from PIL import Image, ImageOps
+
+    try:
+        if getattr(pil, "n_frames", 1) > 1:
+            pil.seek(0)  # animated GIF / multi-page TIFF: the first frame
+        if pil.format == "JPEG" and max(pil.size) > 2 * WORK_SIDE:
+            pil.draft("RGB", (2 * WORK_SIDE, 2 * WORK_SIDE))  # decode at 1/2, 1/4 or 1/8 scale: fast, small
+        pil.load()
+        pil = ImageOps.exif_transpose(pil)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: too many pixels ({e})") from None
+    except Exception as e:  # truncated or corrupt data: Pillow raises OSError, SyntaxError, ValueError...
+        raise ImageError(f"{name}: cannot decode the image ({e})") from None
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(pil, dtype=np.float32)
+        top = float(a.max(initial=0))
+        if top > 255:  # 16-bit samples
+            a = a * (255.0 / 65535.0)
+        elif pil.mode == "F" and top <= 1.0:  # floats in [0, 1]
+            a = a * 255.0
+        return np.clip(a, 0, 255)
+    has_alpha = pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info)
+    if not has_alpha:
+        return np.asarray(pil.convert("L"), dtype=np.float32)
+    rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32)
+    alpha = rgba[..., 3] / 255.0
+    gray = rgba[..., :3] @ np.float32([0.299, 0.587, 0.114])
+    if alpha.min() >= 0.99:
+        return gray
+    # Ink on a transparent canvas: composite onto the background that contrasts with the ink, so
+    # black strokes land on white and white strokes on black (either way the ink stays visible).
+    opaque = alpha > 0.5
+    ink_level = float(np.median(gray[opaque])) if opaque.any() else 0.0
+    background = 255.0 if ink_level < 128 else 0.0
+    return gray * alpha + background * (1 - alpha)
+
+
+def load_image(image: Any, name: str | None = None) -> np.ndarray:
+    """Decode a path, bytes, PIL image or array into float32 gray (h, w) in [0, 255].
+
+    Arrays may be (h, w), (h, w, 1|3|4), uint8 in [0, 255] or float in [0, 1]. Every problem is an
+    ImageError that names the input.
+    """
+    from PIL import Image
 
     if isinstance(image, np.ndarray):
-        a = np.asarray(image)
-        if a.ndim == 3 and a.shape[-1] in (1, 3, 4):
-            a = a[..., :3].mean(axis=-1) if a.shape[-1] >= 3 else a[..., 0]
-        if a.ndim != 2 or a.size == 0:
-            raise ImageError(f"expected a 2-D grayscale or (h, w, 3|4) color array, got shape {image.shape}")
-        a = a.astype(np.float32)
-        if not np.isfinite(a).all():
-            raise ImageError("the array holds NaN or infinite values")
-        if a.max(initial=0) <= 1.0 and image.dtype.kind == "f":
-            a = a * 255.0  # float images in [0, 1]
-        return np.clip(a, 0, 255)
-    name = "image"
+        return _array_gray(image, name or "array")
     if isinstance(image, (str, os.PathLike)):
-        name = os.fspath(image)
+        name = name or os.fspath(image)
         try:
+            size = os.path.getsize(image)
+            if size > MAX_BYTES:
+                raise ImageError(f"{name}: {size} bytes is more than the limit of {MAX_BYTES}")
             with open(image, "rb") as f:
                 image = f.read()
         except OSError as e:
-            raise ImageError(f"{name}: cannot read: {e.strerror or e}") from e
-    if isinstance(image, (bytes, bytearray)):
-        if not image:
-            raise ImageError(f"{name}: empty file")
-        try:
-            pil = Image.open(io.BytesIO(image))
-        except UnidentifiedImageError:
-            raise ImageError(f"{name}: not an image (unrecognized format)") from None
-        w, h = pil.size
+            raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
+    name = name or "image"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _decode(_open(bytes(image), name), name)
+    if isinstance(image, Image.Image):
+        w, h = image.size
         if w * h > MAX_PIXELS:
             raise ImageError(f"{name}: {w}x{h} pixels is more than the limit of {MAX_PIXELS}")
-        try:
-            pil.load()
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise ImageError(f"{name}: cannot decode the image ({e})") from e
-    elif isinstance(image, Image.Image):
-        pil = image
-    else:
-        raise ImageError(f"cannot read an image from {type(image).__name__}: give a path, bytes, PIL image or array")
-    pil = ImageOps.exif_transpose(pil)
-    if pil.mode in ("RGBA", "LA", "PA") or (pil.mode == "P" and "transparency" in pil.info):
-        # Composite on white: transparent canvas drawings become dark ink on light paper.
-        rgba = pil.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        pil = Image.alpha_composite(white, rgba)
-    return np.asarray(pil.convert("L"), dtype=np.float32)
+        return _decode(image, name)
+    raise ImageError(f"cannot read an image from {type(image).__name__}: give a path, bytes, PIL image or array")
 
 
-def to_mnist(image: Any) -> np.ndarray:
-    """Any image -> uint8 (28, 28), white digit on black, fitted and centred the MNIST way."""
+def _array_gray(a: np.ndarray, name: str) -> np.ndarray:
+    if a.dtype.kind not in "uifb":
+        raise ImageError(f"{name}: arrays must hold numbers, got dtype {a.dtype}")
+    if a.ndim == 3 and a.shape[-1] in (1, 3, 4):
+        a = a[..., 0] if a.shape[-1] == 1 else a
+    if a.ndim == 3:
+        rgb = a[..., :3].astype(np.float32)
+        gray = rgb @ np.float32([0.299, 0.587, 0.114])
+        if a.shape[-1] == 4:
+            return _array_gray_alpha(gray, a[..., 3].astype(np.float32), a.dtype)
+        a = gray
+    if a.ndim != 2 or a.size == 0:
+        raise ImageError(f"{name}: expected a 2-D grayscale or (h, w, 3|4) color array, got shape {a.shape}")
+    if a.shape[0] * a.shape[1] > MAX_PIXELS:
+        raise ImageError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels is more than the limit of {MAX_PIXELS}")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ImageError(f"{name}: the array holds NaN or infinite values")
+    if a.dtype.kind == "f" and a.max(initial=0) <= 1.0 and a.min(initial=0) >= 0:
+        a = a * 255.0  # float images in [0, 1]
+    return np.clip(a, 0, 255)
+
+
+def _array_gray_alpha(gray: np.ndarray, alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if not (np.isfinite(gray).all() and np.isfinite(alpha).all()):
+        raise ImageError("array: the array holds NaN or infinite values")
+    if dtype.kind == "f" and alpha.max(initial=0) <= 1.0:
+        gray, alpha = gray * 255.0, alpha * 255.0
+    alpha = np.clip(alpha / 255.0, 0, 1)
+    opaque = alpha > 0.5
+    background = 255.0 if (not opaque.any() or np.median(gray[opaque]) < 128) else 0.0
+    return np.clip(gray * alpha + background * (1 - alpha), 0, 255)
+
+
+# --- 2-3. ink --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Component:
+    """A group of ink pixels: its box (x, y, w, h) in the working image and its ink mass."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    mass: float
+    labels: tuple[int, ...]  # connected-component labels that make it up
+
+
+@dataclass(frozen=True)
+class InkImage:
+    """An image as ink strength in [0, 1] (0: background), with its mask and components."""
+
+    ink: np.ndarray  # float32 (h, w) in [0, 1]
+    mask: np.ndarray  # bool (h, w): pixels that count as ink
+    labels: np.ndarray  # int32 (h, w): connected component of each ink pixel, 0 for none
+    components: tuple[Component, ...]  # kept components, left to right
+    scale: float  # working image pixels per original pixel
+    dark_ink: bool  # True: dark ink on light paper
+
+
+def _resize_to_work(gray: np.ndarray) -> tuple[np.ndarray, float]:
     import cv2
 
-    a = load_image(image)
-    background = float(np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
-    if background > 127:  # light background: dark ink on paper, invert to MNIST's polarity
-        a, background = 255.0 - a, 255.0 - background
-    a = np.clip(a - background, 0, None)
-    peak = a.max(initial=0)
-    if peak <= 0:
+    h, w = gray.shape
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    if scale < 1.0:
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return gray, scale
+
+
+def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour."""
+    import cv2
+
+    h, w = gray.shape
+    g = cv2.GaussianBlur(gray, (3, 3), 0) if min(h, w) >= 16 else gray
+    median = float(np.median(g))
+    lo, hi = np.percentile(g, [0.5, 99.5])
+    dark_ink = (median - lo) >= (hi - median)  # ink is the minority far from the typical (paper) level
+    # Background by morphology with a kernel wider than any stroke: a closing removes dark strokes
+    # (leaving the paper), an opening removes light ones (leaving the board).
+    k = max(3, int(0.2 * min(h, w)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+    if min(h, w) >= 24:
+        op = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
+        background = cv2.blur(cv2.morphologyEx(g, op, kernel), (k, k))
+    else:  # tiny images (an MNIST-sized array): the background is the typical level
+        background = np.full_like(g, median)
+    if dark_ink:
+        ink = (background - g) / np.maximum(background, 32.0)  # relative darkening: robust to shade
+    else:
+        ink = (g - background) / np.maximum(255.0 - background, 32.0)
+    return np.clip(ink, 0.0, 1.0).astype(np.float32), bool(dark_ink)
+
+
+def ink_image(image: Any, name: str | None = None) -> InkImage:
+    """Decode ``image`` and locate its ink: the shared first half of `to_mnist` and `segment`."""
+    import cv2
+
+    gray, scale = _resize_to_work(load_image(image, name))
+    ink, dark_ink = _ink_map(gray)
+    strongest = float(np.percentile(ink, 99.9)) if ink.size else 0.0
+    threshold = max(MIN_CONTRAST, RELATIVE_INK * strongest)
+    mask = ink >= threshold
+    if strongest < MIN_CONTRAST or not mask.any():
+        empty = np.zeros(ink.shape, np.int32)
+        return InkImage(ink, np.zeros_like(mask), empty, (), scale, dark_ink)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    h, w = mask.shape
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    biggest = int(areas.max())
+    keep = []
+    for i in range(1, n):
+        x, y, bw, bh, area = (int(v) for v in stats[i])
+        if area < max(3, 0.04 * biggest):
+            continue  # specks and noise
+        spans_width = bw >= 0.9 * w and bh <= 0.1 * h
+        spans_height = bh >= 0.98 * h and bw <= 0.05 * w and (x == 0 or x + bw == w)
+        if spans_width or spans_height:
+            continue  # a ruled line or a page edge, not a digit
+        mass = float(ink[labels == i].sum())
+        keep.append(Component(x, y, bw, bh, mass, (i,)))
+    keep.sort(key=lambda c: c.x)
+    kept_ids = np.zeros(n, bool)
+    for c in keep:
+        kept_ids[list(c.labels)] = True
+    labels = np.where(kept_ids[labels], labels, 0).astype(np.int32)
+    return InkImage(ink, labels > 0, labels, tuple(keep), scale, dark_ink)
+
+
+# --- 4. MNIST normalization ------------------------------------------------------------------------
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Typical stroke width in pixels: twice the mean distance to the background along the ridge."""
+    import cv2
+
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    if not mask.any():
+        return 0.0
+    ridge = dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8)) - 1e-6  # local maxima of the distance
+    ridge &= mask
+    # The median ignores junctions (wide) and stroke ends (narrow).
+    return float(2.0 * np.median(dist[ridge])) if ridge.any() else 1.0
+
+
+def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One digit's ink (float [0, 1]) and mask, cropped to it -> uint8 (28, 28) as MNIST made its digits."""
+    import cv2
+
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
         return np.zeros((FIELD, FIELD), np.uint8)
-    a = a * (255.0 / peak)
-    ys, xs = np.nonzero(a > 0.25 * 255)
-    crop = a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    h, w = crop.shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    side = max(y1 - y0, x1 - x0)
+    target = MNIST_STROKE * side  # MNIST's stroke width at this digit's size
+    pad = 2 + int(target)  # room for strokes to grow
+    crop_mask = np.pad(mask[y0:y1, x0:x1], pad)
+    # Keep the anti-aliased edge of each stroke: ink near the mask, nothing elsewhere.
+    near = cv2.dilate(crop_mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    crop = np.pad(ink[y0:y1, x0:x1], pad) * near
+    strength = np.clip(crop / max(float(np.percentile(crop[crop_mask], 90)), 1e-3), 0, 1)
+    # Strokes thinner or thicker than MNIST's (a fine pen on a big photo, a fat canvas brush) are
+    # grown or thinned so that, once fitted into 20x20, they are about MNIST's 2-3 pixels wide.
+    width = _stroke_width(crop_mask)
+    if width < 0.6 * target:
+        r = max(1, round((target - width) / 2))
+        strength = cv2.dilate(strength, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    elif width > 1.3 * target:
+        r = max(1, round((width - target) / 2))
+        thinned = cv2.erode(strength, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        if thinned.max() > 0.5:  # never erase the digit
+            strength = thinned
+    ys, xs = np.nonzero(strength > 0.05)
+    strength = strength[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    # Fit into the 20x20 box, preserving aspect ratio.
+    h, w = strength.shape
     scale = BOX / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(crop, (nw, nh), interpolation=interp)
+    small = cv2.resize(strength, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     field = np.zeros((FIELD, FIELD), np.float32)
     top, left = (FIELD - nh) // 2, (FIELD - nw) // 2
     field[top : top + nh, left : left + nw] = small
-    total = field.sum()
-    if total > 0:  # shift so the centre of mass sits at the centre of the field
+    total = float(field.sum())
+    if total > 0:  # shift so the centre of mass sits at the centre of the field, as MNIST did
         yy, xx = np.mgrid[:FIELD, :FIELD]
-        cy, cx = (field * yy).sum() / total, (field * xx).sum() / total
+        cy, cx = float((field * yy).sum()) / total, float((field * xx).sum()) / total
         m = np.float32([[1, 0, (FIELD - 1) / 2 - cx], [0, 1, (FIELD - 1) / 2 - cy]])
         field = cv2.warpAffine(field, m, (FIELD, FIELD), flags=cv2.INTER_LINEAR, borderValue=0)
-    return np.clip(np.rint(field), 0, 255).astype(np.uint8)
+    peak = float(np.percentile(field[field > 0.05], 95)) if (field > 0.05).any() else 1.0
+    return np.clip(np.rint(field / max(peak, 1e-3) * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_mnist(image: Any, name: str | None = None) -> np.ndarray:
+    """Any image holding one digit -> uint8 (28, 28), white on black, fitted and centred the MNIST way.
+
+    An image with no ink gives an all-black field (the recognizer reports it as "no digit").
+    """
+    ii = ink_image(image, name)
+    return digit_to_mnist(ii.ink, ii.mask)
+
+
+# --- segmentation ----------------------------------------------------------------------------------
+
+
+def _merge(a: Component, b: Component, mass: float | None = None) -> Component:
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+    return Component(x0, y0, x1 - x0, y1 - y0, a.mass + b.mass if mass is None else mass, a.labels + b.labels)
+
+
+def segment(ii: InkImage) -> list[Component]:
+    """Group an image's ink components into digit candidates, left to right.
+
+    Components whose horizontal extents overlap substantially belong to one digit (a 5's flag, a
+    7's bar, a broken stroke). Specks much smaller than the line's digits are dropped.
+    """
+    comps = sorted(ii.components, key=lambda c: c.x)
+    if not comps:
+        return []
+    line_height = float(np.median([c.h for c in comps if c.mass >= 0.25 * max(d.mass for d in comps)]))
+    groups: list[Component] = []
+    for c in comps:
+        if groups:
+            g = groups[-1]
+            overlap = min(g.x + g.w, c.x + c.w) - max(g.x, c.x)
+            # Slanted neighbours overlap a little; a 5's flag or a 7's bar lies mostly over its digit.
+            if overlap > 0.6 * min(g.w, c.w) or (overlap > 0.3 * min(g.w, c.w) and min(g.h, c.h) < 0.5 * line_height):
+                groups[-1] = _merge(g, c)
+                continue
+        groups.append(c)
+    return [g for g in groups if g.h >= 0.3 * line_height or g.mass >= 0.15 * max(x.mass for x in groups)]
+
+
+def group_to_mnist(ii: InkImage, group: Component, columns: tuple[int, int] | None = None) -> np.ndarray:
+    """The MNIST field of one group (optionally only the columns [c0, c1) of the working image)."""
+    mask = np.isin(ii.labels, group.labels)
+    if columns is not None:
+        cut = np.zeros_like(mask)
+        cut[:, columns[0] : columns[1]] = True
+        mask &= cut
+    return digit_to_mnist(ii.ink, mask)

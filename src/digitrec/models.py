@@ -175,6 +175,8 @@ def _conv_bn(keras: Any, x: Any, filters: int) -> Any:
     epochs=15,
     batch_size=128,
     augment=True,
+    domain=6000,  # real-image training digits (see realdata.py)
+    negatives=10000,  # "not a digit" examples: the model can say an image holds no digit
 )
 def digitnet(num_classes: int = 10) -> Any:
     import keras

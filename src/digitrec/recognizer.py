@@ -1,36 +1,86 @@
-"""Load a trained model and predict: the runtime that the CLI (and later the API and UI) share."""
+"""Load a trained model and answer: predict one digit, read a line of digits, reject what is not a digit.
+
+The runtime that the CLI (and the API and UI) share. Every image goes through `images` first.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .models import ModelError, load_model, resolve_model_path
+from .images import Component, InkImage, group_to_mnist, ink_image, segment, to_mnist
+from .models import ModelError, file_sha256, load_model, read_metadata, resolve_model_path
 
-__all__ = ["Prediction", "Recognizer", "default_model_path", "load_recognizer", "predict_probabilities"]
+__all__ = [
+    "DigitBox",
+    "Prediction",
+    "Reading",
+    "Recognizer",
+    "default_model_path",
+    "digit_probabilities",
+    "load_recognizer",
+    "predict_probabilities",
+]
 
 BATCH = 1024  # images per forward pass when predicting many
+WIDE = 0.85  # a group wider than this times its height may be touching digits (two narrow ones: "65")
+MAX_SPLIT = 8  # at most this many digits are looked for in one group of touching digits
+# In a line of digits, segmentation has already dropped specks, and a digit-sized mark is most likely
+# a digit: `read` drops a mark only when the model is at least this sure it is not one.
+READ_REJECT = 0.5
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's answer: the most likely class, its probability, and all class probabilities."""
+    """One image's answer. ``digit`` is None when the image holds no digit (``reason`` says why).
+
+    ``probabilities`` are the ten digit probabilities given that it is a digit (they sum to 1);
+    ``confidence`` is the probability of the answer given: the digit, or "not a digit".
+    """
+
+    digit: int | None
+    confidence: float
+    probabilities: list[float]
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"digit": self.digit, "confidence": self.confidence, "probabilities": self.probabilities}
+        if self.reason:
+            d["reason"] = self.reason
+        return d
+
+
+@dataclass(frozen=True)
+class DigitBox:
+    """One digit of a line: the digit, its confidence and its box (x, y, w, h) in image pixels."""
 
     digit: int
     confidence: float
-    probabilities: list[float]
+    box: tuple[int, int, int, int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"digit": self.digit, "confidence": self.confidence, "probabilities": self.probabilities}
+        return {"digit": self.digit, "confidence": self.confidence, "box": list(self.box)}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A line of handwritten digits read left to right."""
+
+    text: str
+    digits: list[DigitBox] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "digits": [d.to_dict() for d in self.digits]}
 
 
 def predict_probabilities(model: Any, x: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
-    """(n, 28, 28) uint8 -> (n, classes) float32 probabilities, in batches, without training mode."""
+    """(n, 28, 28) uint8 -> (n, outputs) float32 probabilities, in batches, without training mode."""
     import keras
 
     out = []
@@ -40,6 +90,14 @@ def predict_probabilities(model: Any, x: np.ndarray, batch_size: int = BATCH) ->
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), "float32")
 
 
+def digit_probabilities(p: np.ndarray, num_digits: int = 10) -> np.ndarray:
+    """Drop a "not a digit" column, if any, and renormalize: the digit probabilities given a digit."""
+    if p.shape[1] == num_digits:
+        return p
+    d = p[:, :num_digits]
+    return d / np.maximum(d.sum(axis=1, keepdims=True), 1e-12)
+
+
 def default_model_path() -> Path | None:
     """The model shipped inside the package, if this build has one."""
     p = resources.files("digitrec") / "assets" / "default.keras"
@@ -47,19 +105,33 @@ def default_model_path() -> Path | None:
 
 
 class Recognizer:
-    """A loaded model with its metadata. Build it with `load_recognizer`."""
+    """A loaded model with its metadata. Build it with `load_recognizer`.
 
-    def __init__(self, model: Any, metadata: dict[str, Any], path: Path) -> None:
-        self.model = model
+    ``run`` maps float32 pixels (n, 28, 28) to probabilities (n, outputs): ONNX Runtime or Keras.
+    """
+
+    def __init__(self, run: Any, metadata: dict[str, Any], path: Path, engine: str = "keras") -> None:
+        self.run = run
+        self.engine = engine
         self.metadata = metadata
         self.path = path
         self.class_names: list[str] = list(metadata.get("class_names") or [str(i) for i in range(10)])
+        self.num_digits = len(self.class_names)
+        self.reject_class: int | None = metadata.get("reject_class")
+        self.reject_threshold: float = float(metadata.get("reject", {}).get("threshold", 1.0))
 
     def __repr__(self) -> str:
-        return f"Recognizer({self.metadata.get('architecture', '?')!r}, path={str(self.path)!r})"
+        return (
+            f"Recognizer({self.metadata.get('architecture', '?')!r}, path={str(self.path)!r}, engine={self.engine!r})"
+        )
 
-    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        """MNIST-format digits, uint8 (n, 28, 28) or one (28, 28) -> probabilities (n, classes)."""
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        out = [self.run(np.asarray(x[i : i + BATCH], np.float32)) for i in range(0, len(x), BATCH)]
+        return np.concatenate(out) if out else np.zeros((0, self.num_digits), np.float32)
+
+    # --- arrays ---------------------------------------------------------------------------------
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim == 2:
             x = x[None]
@@ -67,26 +139,127 @@ class Recognizer:
             raise ValueError(f"expected MNIST-format arrays of shape (n, 28, 28), got {x.shape}")
         if x.dtype != np.uint8:
             raise ValueError(f"expected uint8 pixels 0-255 (white digit on black), got dtype {x.dtype}")
-        return predict_probabilities(self.model, x)
+        return x
 
-    def predict(self, image: Any) -> Prediction:
-        """A file path, bytes, PIL image or array -> the digit, its probability, all probabilities."""
-        from .images import to_mnist
+    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """MNIST-format digits -> (digit probabilities (n, 10), "not a digit" probability (n,))."""
+        p = self._probabilities(self._check(x))
+        reject = p[:, self.reject_class] if self.reject_class is not None else np.zeros(len(p), np.float32)
+        return digit_probabilities(p, self.num_digits), reject
 
-        p = self.predict_arrays(to_mnist(image))[0]
-        k = int(p.argmax())
-        return Prediction(digit=k, confidence=float(p[k]), probabilities=[float(v) for v in p])
+    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
+        """MNIST-format digits, uint8 (n, 28, 28) or one (28, 28) -> digit probabilities (n, 10)."""
+        return self.scores(x)[0]
+
+    def _answer(self, probs: np.ndarray, reject: float, empty: bool, threshold: float | None = None) -> Prediction:
+        values = [float(v) for v in probs]
+        if empty:
+            return Prediction(None, 1.0, values, "no ink found: the image is blank")
+        if reject >= (self.reject_threshold if threshold is None else threshold):
+            return Prediction(None, float(reject), values, "not a digit")
+        k = int(np.argmax(probs))
+        return Prediction(k, float(probs[k] * (1.0 - reject)), values)
+
+    # --- images ---------------------------------------------------------------------------------
+
+    def predict(self, image: Any, name: str | None = None) -> Prediction:
+        """A file path, bytes, PIL image or array holding one digit -> the digit, or None if there is none."""
+        field_ = to_mnist(image, name)  # what the model sees; `digitrec preprocess` writes it
+        probs, reject = self.scores(field_)
+        return self._answer(probs[0], float(reject[0]), empty=not field_.any())
+
+    def read(self, image: Any, name: str | None = None) -> Reading:
+        """Read a line of digits left to right: strokes joined, touching digits split, specks ignored."""
+        ii = ink_image(image, name)
+        pieces: list[tuple[Component, tuple[int, int] | None]] = []
+        for group in segment(ii):
+            pieces.extend(self._split(ii, group))
+        if not pieces:
+            return Reading("", [])
+        fields = np.stack([group_to_mnist(ii, g, cols) for g, cols in pieces])
+        probs, reject = self.scores(fields)
+        digits = []
+        for (g, cols), p, r in zip(pieces, probs, reject, strict=True):
+            answer = self._answer(p, float(r), empty=False, threshold=max(READ_REJECT, self.reject_threshold))
+            if answer.digit is None:
+                continue  # a mark that is not a digit
+            x0, x1 = cols if cols else (g.x, g.x + g.w)
+            box = tuple(round(v / ii.scale) for v in (x0, g.y, x1 - x0, g.h))
+            digits.append(DigitBox(answer.digit, answer.confidence, box))  # type: ignore[arg-type]
+        return Reading("".join(str(d.digit) for d in digits), digits)
+
+    def _split(self, ii: InkImage, group: Component) -> list[tuple[Component, tuple[int, int] | None]]:
+        """One group, or its touching digits: cut where the ink is thinnest, if the model agrees."""
+        whole = [(group, None)]
+        if group.w <= WIDE * group.h:
+            return whole
+        mask = np.isin(ii.labels[group.y : group.y + group.h, group.x : group.x + group.w], group.labels)
+        profile = mask.sum(axis=0).astype(np.float32)
+        n = int(min(MAX_SPLIT, max(2, round(group.w / (0.7 * group.h)))))
+        best, best_score = whole, -1.0
+        for k in range(2, n + 1):
+            cuts = []
+            for j in range(1, k):  # the thinnest column near each expected boundary
+                lo = int(group.w * (j - 0.4) / k)
+                hi = max(lo + 1, int(group.w * (j + 0.4) / k))
+                cuts.append(lo + int(np.argmin(profile[lo:hi])))
+            bounds = [0, *cuts, group.w]
+            spans = [(group.x + a, group.x + b) for a, b in itertools.pairwise(bounds) if b - a >= 2]
+            fields = np.stack([group_to_mnist(ii, group, s) for s in spans])
+            probs, reject = self.scores(fields)
+            score = float(np.min(probs.max(axis=1) * (1 - reject)))
+            if score > best_score:
+                best, best_score = [(group, s) for s in spans], score
+        whole_probs, whole_reject = self.scores(group_to_mnist(ii, group)[None])
+        whole_score = float(whole_probs.max() * (1 - whole_reject[0]))
+        # Splitting must beat reading the group whole: a wide 0 or 7 stays one digit.
+        return best if best_score > whole_score else whole
 
 
-def load_recognizer(path: str | os.PathLike | None = None) -> Recognizer:
-    """Load a model file or run directory; ``None`` means the default model shipped with the package."""
+ENGINES = ("auto", "onnx", "keras")
+ONNX_SOURCE_KEY = "digitrec_keras_sha256"  # ONNX metadata: the sha256 of the .keras file it was made from
+
+
+def _onnx_runner(keras_path: Path) -> Any | None:
+    """An ONNX Runtime runner for the ``.onnx`` twin of ``keras_path``, if one exists and matches it."""
+    onnx_path = keras_path.with_suffix(".onnx")
+    if not onnx_path.is_file():
+        return None
+    try:
+        from .export import onnx_session
+    except ImportError:
+        return None
+    session = onnx_session(onnx_path, threads=int(os.environ.get("DIGITREC_THREADS", "0")) or None)
+    source = session.get_modelmeta().custom_metadata_map.get(ONNX_SOURCE_KEY)
+    if source != file_sha256(keras_path):
+        return None  # a stale export: it was made from another version of the model
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def load_recognizer(path: str | os.PathLike | None = None, engine: str = "auto") -> Recognizer:
+    """Load a model file or run directory; ``None`` means the default model shipped with the package.
+
+    ``engine``: "onnx" runs the model's ONNX twin (``model.onnx`` beside ``model.keras``, made by
+    `digitrec export`) with ONNX Runtime, without importing TensorFlow; "keras" runs it in Keras;
+    "auto" (default) uses ONNX when a matching twin exists.
+    """
+    if engine not in ENGINES:
+        raise ModelError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if path is None:
         path = default_model_path()
         if path is None:
             raise ModelError(
-                "this build of digitrec ships no default model yet: train one with "
+                "this build of digitrec ships no default model: train one with "
                 "`digitrec train --out runs/mine` and pass --model runs/mine"
             )
     p = resolve_model_path(path)
+    if engine in ("auto", "onnx"):
+        meta = read_metadata(p)
+        run = _onnx_runner(p)
+        if run is not None:
+            return Recognizer(run, meta, p, "onnx")
+        if engine == "onnx":
+            raise ModelError(f"{p}: no ONNX twin made from this model; run `digitrec export --model {p}` first")
     model, meta = load_model(p)
-    return Recognizer(model, meta, p)
+    return Recognizer(lambda x: predict_probabilities(model, x), meta, p, "keras")

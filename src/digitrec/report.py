@@ -308,7 +308,7 @@ def build_report(
         )
     )
 
-    card = model_card(rec.metadata, rec.model.count_params())
+    card = model_card(rec.metadata, rec.metadata.get("parameters"))
     per_class = [
         (r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"])
         for r in metrics["per_class"]

@@ -65,6 +65,8 @@ class TrainConfig:
     patience: int | None = None  # stop after this many epochs without a better validation accuracy
     precision: str = "auto"  # float32 | bf16 (mixed bfloat16) | auto: the faster one on this hardware
     limit: int | None = None  # train on the first N training images only (quick experiments, tests)
+    domain: int | None = None  # add N training digits rendered as photos/canvases, then preprocessed
+    negatives: int | None = None  # add N non-digits as an extra "not a digit" class (0: no such class)
 
     def resolved(self) -> TrainConfig:
         """Fill unset fields from the model's recipe, then from general defaults; check every value."""
@@ -78,6 +80,8 @@ class TrainConfig:
             "learning_rate": 1e-3,
             "schedule": "constant",
             "augment": False,
+            "domain": 0,
+            "negatives": 0,
         }
         filled = {k: (recipe.get(k, general[k]) if getattr(self, k) is None else getattr(self, k)) for k in general}
         cfg = dataclasses.replace(self, **filled)
@@ -106,6 +110,8 @@ class TrainConfig:
             problems.append(f"patience must be >= 1, got {self.patience}")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
+        if (self.domain or 0) < 0 or (self.negatives or 0) < 0:
+            problems.append(f"domain and negatives must be >= 0, got {self.domain} and {self.negatives}")
         for k, w in (self.class_weight or {}).items():
             if not (isinstance(k, int) and k >= 0) or not w > 0:
                 problems.append(f"class weight {k}={w}: the class must be an index >= 0 and the weight > 0")
@@ -309,6 +315,75 @@ def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype="float32")[y]
 
 
+def _real_image_data(
+    cfg: TrainConfig,
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    num_digits: int,
+    log: Any,
+) -> dict[str, Any]:
+    """Extra training data for real images (see realdata.py), and validation data for rejection."""
+    from .data import DataError
+
+    out: dict[str, Any] = {"x": None, "y": None}
+    if not (cfg.domain or cfg.negatives):
+        return out
+    from . import realdata
+
+    rng = np.random.default_rng([cfg.seed, 7])
+    xs, ys = [], []
+    if cfg.domain:
+        log(f"Rendering {cfg.domain} training digits as photos and canvas drawings ...")
+        xd, yd = realdata.domain_digits(x_tr, y_tr, cfg.domain, rng)
+        xs.append(xd)
+        ys.append(yd)
+    if cfg.negatives:
+        try:
+            fashion = load_dataset("fashion-mnist").x_train
+        except DataError as e:
+            log(f"Fashion-MNIST unavailable ({e}); negatives are letters, doodles and noise only")
+            fashion = None
+        # The last 5,000 Fashion-MNIST training images are held out to validate rejection.
+        fit_fashion, val_fashion = (fashion[:-5000], fashion[-5000:]) if fashion is not None else (None, None)
+        log(f"Preparing {cfg.negatives} non-digits for the 'not a digit' class ...")
+        xs.append(realdata.negatives(cfg.negatives, rng, fit_fashion))
+        ys.append(np.full(cfg.negatives, num_digits, np.uint8))
+        val_rng = np.random.default_rng([cfg.seed, 8])
+        out["val_negatives"] = realdata.negatives(max(500, cfg.negatives // 10), val_rng, val_fashion)
+        out["val_domain"] = realdata.domain_digits(x_val, y_val, 1000, val_rng)[0]
+    out["x"], out["y"] = np.concatenate(xs), np.concatenate(ys)
+    return out
+
+
+def _reject_threshold(model: Any, extra: dict[str, Any], x_val: np.ndarray, num_digits: int, log: Any) -> dict:
+    """The "not a digit" threshold: 0.5% of validation digits rendered as photos and drawings reach it.
+
+    At most 1% of real digits may be rejected; the rendered digits stand for real inputs (clean MNIST
+    digits are rejected far more rarely, so mixing them in would hide the real rate), and half the
+    allowance on validation leaves a margin for new data.
+    """
+    from .recognizer import predict_probabilities
+
+    score_rendered = predict_probabilities(model, extra["val_domain"])[:, num_digits]
+    score_clean = predict_probabilities(model, x_val)[:, num_digits]
+    score_neg = predict_probabilities(model, extra["val_negatives"])[:, num_digits]
+    threshold = float(np.quantile(score_rendered, 0.995))
+    result = {
+        "threshold": threshold,
+        "validation_digits_rejected": float(np.mean(score_rendered >= threshold)),
+        "validation_clean_digits_rejected": float(np.mean(score_clean >= threshold)),
+        "validation_non_digits_rejected": float(np.mean(score_neg >= threshold)),
+    }
+    log(
+        f"Rejection threshold {threshold:.3f}: rejects {result['validation_digits_rejected']:.2%} of rendered "
+        f"validation digits, {result['validation_clean_digits_rejected']:.2%} of clean ones, and "
+        f"{result['validation_non_digits_rejected']:.2%} of validation non-digits"
+    )
+    return result
+
+
 def _progress(total_epochs: int) -> Any:
     """Keras' progress bar, told the run's real epoch count: each epoch is its own fit() call here
     (so augmentation can be redrawn and checkpoints written between epochs), which would otherwise
@@ -386,10 +461,16 @@ def train(
     log(f"Training {cfg.model} on {device}, precision {precision}, Keras {keras.__version__}")
 
     ds = data or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
-    num_classes = len(ds.class_names)
+    num_digits = len(ds.class_names)
     (x_tr, y_tr), (x_val, y_val) = split_validation(ds.x_train, ds.y_train, cfg.validation)
     if cfg.limit:
         x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
+    t_prep = time.perf_counter()
+    extra = _real_image_data(cfg, x_tr, y_tr, x_val, y_val, num_digits, log)
+    if extra["x"] is not None:
+        x_tr, y_tr = np.concatenate([x_tr, extra["x"]]), np.concatenate([y_tr, extra["y"]])
+    prepare_seconds = time.perf_counter() - t_prep
+    num_classes = num_digits + (1 if cfg.negatives else 0)  # the last class is "not a digit"
     steps_per_epoch = -(-len(x_tr) // cfg.batch_size)
     y_tr1, y_val1 = _one_hot(y_tr, num_classes), _one_hot(y_val, num_classes)
     x_val_f = x_val.astype("float32")
@@ -426,6 +507,7 @@ def train(
     metadata = {
         "architecture": cfg.model,
         "class_names": list(ds.class_names),
+        "reject_class": num_digits if cfg.negatives else None,
         "input": {"shape": [28, 28], "dtype": "float32", "range": [0, 255], "polarity": "white ink on black"},
         "normalization": "inside the model (layer 'normalize'): feed raw pixel values 0-255",
         "config": cfg.to_json(),
@@ -474,14 +556,19 @@ def train(
         save_model(model, checkpoint, {**metadata, "epoch": done, "val_accuracy": val_acc, "state": state})
         _atomic_json(run_dir / "history.json", history)
 
-    # Report the selected (best on validation) model, on validation and test.
+    # Report the selected (best on validation) model, on validation and test: digits only.
     model, meta = load_model(best_path)
-    from .recognizer import predict_probabilities
+    from .recognizer import digit_probabilities, predict_probabilities
+
+    def digits(x: np.ndarray) -> np.ndarray:
+        return digit_probabilities(predict_probabilities(model, x), num_digits)
 
     metrics = {
-        "validation": classification_metrics(y_val, predict_probabilities(model, x_val), ds.class_names),
-        "test": classification_metrics(ds.y_test, predict_probabilities(model, ds.x_test), ds.class_names),
+        "validation": classification_metrics(y_val, digits(x_val), ds.class_names),
+        "test": classification_metrics(ds.y_test, digits(ds.x_test), ds.class_names),
     }
+    if cfg.negatives:
+        meta["reject"] = _reject_threshold(model, extra, x_val, num_digits, log)
     meta.pop("format", None)
     meta.pop("format_version", None)
     meta.update(
@@ -490,6 +577,7 @@ def train(
             for split, m in metrics.items()
         },
         train_seconds=train_seconds,
+        prepare_seconds=prepare_seconds,
         parameters=model.count_params(),
         history=history,  # so a report can draw the curves from the model file alone
     )

@@ -1,0 +1,169 @@
+"""How well digitrec reads real images, against the tutorials' naive path, on generated test sets.
+
+    .venv/bin/python benchmarks/real_images.py [--model M] [--n 2000] [--numbers 500] [--json]
+
+Test sets, all made here from sources never used in training or tuning:
+- photos:    MNIST *test* digits as photos (ink on tinted paper, lighting gradient, noise, blur, JPEG,
+             off-centre, rotated a little, 100-500 px);
+- canvas:    MNIST *test* digits as transparent-background canvas drawings with thick strokes;
+- fonts:     digits in handwriting-style fonts (Debian: fonts-humor-sans, fonts-dkg-handwriting,
+             fonts-bwht), as photos;
+- numbers:   3-8 MNIST *test* digits in a row (some touching), as photos; scored on the exact string;
+- non-digits: Fashion-MNIST *test* items, letters in handwriting fonts and DejaVu Serif, doodles,
+             blank pages (some ruled), as photos.
+The naive path is the tutorials': grayscale, resize to 28x28, scale to [0, 1]; it has no rejection
+and cannot read numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def naive_field(data: bytes) -> np.ndarray:
+    """The tutorials' preprocessing: grayscale, resize to 28x28 (and nothing else)."""
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data))
+    if im.mode in ("RGBA", "LA", "P"):
+        im = im.convert("RGBA")
+    return np.asarray(im.convert("L").resize((28, 28)), dtype=np.uint8)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    ap.add_argument("--n", type=int, default=2000, help="images per digit set (default 2000)")
+    ap.add_argument("--numbers", type=int, default=500, help="numbers to read (default 500)")
+    ap.add_argument("--non-digits", type=int, default=1000, help="non-digit images (default 1000)")
+    ap.add_argument("--seed", type=int, default=2026, help="seed of the generated sets")
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    args = ap.parse_args()
+
+    from digitrec import synth
+    from digitrec.data import DataError, load_dataset, load_mnist
+    from digitrec.images import to_mnist
+    from digitrec.recognizer import load_recognizer
+
+    rec = load_recognizer(args.model)
+    _, (x_test, y_test) = load_mnist()
+    rng = np.random.default_rng(args.seed)
+    fonts = synth.handwriting_fonts()
+    serif = synth.dejavu_fonts("Serif")
+    results: dict[str, dict[str, float | int | str]] = {}
+
+    def digit_set(name: str, images: list[bytes], labels: np.ndarray) -> None:
+        t = time.perf_counter()
+        fields = np.stack([to_mnist(d) for d in images])
+        prep_ms = 1000 * (time.perf_counter() - t) / len(images)
+        probs, reject = rec.scores(fields)
+        empty = ~fields.reshape(len(fields), -1).any(axis=1)
+        rejected = empty | (reject >= rec.reject_threshold)
+        correct = (probs.argmax(1) == labels) & ~rejected
+        naive = rec.predict_arrays(np.stack([naive_field(d) for d in images])).argmax(1) == labels
+        results[name] = {
+            "images": len(images),
+            "accuracy": float(correct.mean()),
+            "rejected": float(rejected.mean()),
+            "naive_accuracy": float(naive.mean()),
+            "preprocess_ms": prep_ms,
+        }
+
+    idx = rng.choice(len(x_test), size=min(args.n, len(x_test)), replace=False)
+    digit_set("photos of MNIST test digits", [synth.as_photo(x_test[i], rng) for i in idx], y_test[idx])
+    idx = rng.choice(len(x_test), size=min(args.n, len(x_test)), replace=False)
+    digit_set("canvas drawings of MNIST test digits", [synth.as_canvas(x_test[i], rng) for i in idx], y_test[idx])
+    if fonts:
+        labels = rng.integers(0, 10, args.n)
+        images = [
+            synth.as_photo(
+                synth.font_glyph(str(d), fonts[int(rng.integers(len(fonts)))], size=96), rng, fill=(0.3, 0.7)
+            )
+            for d in labels
+        ]
+        digit_set(f"photos of font digits ({len(fonts)} fonts)", images, labels)
+    else:
+        print(
+            "no handwriting fonts found: apt-get install fonts-humor-sans fonts-dkg-handwriting fonts-bwht",
+            file=sys.stderr,
+        )
+
+    # Whole numbers: exact string.
+    t = time.perf_counter()
+    exact = 0
+    for _ in range(args.numbers):
+        k = int(rng.integers(3, 9))
+        pick = rng.choice(len(x_test), size=k, replace=False)
+        strip = synth.number_strip([x_test[i] for i in pick], rng)
+        text = "".join(str(int(y_test[i])) for i in pick)
+        exact += rec.read(synth.as_photo(strip, rng)).text == text
+    results["whole numbers (3-8 digits), exact string"] = {
+        "images": args.numbers,
+        "accuracy": exact / max(args.numbers, 1),
+        "read_ms": 1000 * (time.perf_counter() - t) / max(args.numbers, 1),
+    }
+
+    # Non-digits: how many are rejected.
+    try:
+        fashion = load_dataset("fashion-mnist").x_test
+    except DataError:
+        fashion = None
+    letter_fonts = fonts + serif
+    non_digits: list[bytes] = []
+    kinds = []
+    for k in range(args.non_digits):
+        kind = k % 4
+        if kind == 0 and fashion is not None:
+            non_digits.append(synth.as_photo(fashion[int(rng.integers(len(fashion)))], rng))
+            kinds.append("fashion")
+        elif kind == 1 and letter_fonts:
+            letter = synth.NON_DIGIT_LETTERS[int(rng.integers(len(synth.NON_DIGIT_LETTERS)))]
+            glyph = synth.font_glyph(letter, letter_fonts[int(rng.integers(len(letter_fonts)))])
+            non_digits.append(synth.as_photo(glyph, rng, fill=(0.3, 0.7)))
+            kinds.append("letter")
+        elif kind == 2:
+            non_digits.append(synth.as_photo(synth.scribble(rng), rng))
+            kinds.append("doodle")
+        else:
+            non_digits.append(synth.blank_page(rng))
+            kinds.append("blank")
+    answers = [rec.predict(d) for d in non_digits]
+    rejected = np.array([a.digit is None for a in answers])
+    kinds_arr = np.array(kinds)
+    results["non-digits rejected"] = {
+        "images": len(non_digits),
+        "accuracy": float(rejected.mean()),
+        **{f"{kind}_rejected": float(rejected[kinds_arr == kind].mean()) for kind in sorted(set(kinds))},
+    }
+
+    digit_sets = [v for k, v in results.items() if "rejected" in v and k != "non-digits rejected"]
+    total = sum(int(v["images"]) for v in digit_sets)
+    results["real digits rejected"] = {
+        "images": total,
+        "accuracy": sum(float(v["rejected"]) * int(v["images"]) for v in digit_sets) / max(total, 1),
+    }
+
+    if args.json:
+        print(json.dumps({"model": str(rec.path), "seed": args.seed, "results": results}))
+        return 0
+    print(f"model: {rec.path}   seed: {args.seed}")
+    print(f"{'set':<48} {'images':>6} {'digitrec':>9} {'naive':>7} {'ms/image':>9}")
+    for name, r in results.items():
+        naive = f"{r['naive_accuracy'] * 100:6.2f}%" if "naive_accuracy" in r else "      -"
+        ms = r.get("preprocess_ms", r.get("read_ms"))
+        ms_text = f"{ms:9.1f}" if ms is not None else "        -"
+        print(f"{name:<48} {r['images']:>6} {float(r['accuracy']) * 100:8.2f}% {naive} {ms_text}")
+    print("ms/image: decode + preprocess (digit sets), or the whole read (numbers), one process")
+    print(json.dumps(results["non-digits rejected"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

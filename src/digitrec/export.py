@@ -1,0 +1,145 @@
+"""Export a trained model: ONNX for servers, LiteRT (TFLite) for phones, SavedModel for TF Serving.
+
+Every export is verified before it is reported done: it is loaded in its own runtime and its
+probabilities are compared with Keras' on real digits (max abs difference <= TOLERANCE).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FORMATS", "ExportError", "export_model", "onnx_path_for", "run_onnx", "sample_digits"]
+
+FORMATS = ("onnx", "litert", "saved_model")
+SUFFIX = {"onnx": ".onnx", "litert": ".tflite", "saved_model": ""}
+TOLERANCE = 1e-4  # max abs difference of probabilities between the export and Keras
+
+
+class ExportError(Exception):
+    """An export could not be written or did not agree with Keras."""
+
+
+def onnx_path_for(model_path: str | os.PathLike) -> Path:
+    """Where the ONNX twin of a ``.keras`` model lives: the same name with ``.onnx``."""
+    return Path(model_path).with_suffix(".onnx")
+
+
+def sample_digits(n: int = 256) -> np.ndarray:
+    """Real MNIST test digits for parity checks (random strokes if MNIST cannot be loaded)."""
+    from .data import DataError, load_mnist
+
+    try:
+        _, (x, _) = load_mnist()
+        return x[:n]
+    except DataError:
+        return (np.random.default_rng(0).random((n, 28, 28)) > 0.8).astype(np.uint8) * 255
+
+
+def run_onnx(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: np.asarray(x, np.float32)})[0]
+
+
+def _run_litert(path: Path, x: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [len(x), 28, 28])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], np.asarray(x, np.float32))
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"])
+
+
+def _run_saved_model(path: Path, x: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    return np.asarray(loaded.serve(tf.constant(np.asarray(x, np.float32))))
+
+
+def export_model(
+    model: str | os.PathLike | None = None, fmt: str = "onnx", out: str | os.PathLike | None = None
+) -> tuple[Path, float]:
+    """Export ``model`` (a .keras file or run directory; None: the shipped model) as ``fmt``.
+
+    Returns the path written and the max abs difference from Keras on sample digits. The file is
+    written to a temporary name and renamed only once verified.
+    """
+    import keras
+
+    from .models import load_model, resolve_model_path
+    from .recognizer import default_model_path, predict_probabilities
+
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt != "onnx" and keras.backend.backend() != "tensorflow":
+        raise ExportError(f"{fmt} export needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+    source = resolve_model_path(model if model is not None else default_model_path() or "")
+    out = (
+        Path(out)
+        if out is not None
+        else source.with_suffix(SUFFIX[fmt])
+        if fmt != "saved_model"
+        else (source.parent / (source.stem + "_saved_model"))
+    )
+    keras_model, _ = load_model(source)
+    x = sample_digits()
+    expected = predict_probabilities(keras_model, x)  # also "calls" the model, as export requires
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))
+    try:
+        tmp = tmp_dir / ("model" + SUFFIX[fmt])
+        keras_format = {"onnx": "onnx", "litert": "litert", "saved_model": "tf_saved_model"}[fmt]
+        try:
+            keras_model.export(str(tmp), format=keras_format, verbose=False)
+        except Exception as e:  # the converters raise many types
+            raise ExportError(f"{source}: {fmt} export failed: {e}") from e
+        if fmt == "onnx":
+            _stamp_source(tmp, source)
+        runner = {"onnx": run_onnx, "litert": _run_litert, "saved_model": _run_saved_model}[fmt]
+        got = runner(tmp, x)
+        diff = float(np.abs(got - expected).max())
+        if diff > TOLERANCE:
+            raise ExportError(f"{fmt} export disagrees with Keras: max abs difference {diff:.2e} > {TOLERANCE}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists() and out.is_dir():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out, diff
+
+
+def _stamp_source(onnx_file: Path, keras_file: Path) -> None:
+    """Record in the ONNX file which .keras file it was made from, so a stale twin is never used."""
+    import onnx
+
+    from .models import file_sha256
+    from .recognizer import ONNX_SOURCE_KEY
+
+    proto = onnx.load(str(onnx_file))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_SOURCE_KEY, file_sha256(keras_file)
+    onnx.save(proto, str(onnx_file))
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """An ONNX Runtime session for serving: CPU, with a bounded thread pool."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

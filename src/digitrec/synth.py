@@ -1,0 +1,201 @@
+"""Realistic images made from MNIST digits and fonts: photos, canvas drawings, whole numbers, non-digits.
+
+The benchmark (`benchmarks/real_images.py`) measures digitrec on these, built from MNIST *test*
+digits, so nothing it measures was seen in training. Training negatives for rejection use other
+sources (Fashion-MNIST *train*, other fonts, other seeds). Each function takes a NumPy Generator, so
+every set is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "as_canvas",
+    "as_photo",
+    "blank_page",
+    "dejavu_fonts",
+    "font_glyph",
+    "handwriting_fonts",
+    "number_strip",
+    "scribble",
+]
+
+# Letters that a person could read as a digit (O/0, l/1, S/5, Z/2, B/8, g/9, b/6, ...) are not negatives.
+NON_DIGIT_LETTERS = "ACEFHJKLMNPRTUVWXYacdefhkmnprtuvwxy"
+
+FONT_DIRS = ("/usr/share/fonts",)
+HANDWRITING_FONT_HINTS = ("humor", "dkg", "bwht", "handwrit", "comic", "script")
+
+
+def _crop(digit: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(digit > 20)
+    if len(ys) == 0:
+        return digit
+    return digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
+def _place(ink: np.ndarray, size: tuple[int, int], rng: np.random.Generator, fill: tuple[float, float]) -> np.ndarray:
+    """Scale white-on-black ``ink`` to fill a random fraction of a page of ``size`` (h, w), off-centre."""
+    import cv2
+
+    h, w = size
+    frac = rng.uniform(*fill)
+    scale = frac * min(h / ink.shape[0], w / ink.shape[1])
+    nh, nw = max(2, int(ink.shape[0] * scale)), max(2, int(ink.shape[1] * scale))
+    big = cv2.resize(ink.astype(np.float32), (nw, nh), interpolation=cv2.INTER_CUBIC)
+    page = np.zeros((h, w), np.float32)
+    y = int(rng.integers(0, max(1, h - nh + 1)))
+    x = int(rng.integers(0, max(1, w - nw + 1)))
+    page[y : y + nh, x : x + nw] = np.clip(big, 0, 255)
+    return page / 255.0
+
+
+def _rotate(a: np.ndarray, degrees: float) -> np.ndarray:
+    import cv2
+
+    h, w = a.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(a, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def as_photo(
+    ink: np.ndarray,
+    rng: np.random.Generator,
+    size: int | None = None,
+    fill: tuple[float, float] = (0.45, 0.85),
+    jpeg: bool = True,
+) -> bytes:
+    """White-on-black ink (any size) -> a photo of dark ink on paper, as encoded bytes (JPEG or PNG).
+
+    Paper of varying colour, a lighting gradient, sensor noise, blur, a small rotation, off-centre
+    placement, 100-500 px, JPEG compression.
+    """
+    import cv2
+    from PIL import Image
+
+    side = int(size or rng.integers(100, 501))
+    aspect = rng.uniform(0.8, 1.25)
+    h, w = side, max(40, int(side * aspect))
+    if ink.shape[1] > 1.5 * ink.shape[0]:  # a whole number: a wide strip of paper
+        w = int(h * ink.shape[1] / ink.shape[0] * rng.uniform(1.1, 1.4))
+    a = _rotate(_place(ink, (h, w), rng, fill), rng.uniform(-8, 8))
+    blur = rng.uniform(0, 1.2) * side / 200
+    if blur > 0.3:
+        a = cv2.GaussianBlur(a, (0, 0), blur)
+    paper = rng.uniform(175, 255, 3) * np.array([1.0, rng.uniform(0.93, 1.0), rng.uniform(0.8, 1.0)])
+    pen = rng.choice([[20, 20, 25], [20, 30, 110], [10, 10, 10], [60, 40, 40]]) + rng.uniform(0, 40, 3)
+    strength = rng.uniform(0.75, 1.0)
+    rgb = paper[None, None, :] * (1 - strength * a[..., None]) + pen[None, None, :] * (strength * a[..., None])
+    # Lighting: a linear gradient in a random direction, and a soft vignette.
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    theta = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(theta) * xx / w + np.sin(theta) * yy / h) + 1.0
+    light = 1.0 - rng.uniform(0.0, 0.45) * ramp / 2
+    rgb = rgb * light[..., None]
+    rgb += rng.normal(0, rng.uniform(1, 7), rgb.shape)
+    img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    buf = io.BytesIO()
+    if jpeg:
+        img.save(buf, "JPEG", quality=int(rng.integers(40, 96)))
+    else:
+        img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def as_canvas(ink: np.ndarray, rng: np.random.Generator, size: int | None = None) -> bytes:
+    """White-on-black ink -> a web-canvas drawing: opaque thick strokes on a fully transparent PNG."""
+    import cv2
+    from PIL import Image
+
+    side = int(size or rng.integers(200, 481))
+    a = _place(ink, (side, side), rng, (0.3, 0.9))
+    r = max(1, int(rng.uniform(0.005, 0.03) * side))  # brush radius: canvas strokes are thick
+    a = cv2.dilate(a, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    alpha = np.clip((a - 0.3) * 4, 0, 1)  # hard-edged strokes, a little anti-aliasing
+    color = rng.choice([[0, 0, 0], [0, 0, 0], [30, 30, 200], [255, 255, 255]])
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., :3] = color  # many canvases store ink colour everywhere, alpha saying where it is
+    rgba[..., 3] = (alpha * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def number_strip(digits: list[np.ndarray], rng: np.random.Generator, touching: float = 0.1) -> np.ndarray:
+    """Several 28x28 MNIST digits side by side, as one white-on-black strip (28 px high)."""
+    parts = [_crop(d) for d in digits]
+    height = 28 + 8
+    widths = []
+    gaps = []
+    for i, p in enumerate(parts):
+        widths.append(p.shape[1])
+        if i:
+            gaps.append(-1 if rng.random() < touching else int(rng.integers(2, 7)))
+    total = sum(widths) + sum(gaps) + 8
+    strip = np.zeros((height, total), np.float32)
+    x = 4
+    for i, p in enumerate(parts):
+        if i:
+            x += gaps[i - 1]
+        y = int(rng.integers(2, height - p.shape[0] - 1)) if height - p.shape[0] > 3 else 0
+        region = strip[y : y + p.shape[0], x : x + p.shape[1]]
+        np.maximum(region, p[: region.shape[0], : region.shape[1]], out=region)
+        x += p.shape[1]
+    return strip
+
+
+def handwriting_fonts() -> list[Path]:
+    """Handwriting-style fonts installed on this machine (Debian: fonts-humor-sans, fonts-dkg-handwriting...)."""
+    found = []
+    for d in FONT_DIRS:
+        for p in Path(d).rglob("*"):
+            if p.suffix.lower() in (".ttf", ".otf") and any(k in p.name.lower() for k in HANDWRITING_FONT_HINTS):
+                found.append(p)
+    return sorted(found)
+
+
+def font_glyph(text: str, font: str | Path, rng: np.random.Generator | None = None, size: int = 96) -> np.ndarray:
+    """``text`` drawn in ``font``, white on black, cropped to its ink (float32, 0-255)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    f = ImageFont.truetype(str(font), size)
+    canvas = Image.new("L", (size * (len(text) + 2), size * 2), 0)
+    ImageDraw.Draw(canvas).text((size // 2, size // 3), text, fill=255, font=f)
+    a = np.asarray(canvas, dtype=np.float32)
+    return _crop(a)
+
+
+def blank_page(rng: np.random.Generator) -> bytes:
+    """An empty sheet photographed: paper colour, gradient, noise, maybe faint ruled lines."""
+    h, w = int(rng.integers(100, 400)), int(rng.integers(100, 400))
+    ink = np.zeros((h, w), np.float32)
+    if rng.random() < 0.5:
+        for y in range(int(rng.integers(10, 30)), h, int(rng.integers(20, 40))):
+            ink[y : y + 1, :] = 60  # faint blue-grey ruling
+    return as_photo(ink, rng, size=max(h, w), fill=(0.99, 1.0))
+
+
+def scribble(rng: np.random.Generator) -> np.ndarray:
+    """A random doodle: a few smooth random strokes, white on black (float32, 0-255)."""
+    import cv2
+
+    a = np.zeros((64, 64), np.float32)
+    for _ in range(int(rng.integers(3, 7))):
+        pts = np.cumsum(rng.normal(0, 8, (6, 2)), axis=0) + rng.uniform(16, 48, 2)
+        cv2.polylines(a, [np.clip(pts, 0, 63).astype(np.int32)], False, 255, int(rng.integers(2, 4)))
+    return a
+
+
+def dejavu_fonts(family: str) -> list[Path]:
+    """Matplotlib's own copies of the DejaVu fonts of ``family`` ("Sans", "Serif"): always installed.
+
+    Training letters use Sans; the benchmark's letters use Serif and handwriting fonts, never seen.
+    """
+    import matplotlib
+
+    d = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    return sorted(p for p in d.glob(f"DejaVu{family}*.ttf") if "Display" not in p.name and "Mono" not in p.name)

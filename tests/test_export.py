@@ -1,0 +1,78 @@
+"""Exports load in their own runtime and agree with Keras; ONNX serving needs no TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrec.export import ExportError, export_model, run_onnx
+
+
+@pytest.fixture(scope="module")
+def model_copy(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dst = tmp_path_factory.mktemp("export") / "model.keras"
+    dst.write_bytes(tiny_run.model_path.read_bytes())
+    return dst
+
+
+def test_onnx_matches_keras_on_real_digits(model_copy: Path, mnist) -> None:
+    from digitrec import load_recognizer
+
+    path, diff = export_model(model_copy, "onnx")
+    assert path == model_copy.with_suffix(".onnx") and diff <= 1e-4
+    x = mnist[1][0][:500]
+    keras_probs = load_recognizer(model_copy, engine="keras").predict_arrays(x)
+    onnx_rec = load_recognizer(model_copy, engine="auto")
+    assert onnx_rec.engine == "onnx"
+    np.testing.assert_allclose(onnx_rec.predict_arrays(x), keras_probs, atol=1e-4)
+    np.testing.assert_allclose(run_onnx(path, x.astype(np.float32)), keras_probs, atol=1e-4)
+
+
+def test_a_stale_onnx_twin_is_not_used(model_copy: Path, tmp_path: Path) -> None:
+    from digitrec import load_recognizer
+    from digitrec.models import ModelError
+
+    other = tmp_path / "model.keras"
+    other.write_bytes(model_copy.read_bytes())  # the same model: the twin matches
+    (tmp_path / "model.onnx").write_bytes(model_copy.with_suffix(".onnx").read_bytes())
+    assert load_recognizer(other).engine == "onnx"
+    import zipfile
+
+    with zipfile.ZipFile(other, "a") as z:  # the model changes after the export
+        z.writestr("note.txt", "retrained")
+    assert load_recognizer(other).engine == "keras"
+    with pytest.raises(ModelError, match="no ONNX twin"):
+        load_recognizer(other, engine="onnx")
+
+
+@pytest.mark.parametrize("fmt", ["litert", "saved_model"])
+def test_mobile_and_serving_exports_match_keras(fmt: str, model_copy: Path, tmp_path: Path) -> None:
+    path, diff = export_model(model_copy, fmt, tmp_path / f"exported-{fmt}")
+    assert path.exists() and diff <= 1e-4
+
+
+def test_unknown_format() -> None:
+    with pytest.raises(ExportError, match="format must be one of"):
+        export_model(None, "coreml")
+
+
+def test_shipped_model_predicts_with_onnx_and_without_tensorflow(mnist) -> None:
+    code = (
+        "import sys, json, numpy as np\n"
+        "from digitrec import load_recognizer\n"
+        "from digitrec.data import load_mnist\n"
+        "rec = load_recognizer()\n"
+        "_, (x, y) = load_mnist()\n"
+        "acc = float((rec.predict_arrays(x[:1000]).argmax(1) == y[:1000]).mean())\n"
+        "print(json.dumps({'engine': rec.engine, 'acc': acc, 'tf': 'tensorflow' in sys.modules,"
+        " 'keras': 'keras' in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"engine": "onnx", "acc": result["acc"], "tf": False, "keras": False}
+    assert result["acc"] > 0.98
