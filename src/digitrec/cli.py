@@ -236,6 +236,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServerConfig, serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"digitrec serve: listening on {args.host}: reachable from other machines", file=sys.stderr)
+    config = ServerConfig(max_upload_bytes=args.max_upload, max_concurrency=args.max_concurrency, ui=not args.no_ui)
+    serve(args.host, args.port, args.model, config, workers=args.workers)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .models import read_metadata
     from .recognizer import default_model_path
@@ -272,6 +282,7 @@ def raise_error(message: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import DEFAULT_VALIDATION
+    from .images import MAX_BYTES
     from .models import DEFAULT_MODEL, MODELS
     from .train import OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES
 
@@ -406,6 +417,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     p.add_argument("--out", help="output path (default: beside the model: model.onnx, model.tflite, ...)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the REST API (/v1/predict, /v1/read) and the web UI (/) in one process",
+        description="Serve the REST API and the web UI. OpenAPI docs at /docs. Binds to 127.0.0.1 unless told "
+        "otherwise; Ctrl-C or SIGTERM finishes the requests in flight, then stops.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="(default 8000)")
+    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    p.add_argument("--max-upload", type=int, default=MAX_BYTES, help=f"largest upload in bytes (default {MAX_BYTES})")
+    p.add_argument("--max-concurrency", type=int, default=64, help="requests in flight; more get 503 (default 64)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; 2 uses both cores here)")
+    p.add_argument("--no-ui", action="store_true", help="serve the API only")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="the model card of a saved model: architecture, data, metrics, machine")
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")

@@ -1,0 +1,227 @@
+"""Serve the same photos from digitrec's server and from a tutorial-style Flask server, and compare.
+
+    .venv/bin/python benchmarks/serve.py [--seconds 10] [--concurrency 1 8 32]
+
+Both servers run on this machine, on loopback only, one at a time:
+- digitrec: `digitrec serve --no-ui` (FastAPI on uvicorn, ONNX Runtime, the real-image path);
+- reference: the tutorials' design, a Flask route that resizes the upload to 28x28 and calls Keras
+  `model.predict` for every request (Flask's threaded development server, as the tutorials run it).
+Clients post photos of MNIST test digits for a fixed time at each concurrency and report requests
+per second, p50 and p99 latency, errors, and (for information) how many answers were right. It also
+times the cold start of `digitrec predict one.png` and the in-process cost per image of decoding,
+preprocessing and inference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REFERENCE = textwrap.dedent(
+    """
+    import io, sys
+    import numpy as np
+    import keras
+    from flask import Flask, jsonify, request
+    from PIL import Image
+
+    model = keras.saving.load_model(sys.argv[1])
+    app = Flask(__name__)
+
+    @app.route("/predict", methods=["POST"])
+    def predict():
+        image = Image.open(io.BytesIO(request.files["file"].read())).convert("L").resize((28, 28))
+        x = np.asarray(image, dtype="float32")[None]
+        p = model.predict(x, verbose=0)[0]
+        return jsonify({"digit": int(p.argmax()), "confidence": float(p.max())})
+
+    app.run(host="127.0.0.1", port=int(sys.argv[2]), threaded=True)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError as e:
+            if getattr(e, "code", None) in (404, 405):
+                return  # the server answers
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = "digitrecbench"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def drive(url: str, images: list[tuple[bytes, int]], concurrency: int, seconds: float) -> dict:
+    """``concurrency`` clients post images in turn for ``seconds``; latencies of the answered ones."""
+    import http.client
+    from urllib.parse import urlparse
+
+    target = urlparse(url)
+    latencies: list[float] = []
+    errors = 0
+    right = 0
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        nonlocal errors, right
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+        i = k
+        while time.monotonic() < stop:
+            data, label = images[i % len(images)]
+            i += concurrency
+            body, ctype = _multipart(data)
+            t = time.perf_counter()
+            try:
+                conn.request("POST", target.path, body, {"Content-Type": ctype})
+                r = conn.getresponse()
+                payload = r.read()
+                ok = r.status == 200
+            except OSError:
+                ok, payload = False, b""
+                conn.close()
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            dt = time.perf_counter() - t
+            with lock:
+                if ok:
+                    latencies.append(dt)
+                    right += json.loads(payload).get("digit") == label
+                else:
+                    errors += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "errors": errors,
+        "right": right / max(len(latencies), 1),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10, help="per concurrency level (default 10)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--images", type=int, default=200, help="distinct photos to cycle through")
+    ap.add_argument("--workers", type=int, default=1, help="digitrec server worker processes (default 1)")
+    args = ap.parse_args()
+    workers = ["--workers", str(args.workers)]
+
+    from digitrec import synth
+    from digitrec.data import load_mnist
+    from digitrec.recognizer import default_model_path, load_recognizer
+
+    _, (x, y) = load_mnist()
+    rng = np.random.default_rng(0)
+    images = [(synth.as_photo(x[i], rng, size=200), int(y[i])) for i in range(args.images)]
+    model = str(default_model_path())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    bin_dir = Path(sys.executable).parent
+
+    servers = {
+        "digitrec": lambda port: [str(bin_dir / "digitrec"), "serve", "--no-ui", "--port", str(port), *workers],
+        "reference (Flask + Keras predict)": lambda port: [sys.executable, "-c", REFERENCE, model, str(port)],
+    }
+    paths = {"digitrec": "/v1/predict", "reference (Flask + Keras predict)": "/predict"}
+    results: dict[str, dict[int, dict]] = {}
+    for name, command in servers.items():
+        port = _free_port()
+        proc = subprocess.Popen(command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait(f"http://127.0.0.1:{port}{'/healthz' if name == 'digitrec' else '/predict'}")
+            url = f"http://127.0.0.1:{port}{paths[name]}"
+            drive(url, images[:20], 2, 1.0)  # warm-up
+            results[name] = {c: drive(url, images, c, args.seconds) for c in args.concurrency}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+    print(f"{'server':<36} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'right':>6}")
+    for name, by_c in results.items():
+        for c, r in by_c.items():
+            print(
+                f"{name:<36} {c:>4} {r['rps']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:>6} "
+                f"{r['right'] * 100:5.1f}%"
+            )
+    ref, ours = results.get("reference (Flask + Keras predict)"), results.get("digitrec")
+    if ref and ours:
+        for c in args.concurrency:
+            print(f"throughput ratio at concurrency {c}: {ours[c]['rps'] / max(ref[c]['rps'], 1e-9):.1f}x")
+
+    # Cold start of the CLI, and in-process cost per image.
+    with tempfile.TemporaryDirectory() as tmp:
+        one = Path(tmp) / "one.jpg"
+        one.write_bytes(images[0][0])
+        starts = []
+        for _ in range(3):
+            t = time.perf_counter()
+            subprocess.run([str(bin_dir / "digitrec"), "predict", str(one)], env=env, capture_output=True, check=True)
+            starts.append(time.perf_counter() - t)
+    print(f"cold start of `digitrec predict one.jpg`: best of 3 {min(starts) * 1000:.0f} ms")
+    from digitrec.images import load_image, to_mnist
+
+    rec = load_recognizer()
+    n = 200
+    t = time.perf_counter()
+    for data, _ in images[:n]:
+        load_image(data)
+    decode = (time.perf_counter() - t) / n
+    t = time.perf_counter()
+    fields = [to_mnist(data) for data, _ in images[:n]]
+    prep = (time.perf_counter() - t) / n - decode
+    t = time.perf_counter()
+    for f in fields:
+        rec.predict_arrays(f)
+    infer = (time.perf_counter() - t) / n
+    print(
+        f"in-process per 200x200 photo: decode {decode * 1000:.2f} ms, preprocess {prep * 1000:.2f} ms, "
+        f"inference {infer * 1000:.2f} ms ({rec.engine})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

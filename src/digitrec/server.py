@@ -1,0 +1,273 @@
+"""`create_app(recognizer)`: the REST API and the web UI in one FastAPI app, served by uvicorn.
+
+Endpoints (errors are JSON `{"error": "..."}`):
+
+- `POST /v1/predict`, multipart field `file`: the same object as `digitrec predict --json`;
+- `POST /v1/read`, multipart field `file`: the same object as `digitrec read --json`;
+- `GET /healthz` (the process is up), `GET /readyz` (the model is loaded), `GET /v1/model`;
+- `/docs`: OpenAPI; `/`: the Gradio UI (draw, upload or paste a digit; read a number).
+
+Status codes: 400 bad request, 413 body or image too large, 415 not an image (or not a multipart
+upload), 422 an image that cannot be decoded or a missing field, 503 overloaded (more requests in
+flight than the concurrency limit: answered at once, never queued without bound).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from . import __version__
+from .images import MAX_BYTES, ImageError
+from .recognizer import Recognizer, load_recognizer
+
+__all__ = ["ServerConfig", "create_app", "serve"]
+
+IMAGE_FIELD = "an image: PNG, JPEG, BMP, GIF, TIFF or WebP"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits of one server process."""
+
+    max_upload_bytes: int = MAX_BYTES  # larger request bodies get 413 before they are read
+    max_concurrency: int = 64  # requests in flight on /v1/*; more get 503 at once
+    ui: bool = True  # mount the Gradio UI at /
+
+
+def _status_for(error: ImageError) -> int:
+    message = str(error)
+    if "not an image" in message:
+        return 415
+    if "more than the limit" in message or "than the limit of" in message:
+        return 413
+    return 422
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Limits:
+    """ASGI middleware: body size cap (413) and a concurrency cap on the API (503), both answered at once."""
+
+    def __init__(self, app: Any, config: ServerConfig) -> None:
+        self.app = app
+        self.config = config
+        self.in_flight = 0
+        self.lock = threading.Lock()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        limit = self.config.max_upload_bytes + 64 * 1024  # room for the multipart envelope
+        if length is not None and length.isdigit() and int(length) > limit:
+            await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
+            return
+        with self.lock:
+            if self.in_flight >= self.config.max_concurrency:
+                busy = True
+            else:
+                busy = False
+                self.in_flight += 1
+        if busy:
+            response = JSONResponse(
+                {"error": "overloaded: too many requests in flight, retry later"}, 503, headers={"Retry-After": "1"}
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None = None) -> Any:
+    """The FastAPI app. The model is loaded here, so a broken model fails at start, not at a request."""
+    config = config or ServerConfig()
+    rec = recognizer or load_recognizer()
+    app = FastAPI(
+        title="digitrec",
+        version=__version__,
+        description="Handwritten digit recognition: predict a digit, read a number, reject non-digits.",
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        missing = [".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()]
+        return JSONResponse({"error": f"invalid request: missing or bad field {', '.join(missing) or '?'}"}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code)
+
+    @app.middleware("http")
+    async def multipart_only(request: Request, call_next: Any) -> Any:
+        if request.method == "POST" and request.url.path.startswith("/v1/"):
+            ctype = request.headers.get("content-type", "")
+            if not ctype.startswith("multipart/form-data"):
+                return JSONResponse(
+                    {"error": f"send the image as multipart/form-data with a field 'file', not {ctype or 'no type'}"},
+                    415,
+                )
+        return await call_next(request)
+
+    def answer(file: UploadFile, action: Any) -> JSONResponse:
+        name = file.filename or "upload"
+        data = file.file.read(config.max_upload_bytes + 1)
+        if len(data) > config.max_upload_bytes:
+            return JSONResponse({"error": f"{name}: file over {config.max_upload_bytes} bytes"}, 413)
+        try:
+            result = action(data, name)
+        except ImageError as e:
+            return JSONResponse({"error": str(e)}, _status_for(e))
+        return JSONResponse({"file": name, **result.to_dict()})
+
+    @app.post("/v1/predict", summary="The digit in an image (null when there is none)")
+    def predict(file: Annotated[UploadFile, File(description=IMAGE_FIELD)]) -> Any:
+        return answer(file, rec.predict)
+
+    @app.post("/v1/read", summary="A line of digits in an image, left to right, with boxes")
+    def read(file: Annotated[UploadFile, File(description=IMAGE_FIELD)]) -> Any:
+        return answer(file, rec.read)
+
+    @app.get("/healthz", summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The model is loaded and answers")
+    def readyz() -> dict[str, str]:
+        return {"status": "ready", "engine": rec.engine}
+
+    model_info = _model_info(rec)
+
+    @app.get("/v1/model", summary="The model: name, version, sha256, classes, test metrics")
+    def model() -> dict[str, Any]:
+        return model_info
+
+    if config.ui:
+        import gradio as gr
+
+        from .ui import build_ui
+
+        app = gr.mount_gradio_app(
+            app,
+            build_ui(rec),
+            path="/",
+            max_file_size=config.max_upload_bytes,
+            allowed_paths=[],
+            footer_links=["api"],
+        )
+    return _Limits(app, config)
+
+
+def _model_info(rec: Recognizer) -> dict[str, Any]:
+    from .models import file_sha256
+
+    meta = rec.metadata
+    test = meta.get("metrics", {}).get("test", {})
+    return {
+        "name": meta.get("architecture"),
+        "version": __version__,
+        "sha256": file_sha256(rec.path),
+        "engine": rec.engine,
+        "classes": rec.class_names,
+        "rejects_non_digits": rec.reject_class is not None,
+        "test_metrics": {k: test[k] for k in ("accuracy", "macro_avg", "weighted_avg") if k in test},
+    }
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process when serving with several (uvicorn imports it by name)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    config = ServerConfig(
+        max_upload_bytes=int(os.environ["DIGITREC_MAX_UPLOAD"]),
+        max_concurrency=int(os.environ["DIGITREC_MAX_CONCURRENCY"]),
+        ui=os.environ["DIGITREC_UI"] == "1",
+    )
+    return create_app(load_recognizer(os.environ.get("DIGITREC_MODEL") or None), config)
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model: str | os.PathLike | None = None,
+    config: ServerConfig | None = None,
+    log_level: str = "info",
+    workers: int = 1,
+) -> None:
+    """Load the model (failing now if it is broken), then serve until Ctrl-C or SIGTERM, draining requests.
+
+    ``workers`` > 1 runs that many processes (each loads the model; the concurrency limit is per process).
+    """
+    import cv2
+    import uvicorn
+
+    # Requests already run in parallel on the server's threads: per-request thread pools in ONNX Runtime
+    # and OpenCV would only oversubscribe the cores (measured slower in benchmarks/serve.py).
+    os.environ.setdefault("DIGITREC_THREADS", "1")
+    cv2.setNumThreads(1)
+    # Gradio's uploads go to a private temp directory, not a shared one.
+    os.environ.setdefault("GRADIO_TEMP_DIR", _private_tmp())
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    config = config or ServerConfig()
+    app = create_app(load_recognizer(model), config)  # a broken model fails here, before binding
+    if workers <= 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+        return
+    del app
+    os.environ.update(
+        DIGITREC_MODEL=str(model or ""),
+        DIGITREC_MAX_UPLOAD=str(config.max_upload_bytes),
+        DIGITREC_MAX_CONCURRENCY=str(config.max_concurrency),
+        DIGITREC_UI="1" if config.ui else "0",
+    )
+    uvicorn.run(
+        "digitrec.server:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _private_tmp() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="digitrec-gradio-")

@@ -1,0 +1,142 @@
+"""The REST API with real images, every error status, the overload answer, and the UI's mount."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digitrec import synth
+from digitrec.server import ServerConfig, create_app
+from tests.conftest import render_on_paper
+from tests.test_images import _png_header_only, _truncated
+
+
+@pytest.fixture(scope="module")
+def rec():
+    from digitrec import load_recognizer
+
+    return load_recognizer()
+
+
+@pytest.fixture(scope="module")
+def client(rec) -> TestClient:
+    return TestClient(create_app(rec, ServerConfig(max_upload_bytes=2_000_000)))
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_health_ready_model_and_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    info = client.get("/v1/model").json()
+    assert info["name"] == "digitnet" and info["classes"] == [str(d) for d in range(10)]
+    assert len(info["sha256"]) == 64 and info["test_metrics"]["accuracy"] >= 0.99
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/predict", "/v1/read", "/healthz", "/readyz", "/v1/model"} <= set(paths)
+    assert client.get("/docs").status_code == 200
+
+
+def test_predict_a_photo(client: TestClient, mnist) -> None:
+    (x, y) = mnist[1]
+    data = synth.as_photo(x[0], np.random.default_rng(0))
+    r = client.post("/v1/predict", files={"file": ("seven.jpg", data, "image/jpeg")})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["file"] == "seven.jpg" and body["digit"] == int(y[0])
+    assert set(body) == {"file", "digit", "confidence", "probabilities"} and len(body["probabilities"]) == 10
+
+
+def test_predict_says_no_digit_for_a_blank_page(client: TestClient) -> None:
+    r = client.post("/v1/predict", files={"file": ("blank.jpg", synth.blank_page(np.random.default_rng(2)))})
+    assert r.status_code == 200 and r.json()["digit"] is None
+
+
+def test_read_a_number_same_as_the_cli(client: TestClient, rec, mnist) -> None:
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(7)
+    picks = [int(np.flatnonzero(y == d)[0]) for d in (4, 2)]
+    data = synth.as_photo(synth.number_strip([x[i] for i in picks], rng, touching=0.0), rng, jpeg=False)
+    r = client.post("/v1/read", files={"file": ("n.png", data, "image/png")})
+    assert r.status_code == 200
+    assert r.json() == {"file": "n.png", **rec.read(data).to_dict()}
+    assert r.json()["text"] == "42"
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"just some text", 415),
+        (b"%PDF-1.4 not an image", 415),
+        (_truncated("PNG"), 422),
+        (b"", 422),
+        (_png_header_only(30000, 30000), 413),
+    ],
+    ids=["text", "pdf", "truncated", "empty", "pixel-bomb"],
+)
+def test_bad_images_get_the_right_status(client: TestClient, data: bytes, status: int) -> None:
+    r = client.post("/v1/predict", files={"file": ("x.png", data, "image/png")})
+    assert r.status_code == status
+    assert "x.png" in r.json()["error"]
+    assert client.get("/healthz").status_code == 200  # and the server is still up
+
+
+def test_request_errors(client: TestClient) -> None:
+    r = client.post("/v1/predict", files={"image": ("x.png", b"123")})
+    assert r.status_code == 422 and "file" in r.json()["error"]
+    r = client.post("/v1/predict", json={"file": "x"})
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["error"]
+    r = client.post("/v1/predict", files={"file": ("big.png", b"\0" * 2_500_000)})
+    assert r.status_code == 413 and "error" in r.json()
+
+
+def test_overload_gets_a_fast_503(rec) -> None:
+    """Past the concurrency limit a request is refused at once, not queued."""
+    from digitrec.recognizer import Recognizer
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow_run(x: np.ndarray) -> np.ndarray:
+        entered.set()
+        release.wait(10)
+        return rec.run(x)
+
+    slow = Recognizer(slow_run, rec.metadata, rec.path, "test")
+    client = TestClient(create_app(slow, ServerConfig(max_concurrency=1, ui=False)))
+    image = _png(render_on_paper(np.eye(28, dtype=np.uint8) * 255, 100))
+    first: dict = {}
+    t = threading.Thread(target=lambda: first.update(r=client.post("/v1/predict", files={"file": ("a.png", image)})))
+    t.start()
+    assert entered.wait(10)
+    start = time.monotonic()
+    second = client.post("/v1/predict", files={"file": ("b.png", image)})
+    assert second.status_code == 503 and "overloaded" in second.json()["error"]
+    assert time.monotonic() - start < 2
+    release.set()
+    t.join(10)
+    assert first["r"].status_code == 200
+
+
+def test_broken_model_fails_at_start(tmp_path) -> None:
+    from digitrec.models import ModelError
+    from digitrec.server import load_recognizer
+
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(ModelError):
+        create_app(load_recognizer(bad))
+
+
+def test_ui_is_mounted_at_the_root(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and "gradio" in r.text.lower()
