@@ -304,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--data-dir", help="directory with your own copy (mnist.npz or the 4 IDX files); also $DIGITREC_DATA"
         )
 
+    def image_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
+        p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+        p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+
     p = sub.add_parser("models", help="list the registered model architectures")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
@@ -384,9 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict the digit in each image: photos, scans, canvas drawings. An image without a "
         "digit (blank, a letter, a picture of a shoe) gets digit null. Exit code 1 if any file failed.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
-    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    image_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -395,9 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the digits of each image left to right, with a box per digit. "
         "Exit code 1 if any file failed.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
-    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    image_args(p)
     p.set_defaults(func=cmd_read)
 
     p = sub.add_parser("preprocess", help="write the 28x28 image the model sees for an image")

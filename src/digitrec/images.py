@@ -233,8 +233,7 @@ def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool]:
 
     h, w = gray.shape
     g = cv2.GaussianBlur(gray, (3, 3), 0) if min(h, w) >= 16 else gray
-    median = float(np.median(g))
-    lo, hi = np.percentile(g, [0.5, 99.5])
+    lo, median, hi = (float(v) for v in np.percentile(g, [0.5, 50, 99.5]))  # one partition for all three
     dark_ink = (median - lo) >= (hi - median)  # ink is the minority far from the typical (paper) level
     # Background by morphology with a kernel wider than any stroke: a closing removes dark strokes
     # (leaving the paper), an opening removes light ones (leaving the board).

@@ -68,6 +68,11 @@ def _number(rec: Recognizer, value: Any) -> tuple[Any, str]:
     return (rgb, boxes), text
 
 
+def _image_input(gr: Any, label: str, elem_id: str) -> Any:
+    # RGBA keeps transparency, so the one image path can composite it the right way round.
+    return gr.Image(label=label, type="numpy", image_mode="RGBA", sources=["upload", "clipboard"], elem_id=elem_id)
+
+
 def build_ui(rec: Recognizer) -> Any:
     """The Gradio Blocks of the UI, bound to ``rec``."""
     import gradio as gr
@@ -88,13 +93,7 @@ def build_ui(rec: Recognizer) -> Any:
                         brush=gr.Brush(default_size=BRUSH, colors=["#000000"], color_mode="fixed"),
                         elem_id="sketch",
                     )
-                    upload = gr.Image(
-                        label="Or upload / paste an image",
-                        type="numpy",
-                        image_mode="RGBA",
-                        sources=["upload", "clipboard"],
-                        elem_id="upload",
-                    )
+                    upload = _image_input(gr, "Or upload / paste an image", "upload")
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
                     probabilities = gr.Label(label="Probability of each digit", num_top_classes=10)
@@ -103,13 +102,7 @@ def build_ui(rec: Recognizer) -> Any:
             upload.change(lambda v: _digit(rec, v), upload, [probabilities, verdict, seen])
         with gr.Tab("Number"):
             with gr.Row():
-                number = gr.Image(
-                    label="A line of digits: a zip code, an amount",
-                    type="numpy",
-                    image_mode="RGBA",
-                    sources=["upload", "clipboard"],
-                    elem_id="number",
-                )
+                number = _image_input(gr, "A line of digits: a zip code, an amount", "number")
                 with gr.Column():
                     text = gr.Markdown(elem_id="number-text")
                     boxes = gr.AnnotatedImage(label="Digits found")
