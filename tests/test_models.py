@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec.models import MODELS, ModelError, build_model, load_model, read_metadata, save_model
+from digitrec.models import (
+    MODELS,
+    ModelError,
+    build_model,
+    content_sha256,
+    load_model,
+    read_metadata,
+    save_model,
+)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -63,8 +71,8 @@ def test_lambda_layers_are_refused(tmp_path: Path) -> None:
     outputs = keras.layers.Lambda(lambda t: t * 2)(inputs)
     path = tmp_path / "evil.keras"
     keras.Model(inputs, outputs).save(path)
-    with zipfile.ZipFile(path, "a") as z:
-        z.writestr("digitrec.json", json.dumps({"format": "digitrec"}))
+    with zipfile.ZipFile(path, "a") as z:  # a valid digest: only safe_mode stands in the way
+        z.writestr("digitrec.json", json.dumps({"format": "digitrec", "content_sha256": content_sha256(path)}))
     with pytest.raises(ModelError, match="cannot load the model"):
         load_model(path)
 
@@ -82,3 +90,34 @@ def test_foreign_and_corrupt_files_are_clear_errors(tmp_path: Path) -> None:
         load_model(junk)
     with pytest.raises(ModelError, match="no model file there"):
         load_model(tmp_path / "missing")
+
+
+def _rewrite(path: Path, change: dict[str, bytes | None]) -> None:
+    """Rewrite a zip with some entries replaced (bytes) or removed (None)."""
+    with zipfile.ZipFile(path) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    for name, data in change.items():
+        if data is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = data
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+
+
+def test_altered_weights_are_refused(tmp_path: Path) -> None:
+    path = save_model(build_model("mlp"), tmp_path / "m.keras", {"architecture": "mlp"})
+    with zipfile.ZipFile(path) as z:
+        weights = bytearray(z.read("model.weights.h5"))
+    weights[len(weights) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
+    _rewrite(path, {"model.weights.h5": bytes(weights)})
+    with pytest.raises(ModelError, match="corrupt or altered"):
+        load_model(path)
+
+
+def test_a_model_without_digest_is_refused(tmp_path: Path) -> None:
+    path = save_model(build_model("mlp"), tmp_path / "m.keras", {"architecture": "mlp"})
+    _rewrite(path, {"digitrec.json": json.dumps({"format": "digitrec"}).encode()})
+    with pytest.raises(ModelError, match="no content digest"):
+        read_metadata(path)

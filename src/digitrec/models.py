@@ -239,6 +239,7 @@ def save_model(model: Any, path: str | os.PathLike, metadata: dict[str, Any]) ->
     try:
         model.save(tmp)
         meta = {"format": "digitrec", "format_version": FORMAT_VERSION, **metadata}
+        meta["content_sha256"] = content_sha256(tmp)
         with zipfile.ZipFile(tmp, "a") as z:
             z.writestr(METADATA_ENTRY, json.dumps(meta, indent=2, default=_json_default))
         with open(tmp, "rb+") as f:
@@ -260,6 +261,22 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot store {type(obj).__name__} in model metadata")
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a .keras file's model entries (architecture, Keras metadata, weights), by name order.
+
+    Stored in digitrec.json when saving and checked when loading, so a changed or damaged weight,
+    config or metadata entry is refused. (The whole file's sha256 cannot be stored inside the file.)
+    """
+    h = hashlib.sha256()
+    with zipfile.ZipFile(path) as z:
+        for name in sorted(n for n in z.namelist() if n != METADATA_ENTRY):
+            h.update(name.encode() + b"\0")
+            with z.open(name) as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
@@ -286,6 +303,15 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelError(f"{p}: corrupt digitrec metadata ({e})") from e
     if meta.get("format") != "digitrec":
         raise ModelError(f"{p}: not a digitrec model")
+    expected = meta.get("content_sha256")
+    if expected is None:
+        raise ModelError(f"{p}: no content digest in its metadata (saved by an older digitrec): re-save it")
+    try:
+        actual = content_sha256(p)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ModelError(f"{p}: not a readable .keras model file ({e})") from e
+    if actual != expected:
+        raise ModelError(f"{p}: corrupt or altered: its content sha256 is {actual}, its metadata says {expected}")
     return meta
 
 
