@@ -1,0 +1,139 @@
+"""Soak the server: many clients for a while, good and bad images mixed; count, check, watch memory.
+
+    .venv/bin/python benchmarks/soak.py [--seconds 60] [--clients 32]
+
+Starts `digitrec serve --no-ui` on a free loopback port and drives it with photos of MNIST test
+digits (which must come back 200 with the right digit) mixed with bad uploads (random bytes, text,
+truncated PNG, empty, a pixel bomb's header), which must come back 4xx. Reports requests served by
+status, 5xx count, wrong answers, and the server's resident memory after warm-up and at the end.
+The loop is bounded in time and stops by itself; it talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serve import _free_port, _multipart, _wait  # the serving benchmark's helpers
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _bad_uploads() -> list[bytes]:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, "PNG")
+    png = buf.getvalue()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+    return [np.random.default_rng(1).bytes(3000), b"hello, not an image", png[: len(png) // 2], b"", bomb]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--bad-every", type=int, default=4, help="every Nth request is a bad upload (default 4)")
+    args = ap.parse_args()
+
+    from digitrec import synth
+    from digitrec.data import load_mnist
+
+    _, (x, y) = load_mnist()
+    rng = np.random.default_rng(3)
+    good = [(synth.as_photo(x[i], rng, size=200), int(y[i])) for i in range(300)]
+    bad = _bad_uploads()
+    port = _free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [str(Path(sys.executable).parent / "digitrec"), "serve", "--no-ui", "--port", str(port)]
+    command += ["--max-concurrency", str(4 * args.clients)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    statuses: Counter[int] = Counter()
+    wrong = bad_not_4xx = 0
+    lock = threading.Lock()
+    try:
+        _wait(f"http://127.0.0.1:{port}/healthz")
+        warm = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for data, _ in good[:50]:
+            body, ctype = _multipart(data)
+            warm.request("POST", "/v1/predict", body, {"Content-Type": ctype})
+            warm.getresponse().read()
+        rss_start = _rss_mb(server.pid)
+        stop = time.monotonic() + args.seconds
+
+        def client(k: int) -> None:
+            nonlocal wrong, bad_not_4xx
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            i = k
+            while time.monotonic() < stop:
+                i += 1
+                is_bad = i % args.bad_every == 0
+                data, label = (bad[i % len(bad)], None) if is_bad else good[i % len(good)]
+                body, ctype = _multipart(data)
+                try:
+                    conn.request("POST", "/v1/predict", body, {"Content-Type": ctype})
+                    r = conn.getresponse()
+                    payload = r.read()
+                    status = r.status
+                except OSError:
+                    status, payload = 0, b""
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                with lock:
+                    statuses[status] += 1
+                    if is_bad and not 400 <= status < 500:
+                        bad_not_4xx += 1
+                    if not is_bad and (status != 200 or b'"digit":%d' % label not in payload):
+                        wrong += 1
+            conn.close()
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - t0
+        rss_end = _rss_mb(server.pid)
+        alive = server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    total = sum(statuses.values())
+    five = sum(n for s, n in statuses.items() if s >= 500 or s == 0)
+    print(f"{total} requests in {elapsed:.0f} s from {args.clients} clients ({total / elapsed:.0f} req/s)")
+    print("by status: " + ", ".join(f"{s or 'no answer'}: {n}" for s, n in sorted(statuses.items())))
+    print(f"5xx or no answer: {five}; good images not answered 200 with the right digit: {wrong}")
+    print(f"bad uploads not answered 4xx: {bad_not_4xx}; server still up at the end: {alive}")
+    print(
+        f"server resident memory: {rss_start:.0f} MB after warm-up, {rss_end:.0f} MB at the end "
+        f"({rss_end - rss_start:+.0f} MB)"
+    )
+    return 0 if five == 0 and bad_not_4xx == 0 and alive else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
