@@ -1,4 +1,4 @@
-"""`create_app(recognizer)`: the REST API and the web UI in one FastAPI app, served by uvicorn.
+"""`create_app(recognizer)`: the REST API and the web UI in one ASGI app, served by uvicorn.
 
 Endpoints (errors are JSON `{"error": "..."}`):
 
@@ -115,7 +115,10 @@ class _Limits:
 
 
 def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None = None) -> Any:
-    """The FastAPI app. The model is loaded here, so a broken model fails at start, not at a request."""
+    """The ASGI app to serve: the FastAPI app (reachable as ``.app``) inside the size and concurrency limits.
+
+    The model is loaded here, so a broken model fails at start, not at the first request.
+    """
     config = config or ServerConfig()
     rec = recognizer or load_recognizer()
     app = FastAPI(
