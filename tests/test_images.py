@@ -278,6 +278,12 @@ def test_bad_arrays_are_clear_errors(value: object, message: str) -> None:
         load_image(value)
 
 
+def test_only_float_arrays_are_read_as_zero_to_one() -> None:
+    ones = np.ones((4, 4))
+    assert load_image(ones.astype(np.float32)).max() == 255  # float in [0, 1]: 1.0 is white
+    assert load_image(ones.astype(np.uint8)).max() == 1  # uint8: 1 is nearly black
+
+
 def test_tiny_and_flat_images_do_not_crash(rec) -> None:
     for a in (np.zeros((1, 1), np.uint8), np.full((1, 1), 255, np.uint8), np.zeros((64, 64), np.uint8)):
         assert rec.predict(a).digit is None

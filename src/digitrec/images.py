@@ -171,10 +171,11 @@ def _array_gray(a: np.ndarray, name: str) -> np.ndarray:
         raise ImageError(f"{name}: expected a 2-D grayscale or (h, w, 3|4) color array, got shape {a.shape}")
     if a.shape[0] * a.shape[1] > MAX_PIXELS:
         raise ImageError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels is more than the limit of {MAX_PIXELS}")
+    was_float = a.dtype.kind == "f"
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
         raise ImageError(f"{name}: the array holds NaN or infinite values")
-    if a.dtype.kind == "f" and a.max(initial=0) <= 1.0 and a.min(initial=0) >= 0:
+    if was_float and a.max(initial=0) <= 1.0 and a.min(initial=0) >= 0:
         a = a * 255.0  # float images in [0, 1]
     return np.clip(a, 0, 255)
 
