@@ -140,3 +140,21 @@ def test_broken_model_fails_at_start(tmp_path) -> None:
 def test_ui_is_mounted_at_the_root(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and "gradio" in r.text.lower()
+
+
+def test_ui_handlers_answer_like_the_api(rec, mnist) -> None:
+    """The UI's functions, without a browser: a drawing, a line of digits, nothing, and a bad image."""
+    from digitrec.ui import _digit, _number
+
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(8)
+    drawing = np.asarray(Image.open(io.BytesIO(synth.as_canvas(x[0], rng))))  # RGBA, transparent background
+    labels, verdict, seen = _digit(rec, {"background": None, "layers": [], "composite": drawing})
+    assert verdict.startswith(f"**{int(y[0])}**") and max(labels, key=labels.get) == str(int(y[0]))
+    assert seen.shape == (224, 224)
+    picks = [int(np.flatnonzero(y == d)[0]) for d in (3, 1, 4)]
+    line = np.asarray(Image.open(io.BytesIO(synth.as_photo(synth.number_strip([x[i] for i in picks], rng), rng))))
+    (image, boxes), text = _number(rec, line)
+    assert text == "**314**" and len(boxes) == 3 and image.shape[2] == 3
+    assert _digit(rec, None)[1].startswith("Draw a digit")
+    assert _digit(rec, np.full((3, 3, 3), np.nan))[1].startswith("Cannot read this image")
