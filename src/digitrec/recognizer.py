@@ -33,7 +33,7 @@ WIDE = 0.85  # a group wider than this times its height may be touching digits (
 MAX_SPLIT = 8  # at most this many digits are looked for in one group of touching digits
 # In a line of digits, segmentation has already dropped specks, and a digit-sized mark is most likely
 # a digit: `read` drops a mark only when the model is at least this sure it is not one.
-READ_REJECT = 0.5
+READ_REJECT = 0.8
 
 
 @dataclass(frozen=True)
@@ -199,9 +199,9 @@ class Recognizer:
         best, best_score = whole, -1.0
         for k in range(2, n + 1):
             cuts = []
-            for j in range(1, k):  # the thinnest column near each expected boundary
-                lo = int(group.w * (j - 0.4) / k)
-                hi = max(lo + 1, int(group.w * (j + 0.4) / k))
+            for j in range(1, k):  # the thinnest column near each expected boundary (not at a stroke's tail)
+                lo = int(group.w * (j - 0.25) / k)
+                hi = max(lo + 1, int(group.w * (j + 0.25) / k))
                 cuts.append(lo + int(np.argmin(profile[lo:hi])))
             bounds = [0, *cuts, group.w]
             spans = [(group.x + a, group.x + b) for a, b in itertools.pairwise(bounds) if b - a >= 2]
