@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["calibration", "classification_metrics", "confusion_matrix", "evaluate", "format_metrics"]
+__all__ = [
+    "calibration",
+    "classification_metrics",
+    "confusion_matrix",
+    "evaluate",
+    "evaluate_split",
+    "format_metrics",
+]
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -163,18 +170,32 @@ def evaluate(
     ``dataset`` defaults to the one the model was trained on. ``split`` is "test" or "validation"
     (the held-out end of the training set, as in training).
     """
-    from .data import load_dataset, split_validation
     from .recognizer import load_recognizer
 
     rec = load_recognizer(model)
-    ds = load_dataset(dataset or rec.metadata.get("data", {}).get("dataset", "mnist"), data_dir)
+    metrics = evaluate_split(rec, dataset, data_dir, split)[0]
+    metrics["model"] = str(rec.path)
+    return metrics
+
+
+def evaluate_split(
+    rec: Any, dataset: str | None = None, data_dir: str | os.PathLike | None = None, split: str = "test"
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, Any]:
+    """A loaded recognizer on a split: (metrics, the split's images and labels, the dataset).
+
+    The dataset defaults to the model's own; "validation" is the held-out end of the training set,
+    as in training. Shared by `evaluate` and the report, which also draws the images.
+    """
+    from .data import load_dataset, split_validation
+
+    meta_data = rec.metadata.get("data", {})
+    ds = load_dataset(dataset or meta_data.get("dataset", "mnist"), data_dir)
     if split == "test":
         x, y = ds.x_test, ds.y_test
     elif split == "validation":
-        n_val = rec.metadata.get("data", {}).get("validation", 5000)
-        _, (x, y) = split_validation(ds.x_train, ds.y_train, n_val)
+        _, (x, y) = split_validation(ds.x_train, ds.y_train, meta_data.get("validation", 5000))
     else:
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     metrics = classification_metrics(y, rec.predict_arrays(x), ds.class_names)
     metrics.update(model=str(rec.path), dataset=ds.name, split=split)
-    return metrics
+    return metrics, x, y, ds

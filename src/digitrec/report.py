@@ -269,22 +269,14 @@ def build_report(
     Returns the path of ``report.html``. Beside it: samples.png, history.png (when the run's
     history.json is found), confusion_matrix.png, mistakes.png, reliability.png and metrics.json.
     """
-    from .data import load_dataset, split_validation
-    from .evaluate import classification_metrics
+    from .evaluate import evaluate_split
     from .recognizer import load_recognizer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rec = load_recognizer(model)
-    ds = load_dataset(dataset or rec.metadata.get("data", {}).get("dataset", "mnist"), data_dir)
-    if split == "test":
-        x, y = ds.x_test, ds.y_test
-    elif split == "validation":
-        _, (x, y) = split_validation(ds.x_train, ds.y_train, rec.metadata.get("data", {}).get("validation", 5000))
-    else:
-        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
-    metrics = classification_metrics(y, rec.predict_arrays(x), ds.class_names)
-    metrics.update(model=_shown_path(rec.path), dataset=ds.name, split=split)
+    metrics, x, y, ds = evaluate_split(rec, dataset, data_dir, split)
+    metrics["model"] = _shown_path(rec.path)
     names = ds.class_names
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
