@@ -115,14 +115,19 @@ def _decode(pil: Any, name: str) -> np.ndarray:
     rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32)
     alpha = rgba[..., 3] / 255.0
     gray = rgba[..., :3] @ np.float32([0.299, 0.587, 0.114])
-    if alpha.min() >= 0.99:
-        return gray
-    # Ink on a transparent canvas: composite onto the background that contrasts with the ink, so
-    # black strokes land on white and white strokes on black (either way the ink stays visible).
+    return gray if alpha.min() >= 0.99 else _composite(gray, alpha)
+
+
+def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Gray [0, 255] with alpha [0, 1] -> opaque gray, onto the background that contrasts with the ink.
+
+    Ink on a transparent canvas: black strokes land on white and white strokes on black, so either
+    way the ink stays visible.
+    """
     opaque = alpha > 0.5
     ink_level = float(np.median(gray[opaque])) if opaque.any() else 0.0
     background = 255.0 if ink_level < 128 else 0.0
-    return gray * alpha + background * (1 - alpha)
+    return np.clip(gray * alpha + background * (1 - alpha), 0, 255)
 
 
 def load_image(image: Any, name: str | None = None) -> np.ndarray:
@@ -159,15 +164,9 @@ def load_image(image: Any, name: str | None = None) -> np.ndarray:
 def _array_gray(a: np.ndarray, name: str) -> np.ndarray:
     if a.dtype.kind not in "uifb":
         raise ImageError(f"{name}: arrays must hold numbers, got dtype {a.dtype}")
-    if a.ndim == 3 and a.shape[-1] in (1, 3, 4):
-        a = a[..., 0] if a.shape[-1] == 1 else a
-    if a.ndim == 3:
-        rgb = a[..., :3].astype(np.float32)
-        gray = rgb @ np.float32([0.299, 0.587, 0.114])
-        if a.shape[-1] == 4:
-            return _array_gray_alpha(gray, a[..., 3].astype(np.float32), a.dtype)
-        a = gray
-    if a.ndim != 2 or a.size == 0:
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or a.size == 0:
         raise ImageError(f"{name}: expected a 2-D grayscale or (h, w, 3|4) color array, got shape {a.shape}")
     if a.shape[0] * a.shape[1] > MAX_PIXELS:
         raise ImageError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels is more than the limit of {MAX_PIXELS}")
@@ -177,18 +176,11 @@ def _array_gray(a: np.ndarray, name: str) -> np.ndarray:
         raise ImageError(f"{name}: the array holds NaN or infinite values")
     if was_float and a.max(initial=0) <= 1.0 and a.min(initial=0) >= 0:
         a = a * 255.0  # float images in [0, 1]
-    return np.clip(a, 0, 255)
-
-
-def _array_gray_alpha(gray: np.ndarray, alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if not (np.isfinite(gray).all() and np.isfinite(alpha).all()):
-        raise ImageError("array: the array holds NaN or infinite values")
-    if dtype.kind == "f" and alpha.max(initial=0) <= 1.0:
-        gray, alpha = gray * 255.0, alpha * 255.0
-    alpha = np.clip(alpha / 255.0, 0, 1)
-    opaque = alpha > 0.5
-    background = 255.0 if (not opaque.any() or np.median(gray[opaque]) < 128) else 0.0
-    return np.clip(gray * alpha + background * (1 - alpha), 0, 255)
+    a = np.clip(a, 0, 255)
+    if a.ndim == 2:
+        return a
+    gray = a[..., :3] @ np.float32([0.299, 0.587, 0.114])
+    return _composite(gray, a[..., 3] / 255.0) if a.shape[-1] == 4 else gray
 
 
 # --- 2-3. ink --------------------------------------------------------------------------------------
