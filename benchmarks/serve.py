@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,6 +85,17 @@ def _multipart(data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def run_clients(client: Any, n: int) -> float:
+    """Run ``client(k)`` for k in range(n) on n threads; the wall time until all have finished."""
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def drive(url: str, images: list[tuple[bytes, int]], concurrency: int, seconds: float) -> dict:
     """``concurrency`` clients post images in turn for ``seconds``; latencies of the answered ones."""
     import http.client
@@ -123,13 +135,7 @@ def drive(url: str, images: list[tuple[bytes, int]], concurrency: int, seconds: 
                     errors += 1
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_clients(client, concurrency)
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
         "requests": len(latencies),

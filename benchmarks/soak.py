@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve import _free_port, _multipart, _wait  # the serving benchmark's helpers
+from serve import _free_port, _multipart, _wait, run_clients  # the serving benchmark's helpers
 
 
 def _rss_mb(pid: int) -> float:
@@ -109,13 +109,7 @@ def main() -> int:
                         wrong += 1
             conn.close()
 
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
-        t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - t0
+        elapsed = run_clients(client, args.clients)
         rss_end = _rss_mb(server.pid)
         alive = server.poll() is None
     finally:
