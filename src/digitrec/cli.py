@@ -13,6 +13,11 @@ from typing import Any
 
 from . import __version__
 
+
+class CommandError(Exception):
+    """A command cannot do what was asked; the message says why."""
+
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -252,7 +257,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     path = args.model or default_model_path()
     if path is None:
-        raise_error("this build ships no default model; pass --model RUN_DIR")
+        raise CommandError("this build ships no default model; pass --model RUN_DIR")
     meta = read_metadata(path)
     if args.json:
         _print_json(meta)
@@ -267,14 +272,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"test accuracy: {test['accuracy']:.4f}, macro F1 {test['macro_avg']['f1']:.4f}")
         print("per-class F1: " + "  ".join(f"{r['class']}:{r['f1']:.3f}" for r in test["per_class"]))
     return 0
-
-
-class CommandError(Exception):
-    pass
-
-
-def raise_error(message: str) -> None:
-    raise CommandError(message)
 
 
 # --- parser ----------------------------------------------------------------------------------------
