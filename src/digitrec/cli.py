@@ -246,7 +246,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"digitrec serve: listening on {args.host}: reachable from other machines", file=sys.stderr)
-    config = ServerConfig(max_upload_bytes=args.max_upload, max_concurrency=args.max_concurrency, ui=not args.no_ui)
+    config = ServerConfig(
+        max_upload_bytes=args.max_upload,
+        max_concurrency=args.max_concurrency,
+        body_timeout=args.body_timeout,
+        ui=not args.no_ui,
+    )
     serve(args.host, args.port, args.model, config, workers=args.workers)
     return 0
 
@@ -345,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N training images (quick experiments)")
     p.add_argument("--domain", type=int, help="add N training digits rendered as photos/canvases (real images)")
     p.add_argument("--negatives", type=int, help="add N non-digits as a 'not a digit' class (0: none)")
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        help="train N members (seeds SEED, SEED+1, ...) and save one model averaging their probabilities",
+    )
     p.add_argument("--dataset", help="mnist (default), fashion-mnist, or a directory of IDX files")
     p.add_argument("--data-dir", help="directory with your own copy of the dataset; also $DIGITREC_DATA")
     p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
@@ -427,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     p.add_argument("--max-upload", type=int, default=MAX_BYTES, help=f"largest upload in bytes (default {MAX_BYTES})")
     p.add_argument("--max-concurrency", type=int, default=64, help="requests in flight; more get 503 (default 64)")
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client may take to upload its request; slower uploads get 408 (default 30)",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; 2 uses both cores here)")
     p.add_argument("--no-ui", action="store_true", help="serve the API only")
     p.set_defaults(func=cmd_serve)

@@ -7,13 +7,15 @@ Endpoints (errors are JSON `{"error": "..."}`):
 - `GET /healthz` (the process is up), `GET /readyz` (the model is loaded), `GET /v1/model`;
 - `/docs`: OpenAPI; `/`: the Gradio UI (draw, upload or paste a digit; read a number).
 
-Status codes: 400 bad request, 413 body or image too large, 415 not an image (or not a multipart
-upload), 422 an image that cannot be decoded or a missing field, 503 overloaded (more requests in
-flight than the concurrency limit: answered at once, never queued without bound).
+Status codes: 400 bad request, 408 an upload slower than the body timeout, 413 body or image too
+large, 415 not an image (or not a multipart upload), 422 an image that cannot be decoded or a missing
+field, 503 overloaded (more requests in flight than the concurrency limit: answered at once, never
+queued without bound).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ class ServerConfig:
 
     max_upload_bytes: int = MAX_BYTES  # larger request bodies get 413 before they are read
     max_concurrency: int = 64  # requests in flight on /v1/*; more get 503 at once
+    body_timeout: float = 30.0  # seconds a client may take to send its whole request body; slower gets 408
     ui: bool = True  # mount the Gradio UI at /
 
 
@@ -51,8 +54,8 @@ def _status_for(error: ImageError) -> int:
     return 422
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyCut(Exception):
+    """The request body was too large or too slow; the middleware answers 413 or 408."""
 
 
 class _Limits:
@@ -88,27 +91,46 @@ class _Limits:
             return
         received = 0
         started = False
+        cut: str | None = None  # why the body was cut short: "large" or "slow"
+        # A slow or stalled upload holds a slot of the concurrency limit: it gets a deadline.
+        deadline = asyncio.get_running_loop().time() + self.config.body_timeout
 
         async def limited_receive() -> dict:
-            nonlocal received
-            message = await receive()
+            nonlocal received, cut
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                cut = "slow"
+                raise _BodyCut from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    cut = "large"
+                    raise _BodyCut
             return message
 
         async def tracking_send(message: dict) -> None:
             nonlocal started
+            if cut is not None:
+                return  # the app's answer to a body cut short (often a generic 400) is replaced below
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
+            try:
+                await self.app(scope, limited_receive, tracking_send)
+            except _BodyCut:
+                pass
+            if cut is not None and not started:
+                if cut == "large":
+                    response = JSONResponse({"error": f"request body over {limit} bytes"}, 413)
+                else:
+                    error = f"request body not received within {self.config.body_timeout:g} s: upload timed out"
+                    response = JSONResponse({"error": error}, 408)
+                # The rest of the body is never read, so the connection cannot be reused.
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send)
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -220,6 +242,7 @@ def app_from_environment() -> Any:
     config = ServerConfig(
         max_upload_bytes=int(os.environ["DIGITREC_MAX_UPLOAD"]),
         max_concurrency=int(os.environ["DIGITREC_MAX_CONCURRENCY"]),
+        body_timeout=float(os.environ["DIGITREC_BODY_TIMEOUT"]),
         ui=os.environ["DIGITREC_UI"] == "1",
     )
     return create_app(load_recognizer(os.environ.get("DIGITREC_MODEL") or None), config)
@@ -257,6 +280,7 @@ def serve(
         DIGITREC_MODEL=str(model or ""),
         DIGITREC_MAX_UPLOAD=str(config.max_upload_bytes),
         DIGITREC_MAX_CONCURRENCY=str(config.max_concurrency),
+        DIGITREC_BODY_TIMEOUT=str(config.body_timeout),
         DIGITREC_UI="1" if config.ui else "0",
     )
     uvicorn.run(
