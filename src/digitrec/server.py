@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -33,6 +34,47 @@ from .recognizer import Recognizer, load_recognizer
 __all__ = ["ServerConfig", "create_app", "serve"]
 
 IMAGE_FIELD = "an image: PNG, JPEG, BMP, GIF, TIFF or WebP"
+UPLOAD_PATHS = ("/v1/predict", "/v1/read")  # the endpoints that take an image upload
+
+
+# --- the API's answers, as OpenAPI documents them ---------------------------------------------------
+
+
+class Prediction(BaseModel):
+    file: str = Field(description="the uploaded file's name")
+    digit: int | None = Field(description="the digit, or null when the image holds none")
+    confidence: float = Field(description="probability of the answer (of 'not a digit' when digit is null)")
+    probabilities: list[float] = Field(description="probability of each digit 0-9, given that it is a digit")
+    reason: str | None = Field(None, description="why digit is null")
+
+
+class DigitInLine(BaseModel):
+    digit: int
+    confidence: float
+    box: list[int] = Field(description="x, y, width, height in image pixels")
+
+
+class Reading(BaseModel):
+    file: str
+    text: str = Field(description="the digits left to right, e.g. '90210'")
+    digits: list[DigitInLine]
+
+
+class Error(BaseModel):
+    error: str = Field(description="what was wrong, for a person to read")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Error, "description": text}
+    for code, text in {
+        400: "bad request",
+        408: "the upload took longer than the body timeout",
+        413: "request body or image too large",
+        415: "not an image, or not a multipart/form-data upload",
+        422: "an image that cannot be decoded, or a missing field",
+        503: "overloaded: more requests in flight than the concurrency limit; retry later",
+    }.items()
+}
 
 
 @dataclass(frozen=True)
@@ -156,11 +198,12 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, exc.status_code)
+        # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @app.middleware("http")
     async def multipart_only(request: Request, call_next: Any) -> Any:
-        if request.method == "POST" and request.url.path.startswith("/v1/"):
+        if request.method == "POST" and request.url.path in UPLOAD_PATHS:
             ctype = request.headers.get("content-type", "")
             if not ctype.startswith("multipart/form-data"):
                 return JSONResponse(
@@ -180,11 +223,21 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
             return JSONResponse({"error": str(e)}, _status_for(e))
         return JSONResponse({"file": name, **result.to_dict()})
 
-    @app.post("/v1/predict", summary="The digit in an image (null when there is none)")
+    @app.post(
+        "/v1/predict",
+        summary="The digit in an image (null when there is none)",
+        response_model=Prediction,
+        responses=ERRORS,
+    )
     def predict(file: Annotated[UploadFile, File(description=IMAGE_FIELD)]) -> Any:
         return answer(file, rec.predict)
 
-    @app.post("/v1/read", summary="A line of digits in an image, left to right, with boxes")
+    @app.post(
+        "/v1/read",
+        summary="A line of digits in an image, left to right, with boxes",
+        response_model=Reading,
+        responses=ERRORS,
+    )
     def read(file: Annotated[UploadFile, File(description=IMAGE_FIELD)]) -> Any:
         return answer(file, rec.read)
 
