@@ -48,7 +48,7 @@ format: install-dev
 
 # The model shipped in the package (src/digitrec/assets/default.keras): the default recipe, seed 0.
 default-model: install
-	$(BIN)/digitrec train --seed 0 --out runs/default --overwrite
+	$(BIN)/digitrec train --preset best --seed 0 --out runs/default --overwrite
 	mkdir -p src/digitrec/assets
 	cp runs/default/model.keras src/digitrec/assets/default.keras
 	$(BIN)/digitrec export --format onnx

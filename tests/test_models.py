@@ -35,6 +35,8 @@ def test_tutorial_architectures_have_their_published_sizes() -> None:
     assert build_model("mlp").count_params() == 784 * 512 + 512 + 512 * 10 + 10
     assert build_model("seed-cnn").count_params() == (9 * 32 + 32) + (13 * 13 * 32 * 128 + 128) + (128 * 10 + 10)
     assert build_model("cnn").count_params() == 320 + 18496 + (5 * 5 * 64 * 128 + 128) + 1290
+    # The speed record's FC 800-256-10 after Conv(24, 5x5) and Conv(32, 3x3).
+    assert build_model("speednet").count_params() == (25 * 24 + 24) + (9 * 24 * 32 + 32) + (800 * 256 + 256) + 2570
 
 
 def test_bf16_model_outputs_float32_probabilities() -> None:

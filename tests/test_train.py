@@ -135,3 +135,58 @@ def test_resume_after_sigkill(mnist, tmp_path: Path, digitrec_home: str) -> None
 def test_resume_needs_a_run(tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="nothing to resume"):
         train(out=tmp_path, resume=True, verbose=0)
+
+
+def test_ensemble_averages_its_members(mnist, tmp_path: Path) -> None:
+    from digitrec.data import load_dataset
+    from digitrec.models import load_model, read_metadata
+    from digitrec.recognizer import predict_probabilities
+
+    result = train(
+        model="seed-cnn",
+        epochs=1,
+        limit=1500,
+        validation=500,
+        precision="bf16",
+        ensemble=2,
+        out=tmp_path / "ens",
+        verbose=0,
+        data=load_dataset("mnist"),
+    )
+    members = [load_model(tmp_path / "ens" / f"member-{k}" / "model.keras")[0] for k in range(2)]
+    ensemble, meta = load_model(result.model_path)
+    x = mnist[1][0][:200]
+    mean = (predict_probabilities(members[0], x) + predict_probabilities(members[1], x)) / 2
+    np.testing.assert_allclose(predict_probabilities(ensemble, x), mean, atol=1e-5)
+    assert meta["architecture"] == "ensemble of 2 seed-cnn"
+    assert [m["seed"] for m in meta["members"]] == [0, 1]
+    assert read_metadata(tmp_path / "ens" / "member-1" / "model.keras")["config"]["seed"] == 1
+    # Trained in mixed bfloat16, saved to compute in float32: what every runtime can run.
+    assert "bfloat16" not in ensemble.to_json() and "bfloat16" not in members[0].to_json()
+    assert result.metrics["test"]["accuracy"] > 0.8
+    # Running it again with --resume keeps the finished members and rebuilds the same ensemble.
+    again = train(out=tmp_path / "ens", resume=True, verbose=0, data=load_dataset("mnist"))
+    assert again.metrics["test"]["accuracy"] == result.metrics["test"]["accuracy"]
+
+
+def test_rendered_training_data_does_not_depend_on_the_thread_count(mnist, monkeypatch) -> None:
+    from digitrec import realdata
+
+    monkeypatch.setattr(realdata, "CHUNK", 16)  # several tasks, so two threads share them
+    (x, y), _ = mnist
+    one = realdata.domain_digits(x, y, 40, np.random.default_rng(3), workers=1)
+    two = realdata.domain_digits(x, y, 40, np.random.default_rng(3), workers=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    assert one[0].shape == (40, 28, 28) and one[0].max() > 200  # digits, not blanks
+    neg = realdata.negatives(30, np.random.default_rng(3), workers=2)
+    np.testing.assert_array_equal(neg, realdata.negatives(30, np.random.default_rng(3), workers=1))
+
+
+def test_every_preset_is_a_valid_config() -> None:
+    from digitrec.train import PRESETS
+
+    for name, values in PRESETS.items():
+        cfg = TrainConfig(**values).resolved()
+        assert cfg.epochs >= 1 and cfg.model, name
+    assert TrainConfig(**PRESETS["best"]).resolved().negatives > 0  # the default model can say "not a digit"

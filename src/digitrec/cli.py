@@ -271,7 +271,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     print(f"model file: {path}")
     for key, value in model_card(meta, meta.get("parameters")).items():
-        print(f"{key}: {'' if value is None else value}")
+        if value is not None:
+            print(f"{key}: {value}")
     test = meta.get("metrics", {}).get("test", {})
     if test:
         print(f"test accuracy: {test['accuracy']:.4f}, macro F1 {test['macro_avg']['f1']:.4f}")

@@ -79,7 +79,7 @@ def export_model(
     """
     import keras
 
-    from .models import load_model, resolve_model_path
+    from .models import load_model, resolve_model_path, to_float32
     from .recognizer import default_model_path, predict_probabilities
 
     if fmt not in FORMATS:
@@ -94,7 +94,7 @@ def export_model(
         if fmt != "saved_model"
         else (source.parent / (source.stem + "_saved_model"))
     )
-    keras_model, _ = load_model(source)
+    keras_model = to_float32(load_model(source)[0])  # a model saved in mixed precision is exported in float32
     x = sample_digits()
     expected = predict_probabilities(keras_model, x)  # also "calls" the model, as export requires
     tmp_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))

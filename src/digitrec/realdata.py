@@ -12,6 +12,10 @@ other seeds, so none of this overlaps with what it measures.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 
 from . import synth
@@ -19,38 +23,83 @@ from .images import digit_to_mnist, to_mnist
 
 __all__ = ["domain_digits", "negatives"]
 
+# Images per task of the process pool. Each task has its own seed, drawn from the caller's generator,
+# so the images are the same for any number of threads.
+CHUNK = 500
 
-def domain_digits(x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` digits drawn from (x, y), rendered as photos (2/3) or canvas drawings (1/3), preprocessed."""
-    idx = rng.choice(len(x), size=min(n, len(x)), replace=False)
-    out = np.empty((len(idx), 28, 28), np.uint8)
-    for k, i in enumerate(idx):
-        data = synth.as_canvas(x[i], rng) if k % 3 == 2 else synth.as_photo(x[i], rng)
+
+def _pool_map(fn: Any, tasks: list[tuple], workers: int | None) -> np.ndarray:
+    """Run ``fn(*task)`` for each task, on several threads when there are several tasks and cores.
+
+    Threads, not processes: OpenCV, Pillow and NumPy release the GIL in the heavy work, and threads
+    need no ``if __name__ == "__main__"`` guard in the caller's script.
+    """
+    if not tasks:
+        return np.empty((0, 28, 28), np.uint8)
+    workers = min(len(tasks), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        return np.concatenate([fn(*t) for t in tasks])
+    with ThreadPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(fn, *zip(*tasks, strict=True))))
+
+
+def _render_digits(digits: np.ndarray, start: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(digits), 28, 28), np.uint8)
+    for k, d in enumerate(digits):
+        data = synth.as_canvas(d, rng) if (start + k) % 3 == 2 else synth.as_photo(d, rng)
         out[k] = to_mnist(data)
-    return out, y[idx]
+    return out
 
 
-def negatives(n: int, rng: np.random.Generator, fashion: np.ndarray | None = None) -> np.ndarray:
+def domain_digits(
+    x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` digits drawn from (x, y), rendered as photos (2/3) or canvas drawings (1/3), preprocessed.
+
+    Rendering and preprocessing take about 10 ms an image, so the work is spread over ``workers``
+    threads (default: one per core).
+    """
+    idx = rng.choice(len(x), size=min(n, len(x)), replace=False)
+    tasks = [(x[idx[i : i + CHUNK]], i, int(rng.integers(2**63))) for i in range(0, len(idx), CHUNK)]
+    return _pool_map(_render_digits, tasks, workers), y[idx]
+
+
+def _render_negatives(start: int, count: int, seed: int, fashion: np.ndarray | None) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    fonts = synth.dejavu_fonts("Sans")  # the benchmark's letters use other fonts
+    out = np.empty((count, 28, 28), np.uint8)
+    for j in range(count):
+        k = start + j
+        kind = k % 8 if fashion is not None else 4 + k % 4
+        if kind < 4:  # clothing and shoes, fitted and centred like a digit
+            item = fashion[int(rng.integers(len(fashion)))].astype(np.float32) / 255.0
+            mask = item > 0.1
+            out[j] = digit_to_mnist(item, mask) if mask.any() else 0
+        elif kind < 6 and fonts:  # letters
+            letter = synth.NON_DIGIT_LETTERS[int(rng.integers(len(synth.NON_DIGIT_LETTERS)))]
+            glyph = synth.font_glyph(letter, fonts[int(rng.integers(len(fonts)))], size=int(rng.integers(40, 97)))
+            out[j] = to_mnist(np.pad(glyph, 8))
+        elif kind < 7:  # doodles
+            out[j] = to_mnist(synth.scribble(rng))
+        else:  # blobs of noise: textures and smudges a threshold lets through
+            noise = rng.random((int(rng.integers(8, 40)), int(rng.integers(8, 40)))).astype(np.float32) * 255
+            out[j] = to_mnist(np.pad(noise, 10))
+    return out
+
+
+def negatives(
+    n: int, rng: np.random.Generator, fashion: np.ndarray | None = None, workers: int | None = None
+) -> np.ndarray:
     """``n`` non-digits as the model would see them: uint8 (n, 28, 28).
 
     About half from ``fashion`` (white-on-black 28x28 images, e.g. Fashion-MNIST training images)
     when given, the rest letters, doodles, blobs and noise.
     """
-    fonts = synth.dejavu_fonts("Sans")  # the benchmark's letters use other fonts
-    out = np.empty((n, 28, 28), np.uint8)
-    for k in range(n):
-        kind = k % 8 if fashion is not None else 4 + k % 4
-        if kind < 4:  # clothing and shoes, fitted and centred like a digit
-            item = fashion[int(rng.integers(len(fashion)))].astype(np.float32) / 255.0
-            mask = item > 0.1
-            out[k] = digit_to_mnist(item, mask) if mask.any() else 0
-        elif kind < 6 and fonts:  # letters
-            letter = synth.NON_DIGIT_LETTERS[int(rng.integers(len(synth.NON_DIGIT_LETTERS)))]
-            glyph = synth.font_glyph(letter, fonts[int(rng.integers(len(fonts)))], size=int(rng.integers(40, 97)))
-            out[k] = to_mnist(np.pad(glyph, 8))
-        elif kind < 7:  # doodles
-            out[k] = to_mnist(synth.scribble(rng))
-        else:  # blobs of noise: textures and smudges a threshold lets through
-            noise = rng.random((int(rng.integers(8, 40)), int(rng.integers(8, 40)))).astype(np.float32) * 255
-            out[k] = to_mnist(np.pad(noise, 10))
-    return out
+    tasks = []
+    for start in range(0, n, CHUNK):
+        count = min(CHUNK, n - start)
+        # Each task gets only the clothing images it may draw from, not the whole array.
+        pool = None if fashion is None else fashion[rng.choice(len(fashion), size=count, replace=False)]
+        tasks.append((start, count, int(rng.integers(2**63)), pool))
+    return _pool_map(_render_negatives, tasks, workers)

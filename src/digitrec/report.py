@@ -240,7 +240,13 @@ def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, An
         "data sha256": data.get("sha256"),
         "validation images": data.get("validation"),
         "best epoch": metadata.get("epoch"),
+        "ensemble members (seed: test accuracy)": ", ".join(
+            f"{m['seed']}: {m['test_accuracy']:.4f}" for m in metadata.get("members", [])
+        )
+        or None,
         "training time (fit loop, s)": round(metadata["train_seconds"], 1) if "train_seconds" in metadata else None,
+        "data preparation (s)": round(metadata["prepare_seconds"], 1) if "prepare_seconds" in metadata else None,
+        "rejection threshold": round(metadata["reject"]["threshold"], 4) if "reject" in metadata else None,
         "device": training.get("device"),
         "precision": training.get("precision"),
         "machine": training.get("machine"),
@@ -314,7 +320,7 @@ def build_report(
         f"<p class='big'>Accuracy <b>{metrics['accuracy'] * 100:.2f}%</b> "
         f"({metrics['errors']} errors), macro F1 {metrics['macro_avg']['f1']:.4f}</p>",
         "<h2>Model card</h2>",
-        _table(None, [(k, "" if v is None else v) for k, v in card.items()], css="card"),
+        _table(None, [(k, v) for k, v in card.items() if v is not None], css="card"),
         "<h2>Per-class precision, recall and F1</h2>",
         _table(["class", "precision", "recall", "F1", "support"], per_class),
     ]

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,16 @@ from typing import Any
 import numpy as np
 
 from .data import DEFAULT_VALIDATION, Dataset, load_dataset, split_validation
-from .models import DEFAULT_MODEL, MODELS, ModelError, build_model, load_model, read_metadata, save_model
+from .models import (
+    DEFAULT_MODEL,
+    MODELS,
+    ModelError,
+    build_model,
+    load_model,
+    read_metadata,
+    save_model,
+    to_float32,
+)
 
 __all__ = ["PRESETS", "TrainConfig", "TrainError", "TrainResult", "train"]
 
@@ -67,6 +77,7 @@ class TrainConfig:
     limit: int | None = None  # train on the first N training images only (quick experiments, tests)
     domain: int | None = None  # add N training digits rendered as photos/canvases, then preprocessed
     negatives: int | None = None  # add N non-digits as an extra "not a digit" class (0: no such class)
+    ensemble: int = 1  # train N members (seeds seed, seed+1, ...) and save one model averaging them
 
     def resolved(self) -> TrainConfig:
         """Fill unset fields from the model's recipe, then from general defaults; check every value."""
@@ -108,6 +119,8 @@ class TrainConfig:
             problems.append(f"validation size must be >= 1, got {self.validation}")
         if self.patience is not None and self.patience < 1:
             problems.append(f"patience must be >= 1, got {self.patience}")
+        if self.ensemble < 1:
+            problems.append(f"ensemble size must be >= 1, got {self.ensemble}")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
         if (self.domain or 0) < 0 or (self.negatives or 0) < 0:
@@ -133,8 +146,15 @@ class TrainConfig:
         return cls(**d)
 
 
-# Named configurations; flags given with --preset override them. `quick` is what `make run` trains.
+# Named configurations; flags given with --preset override them. Figures: README, "Accuracy and
+# training speed", from benchmarks/train_speed.py on 2 Xeon cores.
 PRESETS: dict[str, dict[str, Any]] = {
+    # The default model: digitnet's recipe (augmentation, rendered digits, non-digits), 30 epochs,
+    # label smoothing; about 13 minutes on 2 cores.
+    "best": {"model": "digitnet", "epochs": 30, "label_smoothing": 0.1},
+    # The speed-record network for one epoch in mixed bfloat16: 99% in a few seconds.
+    "fast": {"model": "speednet", "epochs": 1},
+    # What `make run` trains: the Keras "simple MNIST convnet" for 3 epochs with a one-cycle schedule.
     "quick": {"model": "cnn", "epochs": 3, "batch_size": 128, "schedule": "onecycle"},
 }
 
@@ -315,21 +335,24 @@ def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype="float32")[y]
 
 
-def _real_image_data(
-    cfg: TrainConfig,
-    x_tr: np.ndarray,
-    y_tr: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    num_digits: int,
-    log: Any,
-) -> dict[str, Any]:
-    """Extra training data for real images (see realdata.py), and validation data for rejection."""
+def _fashion_split(log: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Fashion-MNIST training images for negatives: all but the last 5,000, which validate rejection."""
     from .data import DataError
 
-    out: dict[str, Any] = {"x": None, "y": None}
+    try:
+        fashion = load_dataset("fashion-mnist").x_train
+    except DataError as e:
+        log(f"Fashion-MNIST unavailable ({e}); negatives are letters, doodles and noise only")
+        return None, None
+    return fashion[:-5000], fashion[-5000:]
+
+
+def _real_image_data(
+    cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, num_digits: int, log: Any
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Extra training data for real images (see realdata.py): rendered digits and non-digits."""
     if not (cfg.domain or cfg.negatives):
-        return out
+        return None, None
     from . import realdata
 
     rng = np.random.default_rng([cfg.seed, 7])
@@ -340,21 +363,22 @@ def _real_image_data(
         xs.append(xd)
         ys.append(yd)
     if cfg.negatives:
-        try:
-            fashion = load_dataset("fashion-mnist").x_train
-        except DataError as e:
-            log(f"Fashion-MNIST unavailable ({e}); negatives are letters, doodles and noise only")
-            fashion = None
-        # The last 5,000 Fashion-MNIST training images are held out to validate rejection.
-        fit_fashion, val_fashion = (fashion[:-5000], fashion[-5000:]) if fashion is not None else (None, None)
         log(f"Preparing {cfg.negatives} non-digits for the 'not a digit' class ...")
-        xs.append(realdata.negatives(cfg.negatives, rng, fit_fashion))
+        xs.append(realdata.negatives(cfg.negatives, rng, _fashion_split(log)[0]))
         ys.append(np.full(cfg.negatives, num_digits, np.uint8))
-        val_rng = np.random.default_rng([cfg.seed, 8])
-        out["val_negatives"] = realdata.negatives(max(500, cfg.negatives // 10), val_rng, val_fashion)
-        out["val_domain"] = realdata.domain_digits(x_val, y_val, 1000, val_rng)[0]
-    out["x"], out["y"] = np.concatenate(xs), np.concatenate(ys)
-    return out
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _rejection_data(cfg: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, log: Any) -> dict[str, np.ndarray]:
+    """Validation images for choosing the "not a digit" threshold: digits rendered as real images
+    (from the validation split) and non-digits (from held-out Fashion-MNIST and other seeds)."""
+    from . import realdata
+
+    rng = np.random.default_rng([cfg.seed, 8])
+    return {
+        "val_negatives": realdata.negatives(max(500, (cfg.negatives or 0) // 10), rng, _fashion_split(log)[1]),
+        "val_domain": realdata.domain_digits(x_val, y_val, 1000, rng)[0],
+    }
 
 
 def _reject_threshold(model: Any, extra: dict[str, Any], x_val: np.ndarray, num_digits: int, log: Any) -> dict:
@@ -416,6 +440,7 @@ def train(
     overwrite: bool = False,
     verbose: int | str = "auto",
     data: Dataset | None = None,
+    callbacks: list[Any] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train a model and write a run directory; return the result with validation and test metrics.
@@ -424,10 +449,9 @@ def train(
     With ``resume=True``, ``out`` must be an interrupted run: its config and checkpoint are used.
     ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch, "auto" 1 on a terminal.
     ``data``: an already loaded `Dataset` to use instead of loading ``config.dataset``.
+    ``callbacks``: more Keras callbacks for every ``fit()`` call (each epoch is its own call).
     """
     import keras
-
-    from .evaluate import classification_metrics
 
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -451,24 +475,28 @@ def train(
                 )
             for name in RUN_FILES:  # nothing of the old run may be mistaken for the new one
                 (run_dir / name).unlink(missing_ok=True)
+            for member in run_dir.glob("member-*"):
+                shutil.rmtree(member)
+    log = print if verbose else (lambda *a, **k: None)
+    ds = data or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
+    if cfg.ensemble > 1:
+        return _train_ensemble(cfg, run_dir, ds, verbose, log, callbacks)
     checkpoint = run_dir / "checkpoint.keras"
     best_path = run_dir / "model.keras"
 
     device, is_gpu = configure_device()
     backend = keras.backend.backend()
     precision = pick_precision(cfg.precision, backend, is_gpu, cfg.model)
-    log = print if verbose else (lambda *a, **k: None)
     log(f"Training {cfg.model} on {device}, precision {precision}, Keras {keras.__version__}")
 
-    ds = data or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
     num_digits = len(ds.class_names)
     (x_tr, y_tr), (x_val, y_val) = split_validation(ds.x_train, ds.y_train, cfg.validation)
     if cfg.limit:
         x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
     t_prep = time.perf_counter()
-    extra = _real_image_data(cfg, x_tr, y_tr, x_val, y_val, num_digits, log)
-    if extra["x"] is not None:
-        x_tr, y_tr = np.concatenate([x_tr, extra["x"]]), np.concatenate([y_tr, extra["y"]])
+    x_extra, y_extra = _real_image_data(cfg, x_tr, y_tr, num_digits, log)
+    if x_extra is not None:
+        x_tr, y_tr = np.concatenate([x_tr, x_extra]), np.concatenate([y_tr, y_extra])
     prepare_seconds = time.perf_counter() - t_prep
     num_classes = num_digits + (1 if cfg.negatives else 0)  # the last class is "not a digit"
     steps_per_epoch = -(-len(x_tr) // cfg.batch_size)
@@ -504,23 +532,8 @@ def train(
         _compile(model, _optimizer(cfg, steps_per_epoch), cfg)
     _atomic_json(run_dir / "config.json", cfg.to_json())
 
-    metadata = {
-        "architecture": cfg.model,
-        "class_names": list(ds.class_names),
-        "reject_class": num_digits if cfg.negatives else None,
-        "input": {"shape": [28, 28], "dtype": "float32", "range": [0, 255], "polarity": "white ink on black"},
-        "normalization": "inside the model (layer 'normalize'): feed raw pixel values 0-255",
-        "config": cfg.to_json(),
-        "data": {"dataset": ds.name, "sha256": ds.sha256, "source": ds.source, "validation": cfg.validation},
-        "training": {
-            "device": device,
-            "precision": precision,
-            "backend": backend,
-            "keras": keras.__version__,
-            "machine": machine_description(),
-        },
-    }
-    callbacks = [_progress(cfg.epochs), *_tensorboard(run_dir / "logs")]
+    metadata = _metadata(cfg, ds, cfg.model, device, precision)
+    callbacks = [_progress(cfg.epochs), *_tensorboard(run_dir / "logs"), *(callbacks or [])]
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.patience is not None and epoch - best_epoch >= cfg.patience and best_epoch > 0:
@@ -558,31 +571,8 @@ def train(
 
     # Report the selected (best on validation) model, on validation and test: digits only.
     model, meta = load_model(best_path)
-    from .recognizer import digit_probabilities, predict_probabilities
-
-    def digits(x: np.ndarray) -> np.ndarray:
-        return digit_probabilities(predict_probabilities(model, x), num_digits)
-
-    metrics = {
-        "validation": classification_metrics(y_val, digits(x_val), ds.class_names),
-        "test": classification_metrics(ds.y_test, digits(ds.x_test), ds.class_names),
-    }
-    if cfg.negatives:
-        meta["reject"] = _reject_threshold(model, extra, x_val, num_digits, log)
-    meta.pop("format", None)
-    meta.pop("format_version", None)
-    meta.update(
-        metrics={
-            split: {k: m[k] for k in ("accuracy", "macro_avg", "weighted_avg", "per_class")}
-            for split, m in metrics.items()
-        },
-        train_seconds=train_seconds,
-        prepare_seconds=prepare_seconds,
-        parameters=model.count_params(),
-        history=history,  # so a report can draw the curves from the model file alone
-    )
-    save_model(model, best_path, meta)
-    _atomic_json(run_dir / "metrics.json", metrics)
+    meta.update(train_seconds=train_seconds, prepare_seconds=prepare_seconds, history=history)
+    metrics = _finish(model, meta, cfg, ds, run_dir, log)
     log(
         f"Best epoch {best_epoch}: validation accuracy {metrics['validation']['accuracy']:.4f}, "
         f"test accuracy {metrics['test']['accuracy']:.4f}; fit loop {train_seconds:.1f} s"
@@ -598,6 +588,128 @@ def train(
         best_epoch=best_epoch,
         stopped_early=stopped_early,
         extra={"precision": precision},
+    )
+
+
+def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, precision: str) -> dict[str, Any]:
+    """What a saved model says about itself (see models.py), before its metrics are known."""
+    import keras
+
+    num_digits = len(ds.class_names)
+    return {
+        "architecture": architecture,
+        "class_names": list(ds.class_names),
+        "reject_class": num_digits if cfg.negatives else None,
+        "input": {"shape": [28, 28], "dtype": "float32", "range": [0, 255], "polarity": "white ink on black"},
+        "normalization": "inside the model (layer 'normalize'): feed raw pixel values 0-255",
+        "config": cfg.to_json(),
+        "data": {"dataset": ds.name, "sha256": ds.sha256, "source": ds.source, "validation": cfg.validation},
+        "training": {
+            "device": device,
+            "precision": precision,
+            "backend": keras.backend.backend(),
+            "keras": keras.__version__,
+            "machine": machine_description(),
+        },
+    }
+
+
+def _finish(model: Any, meta: dict[str, Any], cfg: TrainConfig, ds: Dataset, run_dir: Path, log: Any) -> dict:
+    """Measure the final model on validation and test (digits only), choose its rejection threshold on
+    validation data, and save it as ``run_dir/model.keras`` with its metrics. Returns the metrics."""
+    from .evaluate import classification_metrics
+    from .recognizer import digit_probabilities, predict_probabilities
+
+    model = to_float32(model)  # what is measured is what is saved and exported
+    num_digits = len(ds.class_names)
+    _, (x_val, y_val) = split_validation(ds.x_train, ds.y_train, cfg.validation)
+
+    def digits(x: np.ndarray) -> np.ndarray:
+        return digit_probabilities(predict_probabilities(model, x), num_digits)
+
+    metrics = {
+        "validation": classification_metrics(y_val, digits(x_val), ds.class_names),
+        "test": classification_metrics(ds.y_test, digits(ds.x_test), ds.class_names),
+    }
+    if cfg.negatives:
+        meta["reject"] = _reject_threshold(model, _rejection_data(cfg, x_val, y_val, log), x_val, num_digits, log)
+    meta.pop("format", None)
+    meta.pop("format_version", None)
+    meta.update(
+        metrics={
+            split: {k: m[k] for k in ("accuracy", "macro_avg", "weighted_avg", "per_class")}
+            for split, m in metrics.items()
+        },
+        parameters=model.count_params(),
+    )
+    save_model(model, run_dir / "model.keras", meta)
+    _atomic_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _train_ensemble(
+    cfg: TrainConfig, run_dir: Path, ds: Dataset, verbose: int | str, log: Any, callbacks: list[Any] | None
+) -> TrainResult:
+    """Train ``cfg.ensemble`` members in ``run_dir/member-K`` (seeds seed+K), then save one model whose
+    output is the mean of the members' probabilities. Finished members are kept: running it again
+    (``--resume``) continues with the first unfinished one."""
+    import keras
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_json(run_dir / "config.json", cfg.to_json())
+    results = []
+    for k in range(cfg.ensemble):
+        member_dir = run_dir / f"member-{k}"
+        log(f"Ensemble member {k + 1} of {cfg.ensemble} (seed {cfg.seed + k}) in {member_dir}")
+        if (member_dir / "metrics.json").is_file():
+            log("  already trained")
+            results.append((member_dir, json.loads((member_dir / "metrics.json").read_text()), None))
+            continue
+        if (member_dir / "config.json").is_file():
+            r = train(out=member_dir, resume=True, verbose=verbose, data=ds, callbacks=callbacks)
+        else:
+            member = dataclasses.replace(cfg, ensemble=1, seed=cfg.seed + k)
+            r = train(member, out=member_dir, verbose=verbose, data=ds, callbacks=callbacks)
+        results.append((member_dir, r.metrics, r))
+
+    members, member_meta = [], []
+    for k, (member_dir, _, _) in enumerate(results):
+        m, meta = load_model(member_dir / "model.keras")
+        m.name = f"member_{k}"  # layer names must be unique within the ensemble
+        members.append(m)
+        member_meta.append(meta)
+    inputs = keras.Input(shape=(28, 28), name="pixels")
+    average = keras.layers.Average(name="probabilities")([m(inputs) for m in members])
+    model = keras.Model(inputs, average, name=f"ensemble_{cfg.ensemble}_{cfg.model}")
+
+    first = member_meta[0]["training"]
+    meta = _metadata(cfg, ds, f"ensemble of {cfg.ensemble} {cfg.model}", first["device"], first["precision"])
+    train_seconds = sum(m.get("train_seconds", 0.0) for m in member_meta)
+    meta.update(
+        train_seconds=train_seconds,
+        prepare_seconds=sum(m.get("prepare_seconds", 0.0) for m in member_meta),
+        members=[
+            {"seed": cfg.seed + k, "path": str(d), "test_accuracy": r["test"]["accuracy"]}
+            for k, (d, r, _) in enumerate(results)
+        ],
+        history=member_meta[0].get("history", {}),
+    )
+    metrics = _finish(model, meta, cfg, ds, run_dir, log)
+    log(
+        "Members' test accuracy: "
+        + ", ".join(f"{r['test']['accuracy']:.4f}" for _, r, _ in results)
+        + f"; ensemble: validation {metrics['validation']['accuracy']:.4f}, test {metrics['test']['accuracy']:.4f}"
+    )
+    return TrainResult(
+        run_dir=run_dir,
+        model_path=run_dir / "model.keras",
+        config=cfg,
+        history=meta["history"],
+        metrics=metrics,
+        train_seconds=train_seconds,
+        device=first["device"],
+        best_epoch=0,
+        extra={"precision": first["precision"], "members": meta["members"]},
     )
 
 
