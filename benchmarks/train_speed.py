@@ -1,6 +1,6 @@
 """Training speed, side by side: digitrec's presets against the tutorials' recipes, same data, same run.
 
-    .venv/bin/python benchmarks/train_speed.py                         # fast, balanced + the references
+    .venv/bin/python benchmarks/train_speed.py                         # fast, quick + the references
     .venv/bin/python benchmarks/train_speed.py --recipes best --seeds 0 1 2
     .venv/bin/python benchmarks/train_speed.py --recipes fast --seeds 0 1 2 3 4
 
@@ -10,7 +10,7 @@ split) and is scored on the 10,000 test images after every epoch, for this repor
 test accuracy reaches it. digitrec's presets still select their model on validation.
 
 Recipes:
-- fast, balanced, best: `digitrec train --preset NAME` (Keras, TensorFlow backend by default);
+- fast, quick, best: `digitrec train --preset NAME` (Keras, TensorFlow backend by default);
 - tutorial: the TensorFlow beginner CNN: Conv 32, Pool, Dense 128, Adam, batch 100, 5 epochs, x/255;
 - pytorch-examples: pytorch/examples mnist: Adadelta lr 1.0, StepLR gamma 0.7, batch 64, 14 epochs;
 - speed-record: the 1-epoch recipe: Conv(24, 5x5), Pool, ReLU, Conv(32, 3x3), Pool, ReLU, FC 800-256-10,
@@ -146,7 +146,7 @@ TORCH_CHILD = textwrap.dedent(
     """
 )
 
-OURS = ("fast", "balanced", "best")
+OURS = ("fast", "quick", "best")
 REFERENCES = ("tutorial", "pytorch-examples", "speed-record")
 
 
@@ -178,7 +178,7 @@ def fmt_time(t: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipes", nargs="+", default=["fast", "balanced", *REFERENCES], choices=[*OURS, *REFERENCES])
+    ap.add_argument("--recipes", nargs="+", default=["fast", "quick", *REFERENCES], choices=[*OURS, *REFERENCES])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--pytorch-epochs", type=int, default=14, help="epochs of pytorch-examples (its default: 14)")
     args = ap.parse_args()
