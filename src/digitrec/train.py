@@ -501,7 +501,7 @@ def train(
     num_classes = num_digits + (1 if cfg.negatives else 0)  # the last class is "not a digit"
     steps_per_epoch = -(-len(x_tr) // cfg.batch_size)
     y_tr1, y_val1 = _one_hot(y_tr, num_classes), _one_hot(y_val, num_classes)
-    x_val_f = x_val.astype("float32")
+    x_val_f = x_val  # uint8: the model casts to float32 itself, and the input pipeline moves 4x fewer bytes
     sample_weight = None
     if cfg.class_weight:
         weights = np.ones(num_classes, dtype="float32")
@@ -542,9 +542,9 @@ def train(
             break
         if cfg.augment:
             rng = np.random.default_rng([cfg.seed, epoch])
-            x_epoch = augment_images(x_tr, rng, cfg.rotation, cfg.shift, cfg.zoom).astype("float32")
+            x_epoch = augment_images(x_tr, rng, cfg.rotation, cfg.shift, cfg.zoom)
         else:
-            x_epoch = x_tr.astype("float32")
+            x_epoch = x_tr
         t0 = time.perf_counter()
         h = model.fit(
             x_epoch,
