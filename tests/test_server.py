@@ -127,6 +127,22 @@ def test_overload_gets_a_fast_503(rec) -> None:
     assert first["r"].status_code == 200
 
 
+def test_an_internal_error_is_a_json_500_and_the_server_goes_on(rec) -> None:
+    from digitrec.recognizer import Recognizer
+
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("a bug")
+
+    client = TestClient(
+        create_app(Recognizer(broken, rec.metadata, rec.path, "test"), ServerConfig(ui=False)),
+        raise_server_exceptions=False,
+    )
+    image = _png(render_on_paper(np.eye(28, dtype=np.uint8) * 255, 100))
+    r = client.post("/v1/predict", files={"file": ("a.png", image)})
+    assert r.status_code == 500 and "internal error" in r.json()["error"] and "Traceback" not in r.text
+    assert client.get("/healthz").status_code == 200
+
+
 def test_broken_model_fails_at_start(tmp_path) -> None:
     from digitrec.models import ModelError
     from digitrec.server import load_recognizer

@@ -55,9 +55,13 @@ def _upload(image: bytes, name: str = "digit.jpg") -> tuple[bytes, bytes]:
     """(head, body) of a multipart POST /v1/predict, as raw HTTP."""
     boundary = "digitrec-test-boundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     head = (
         f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

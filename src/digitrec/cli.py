@@ -184,6 +184,9 @@ def _answer_files(args: argparse.Namespace, answer: Any, show: Any) -> int:
         except ImageError as e:
             failed = True
             row = {"file": str(path), "error": str(e)}
+        except Exception as e:  # a bug of ours must not cost the answers for the other files
+            failed = True
+            row = {"file": str(path), "error": f"internal error ({type(e).__name__}: {e}); please report it"}
         if args.json:
             _print_json(row)
         elif "error" in row:

@@ -49,6 +49,7 @@ WORK_SIDE = 640  # images are analysed with their longer side at most this (deco
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 MIN_CONTRAST = 0.12  # ink weaker than this fraction of full contrast is never ink (texture, noise)
 RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's strongest ink (ruled lines)
+MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
 
 
 class ImageError(Exception):
@@ -364,7 +365,8 @@ def segment(ii: InkImage) -> list[Component]:
     """Group an image's ink components into digit candidates, left to right.
 
     Components whose horizontal extents overlap substantially belong to one digit (a 5's flag, a
-    7's bar, a broken stroke). Specks much smaller than the line's digits are dropped.
+    7's bar, a broken stroke). Specks much smaller than the line's digits, marks much wider than
+    tall (dashes, underlines, pieces of ruled lines) and marks a few pixels high are dropped.
     """
     comps = sorted(ii.components, key=lambda c: c.x)
     if not comps:
@@ -375,12 +377,26 @@ def segment(ii: InkImage) -> list[Component]:
         if groups:
             g = groups[-1]
             overlap = min(g.x + g.w, c.x + c.w) - max(g.x, c.x)
-            # Slanted neighbours overlap a little; a 5's flag or a 7's bar lies mostly over its digit.
-            if overlap > 0.6 * min(g.w, c.w) or (overlap > 0.3 * min(g.w, c.w) and min(g.h, c.h) < 0.5 * line_height):
+            gap = max(g.y, c.y) - min(g.y + g.h, c.y + c.h)  # vertical distance between them (< 0: overlap)
+            # Slanted neighbours overlap a little; a 5's flag or a 7's bar lies mostly over its digit, and
+            # close to it (pieces of ruled lines one above the other are not one digit).
+            near = gap <= 0.5 * line_height
+            if near and (
+                overlap > 0.6 * min(g.w, c.w) or (overlap > 0.3 * min(g.w, c.w) and min(g.h, c.h) < 0.5 * line_height)
+            ):
                 groups[-1] = _merge(g, c)
                 continue
         groups.append(c)
-    return [g for g in groups if g.h >= 0.3 * line_height or g.mass >= 0.15 * max(x.mass for x in groups)]
+    biggest = max(x.mass for x in groups)
+    return [
+        g
+        for g in groups
+        if (g.h >= 0.3 * line_height or g.mass >= 0.15 * biggest)
+        # No digit, and no run of up to 5 touching digits, is 4x wider than tall: that is a dash, an
+        # underline or a piece of a ruled line. Nor is a mark under MIN_DIGIT_HEIGHT pixels readable.
+        and g.h >= 0.25 * g.w
+        and g.h >= MIN_DIGIT_HEIGHT
+    ]
 
 
 def group_to_mnist(ii: InkImage, group: Component, columns: tuple[int, int] | None = None) -> np.ndarray:

@@ -205,6 +205,8 @@ class Recognizer:
                 cuts.append(lo + int(np.argmin(profile[lo:hi])))
             bounds = [0, *cuts, group.w]
             spans = [(group.x + a, group.x + b) for a, b in itertools.pairwise(bounds) if b - a >= 2]
+            if len(spans) < 2:  # too narrow to hold k digits: no split of this size
+                continue
             fields = np.stack([group_to_mnist(ii, group, s) for s in spans])
             probs, reject = self.scores(fields)
             score = float(np.min(probs.max(axis=1) * (1 - reject)))

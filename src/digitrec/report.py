@@ -248,7 +248,7 @@ def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, An
         "data preparation (s)": round(metadata["prepare_seconds"], 1) if "prepare_seconds" in metadata else None,
         "rejection threshold": round(metadata["reject"]["threshold"], 4) if "reject" in metadata else None,
         "device": training.get("device"),
-        "precision": training.get("precision"),
+        "training precision": training.get("precision"),  # the saved model computes in float32
         "machine": training.get("machine"),
         "Keras": training.get("keras"),
     }

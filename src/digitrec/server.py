@@ -196,6 +196,11 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
         missing = [".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()]
         return JSONResponse({"error": f"invalid request: missing or bad field {', '.join(missing) or '?'}"}, 422)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours: still a JSON answer, without a traceback (the server log has it).
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); please report it"}, 500)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
