@@ -190,3 +190,19 @@ def test_every_preset_is_a_valid_config() -> None:
         cfg = TrainConfig(**values).resolved()
         assert cfg.epochs >= 1 and cfg.model, name
     assert TrainConfig(**PRESETS["best"]).resolved().negatives > 0  # the default model can say "not a digit"
+
+
+def test_adam_betas_come_from_the_recipe_and_reach_the_optimizer() -> None:
+    from digitrec.train import _optimizer
+
+    fast = TrainConfig(model="speednet").resolved()
+    assert (fast.beta_1, fast.beta_2) == (0.7, 0.9)  # the speed record's betas
+    opt = _optimizer(fast, 10)
+    assert (opt.beta_1, opt.beta_2) == (0.7, 0.9)
+    assert TrainConfig(model="cnn").resolved().beta_1 == 0.9
+    with pytest.raises(TrainError, match="beta_1"):
+        TrainConfig(beta_1=1.0).resolved()
+    # A run saved before the betas existed resumes with the defaults.
+    old = TrainConfig(model="cnn").resolved().to_json()
+    del old["beta_1"], old["beta_2"]
+    assert TrainConfig.from_json(old).beta_2 == 0.999

@@ -63,6 +63,8 @@ class TrainConfig:
     batch_size: int | None = None  # images per optimizer step
     optimizer: str | None = None  # adam | adamw | rmsprop | sgd | adadelta
     learning_rate: float | None = None  # peak learning rate, per step
+    beta_1: float | None = None  # Adam/AdamW: decay of the gradient's running mean (Keras: 0.9)
+    beta_2: float | None = None  # Adam/AdamW: decay of the squared gradient's running mean (Keras: 0.999)
     schedule: str | None = None  # constant | cosine | onecycle (20% warm-up, cosine down) | step (x0.7 per epoch)
     seed: int = 0  # seeds Python, NumPy and the backend, and the augmentation of each epoch
     augment: bool | None = None  # random affine transforms of the training images, redrawn every epoch
@@ -89,6 +91,8 @@ class TrainConfig:
             "batch_size": 128,
             "optimizer": "adam",
             "learning_rate": 1e-3,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
             "schedule": "constant",
             "augment": False,
             "domain": 0,
@@ -109,6 +113,10 @@ class TrainConfig:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             problems.append(f"learning rate must be > 0, got {self.learning_rate}")
+        for name in ("beta_1", "beta_2"):
+            beta = getattr(self, name)
+            if beta is not None and not 0 <= beta < 1:
+                problems.append(f"{name} must be in [0, 1), got {beta}")
         if self.schedule is not None and self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
@@ -143,7 +151,7 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k in known}
         if d.get("class_weight"):
             d["class_weight"] = {int(k): float(v) for k, v in d["class_weight"].items()}
-        return cls(**d)
+        return cls(**d).resolved()  # fields added since the run was saved take their defaults
 
 
 # Named configurations; flags given with --preset override them. Figures: README, "Accuracy and
@@ -301,8 +309,8 @@ def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     elif cfg.schedule == "step":  # pytorch/examples mnist: StepLR(gamma=0.7) every epoch
         lr = keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, steps_per_epoch, 0.7, staircase=True)
     return {
-        "adam": lambda: keras.optimizers.Adam(lr),
-        "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=5e-4),
+        "adam": lambda: keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
+        "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=5e-4, beta_1=cfg.beta_1, beta_2=cfg.beta_2),
         "rmsprop": lambda: keras.optimizers.RMSprop(lr),
         "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
         "adadelta": lambda: keras.optimizers.Adadelta(lr),
