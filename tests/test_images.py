@@ -192,11 +192,12 @@ def test_strokes_of_one_digit_are_joined(rec) -> None:
 
 
 def test_a_blank_page_is_no_digit(rec) -> None:
-    # Photographed empty sheets, half of them ruled: JPEG blocks and broken ruling can pass for ink,
-    # and the model must then say "not a digit". (1 of these 10 is still read as a digit: the
-    # real-image benchmark measures the rate.)
-    answers = [rec.predict(synth.blank_page(np.random.default_rng(seed))) for seed in range(10)]
-    assert sum(a.digit is None for a in answers) >= 9
+    # Photographed empty sheets, half of them ruled, with sensor noise and JPEG. Before the ink map
+    # took off the noise's bias, 3 of these 10 were read as strings like "1111" (pieces of ruling and
+    # noise specks), and predict said "1" for one.
+    pages = [synth.blank_page(np.random.default_rng(seed)) for seed in range(10)]
+    assert all(rec.predict(p).digit is None for p in pages)
+    assert [rec.read(p).text for p in pages] == [""] * 10
     white = rec.predict(np.full((50, 200), 255, np.uint8))
     assert white.digit is None and "blank" in white.reason
     assert rec.read(np.full((50, 200), 255, np.uint8)).text == ""
