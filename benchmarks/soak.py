@@ -72,7 +72,7 @@ def main() -> int:
     rec = load_recognizer()
     expected = [rec.predict(p).digit for p in photos]
     right = sum(e == int(y[i]) for i, e in enumerate(expected))
-    good = [(p, e) for p, e in zip(photos, expected, strict=True)]
+    good = list(zip(photos, expected, strict=True))
     bad = _bad_uploads()
     port = _free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -195,7 +195,7 @@ def speednet(num_classes: int = 10) -> Any:
 
 def _conv(keras: Any, x: Any, filters: int) -> Any:
     # No batch-norm: Keras' BatchNormalization (unfused ops) took more than half of each training step
-    # on a TensorFlow CPU, and without it mixed bfloat16 runs 2.7x faster than float32 through AMX
+    # on a TensorFlow CPU, and without it mixed bfloat16 runs 2.3x faster than float32 through AMX
     # (benchmarks/precision.py). Five conv layers with He initialisation train well without it.
     return keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="he_uniform")(x)
 

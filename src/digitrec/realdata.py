@@ -23,7 +23,7 @@ from .images import digit_to_mnist, to_mnist
 
 __all__ = ["domain_digits", "negatives"]
 
-# Images per task of the process pool. Each task has its own seed, drawn from the caller's generator,
+# Images per task of the thread pool. Each task has its own seed, drawn from the caller's generator,
 # so the images are the same for any number of threads.
 CHUNK = 500
 
@@ -57,7 +57,7 @@ def domain_digits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` digits drawn from (x, y), rendered as photos (2/3) or canvas drawings (1/3), preprocessed.
 
-    Rendering and preprocessing take about 10 ms an image, so the work is spread over ``workers``
+    Rendering and preprocessing take several milliseconds an image, so the work is spread over ``workers``
     threads (default: one per core).
     """
     idx = rng.choice(len(x), size=min(n, len(x)), replace=False)
