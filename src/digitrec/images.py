@@ -35,8 +35,10 @@ __all__ = [
     "ImageError",
     "InkImage",
     "digit_to_mnist",
+    "group_to_mnist",
     "ink_image",
     "load_image",
+    "merge_components",
     "segment",
     "to_mnist",
 ]
@@ -358,7 +360,8 @@ def to_mnist(image: Any, name: str | None = None) -> np.ndarray:
 # --- segmentation ----------------------------------------------------------------------------------
 
 
-def _merge(a: Component, b: Component, mass: float | None = None) -> Component:
+def merge_components(a: Component, b: Component, mass: float | None = None) -> Component:
+    """One component holding both: their bounding box and labels, their mass summed unless given."""
     x0, y0 = min(a.x, b.x), min(a.y, b.y)
     x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
     return Component(x0, y0, x1 - x0, y1 - y0, a.mass + b.mass if mass is None else mass, a.labels + b.labels)
@@ -387,7 +390,7 @@ def segment(ii: InkImage) -> list[Component]:
             if near and (
                 overlap > 0.6 * min(g.w, c.w) or (overlap > 0.3 * min(g.w, c.w) and min(g.h, c.h) < 0.5 * line_height)
             ):
-                groups[-1] = _merge(g, c)
+                groups[-1] = merge_components(g, c)
                 continue
         groups.append(c)
     biggest = max(x.mass for x in groups)
@@ -404,9 +407,9 @@ def segment(ii: InkImage) -> list[Component]:
 
 def group_to_mnist(ii: InkImage, group: Component, columns: tuple[int, int] | None = None) -> np.ndarray:
     """The MNIST field of one group (optionally only the columns [c0, c1) of the working image)."""
-    mask = np.isin(ii.labels, group.labels)
+    rows, cols = slice(group.y, group.y + group.h), slice(group.x, group.x + group.w)
+    mask = np.isin(ii.labels[rows, cols], group.labels)  # the group's box holds all of its ink
     if columns is not None:
-        cut = np.zeros_like(mask)
-        cut[:, columns[0] : columns[1]] = True
-        mask &= cut
-    return digit_to_mnist(ii.ink, mask)
+        mask[:, : max(0, columns[0] - group.x)] = False
+        mask[:, max(0, columns[1] - group.x) :] = False
+    return digit_to_mnist(ii.ink[rows, cols], mask)

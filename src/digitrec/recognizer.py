@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import Component, InkImage, group_to_mnist, ink_image, segment, to_mnist
+from .images import Component, InkImage, group_to_mnist, ink_image, merge_components, segment, to_mnist
 from .models import ModelError, file_sha256, load_model, read_metadata, resolve_model_path
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
 
 BATCH = 1024  # images per forward pass when predicting many
 WIDE = 0.85  # a group wider than this times its height may be touching digits (two narrow ones: "65")
-MAX_SPLIT = 8  # at most this many digits are looked for in one group of touching digits
 # In a line of digits, segmentation has already dropped specks, and a digit-sized mark is most likely
 # a digit: `read` drops a mark only when the model is at least this sure it is not one.
 READ_REJECT = 0.8
@@ -171,51 +170,114 @@ class Recognizer:
     def read(self, image: Any, name: str | None = None) -> Reading:
         """Read a line of digits left to right: strokes joined, touching digits split, specks ignored."""
         ii = ink_image(image, name)
-        pieces: list[tuple[Component, tuple[int, int] | None]] = []
-        for group in segment(ii):
-            pieces.extend(self._split(ii, group))
-        if not pieces:
-            return Reading("", [])
-        fields = np.stack([group_to_mnist(ii, g, cols) for g, cols in pieces])
-        probs, reject = self.scores(fields)
         digits = []
-        for (g, cols), p, r in zip(pieces, probs, reject, strict=True):
-            answer = self._answer(p, float(r), empty=False, threshold=max(READ_REJECT, self.reject_threshold))
-            if answer.digit is None:
-                continue  # a mark that is not a digit
-            x0, x1 = cols if cols else (g.x, g.x + g.w)
-            box = tuple(round(v / ii.scale) for v in (x0, g.y, x1 - x0, g.h))
-            digits.append(DigitBox(answer.digit, answer.confidence, box))  # type: ignore[arg-type]
+        for group in segment(ii):
+            for (piece, cut), p, r in self._split(ii, group):
+                answer = self._answer(p, r, empty=False, threshold=max(READ_REJECT, self.reject_threshold))
+                if answer.digit is None:
+                    continue  # a mark that is not a digit
+                x0, x1 = cut if cut else (piece.x, piece.x + piece.w)
+                box = tuple(round(v / ii.scale) for v in (x0, piece.y, x1 - x0, piece.h))
+                digits.append(DigitBox(answer.digit, answer.confidence, box))  # type: ignore[arg-type]
+        digits.sort(key=lambda d: d.box[0] + d.box[2] / 2)  # pieces of one group may overlap: centres
         return Reading("".join(str(d.digit) for d in digits), digits)
 
-    def _split(self, ii: InkImage, group: Component) -> list[tuple[Component, tuple[int, int] | None]]:
-        """One group, or its touching digits: cut where the ink is thinnest, if the model agrees."""
-        whole = [(group, None)]
-        if group.w <= WIDE * group.h:
-            return whole
-        mask = np.isin(ii.labels[group.y : group.y + group.h, group.x : group.x + group.w], group.labels)
-        profile = mask.sum(axis=0).astype(np.float32)
-        n = int(min(MAX_SPLIT, max(2, round(group.w / (0.7 * group.h)))))
-        best, best_score = whole, -1.0
-        for k in range(2, n + 1):
-            cuts = []
-            for j in range(1, k):  # the thinnest column near each expected boundary (not at a stroke's tail)
-                lo = int(group.w * (j - 0.25) / k)
-                hi = max(lo + 1, int(group.w * (j + 0.25) / k))
-                cuts.append(lo + int(np.argmin(profile[lo:hi])))
-            bounds = [0, *cuts, group.w]
-            spans = [(group.x + a, group.x + b) for a, b in itertools.pairwise(bounds) if b - a >= 2]
-            if len(spans) < 2:  # too narrow to hold k digits: no split of this size
-                continue
-            fields = np.stack([group_to_mnist(ii, group, s) for s in spans])
-            probs, reject = self.scores(fields)
-            score = float(np.min(probs.max(axis=1) * (1 - reject)))
-            if score > best_score:
-                best, best_score = [(group, s) for s in spans], score
-        whole_probs, whole_reject = self.scores(group_to_mnist(ii, group)[None])
-        whole_score = float(whole_probs.max() * (1 - whole_reject[0]))
-        # Splitting must beat reading the group whole: a wide 0 or 7 stays one digit.
-        return best if best_score > whole_score else whole
+    def _split(self, ii: InkImage, group: Component) -> list[tuple[Piece, np.ndarray, float]]:
+        """One group as the digits it most likely holds: (piece, cut), digit probabilities, reject.
+
+        Candidate readings: the group whole; its tall components apart (digits that overlap without
+        touching); and, for a group that may hold touching digits, the best chain of column cuts, found
+        by dynamic programming over cut positions. A reading's score is the confidence of its least
+        sure digit; the best reading wins, and the whole group on a tie.
+        """
+        pieces: list[Piece] = [(group, None)]
+        readings: list[list[int]] = [[0]]  # indices into pieces
+        parts = _tall_parts(ii, group)
+        if len(parts) >= 2:
+            readings.append(list(range(1, 1 + len(parts))))
+            pieces += [(p, None) for p in parts]
+        probs, reject = self._score_pieces(ii, pieces)
+        score = probs.max(axis=1) * (1 - reject)
+        # Cuts: for a group wide enough to hold two digits, or a narrower one that reads badly whole
+        # (a 1 leaning on a 0 makes a group hardly wider than a digit, read as a poor 6 or not at all).
+        if group.w > WIDE * group.h or (group.w > NARROW * group.h and score[0] < WEAK):
+            cuts = _cut_candidates(ii, group)
+            spans: dict[tuple[int, int], int] = {}
+            for i, j in itertools.combinations(range(len(cuts)), 2):
+                width = cuts[j] - cuts[i]
+                if MIN_PIECE * group.h <= width <= MAX_PIECE * group.h and (i, j) != (0, len(cuts) - 1):
+                    spans[i, j] = len(pieces)
+                    pieces.append((group, (cuts[i], cuts[j])))
+            if spans:
+                p2, r2 = self._score_pieces(ii, pieces[len(probs) :])
+                probs, reject = np.concatenate([probs, p2]), np.concatenate([reject, r2])
+                score = probs.max(axis=1) * (1 - reject)
+                readings.append(_best_cuts(len(cuts), spans, score))
+        best = max(readings, key=lambda r: float(score[r].min()))  # max keeps the first (whole) on ties
+        return [(pieces[k], probs[k], float(reject[k])) for k in best]
+
+    def _score_pieces(self, ii: InkImage, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
+        return self.scores(np.stack([group_to_mnist(ii, g, cut) for g, cut in pieces]))
+
+
+# --- reading: candidate pieces of a group --------------------------------------------------------
+
+# A piece of a group: the group's ink, or the part of it in the columns [c0, c1) of the working image.
+Piece = tuple[Component, "tuple[int, int] | None"]
+MIN_PIECE, MAX_PIECE = 0.1, 1.3  # a cut piece is this many times the group's height wide, at least/most
+NARROW = 0.5  # a group narrower than this times its height is one digit (a 1, a 7)...
+WEAK = 0.5  # ...and so is a wider one that reads whole with at least this confidence
+
+
+def _tall_parts(ii: InkImage, group: Component) -> list[Component]:
+    """The group's components of at least half its height, each with the small components (a 5's flag,
+    a 7's bar) that overlap it most horizontally: digits that overlap without touching."""
+    comps = [c for c in ii.components if c.labels[0] in group.labels]
+    tall = [c for c in comps if c.h >= 0.5 * group.h]
+    if len(tall) < 2:
+        return []
+    parts = list(tall)
+    for c in comps:
+        if c in tall:
+            continue
+        k = max(range(len(tall)), key=lambda i: min(c.x + c.w, tall[i].x + tall[i].w) - max(c.x, tall[i].x))
+        parts[k] = merge_components(parts[k], c)
+    return sorted(parts, key=lambda c: c.x + c.w / 2)
+
+
+def _cut_candidates(ii: InkImage, group: Component) -> list[int]:
+    """Columns of the working image where touching digits may part: the group's ends, every local
+    minimum of its ink per column, and the thinnest column of each window of a sixth of its height
+    (a stroke that leaves its neighbour at a slant leaves no minimum)."""
+    mask = np.isin(ii.labels[group.y : group.y + group.h, group.x : group.x + group.w], group.labels)
+    profile = np.convolve(mask.sum(axis=0), np.ones(3) / 3, mode="same")
+    inner = profile[1:-1]
+    minima = 1 + np.flatnonzero((inner < profile[:-2]) & (inner <= profile[2:]))
+    step = max(2, round(group.h / 6))
+    cuts = {0, group.w, *(int(m) for m in minima)}
+    for start in range(step // 2, group.w - step // 2, step):
+        cuts.add(start + int(np.argmin(profile[start : start + step])))
+    return sorted(group.x + c for c in cuts if c == 0 or c == group.w or 2 <= c <= group.w - 2)
+
+
+def _best_cuts(n: int, spans: dict[tuple[int, int], int], score: np.ndarray) -> list[int]:
+    """The pieces (indices into ``score``) of the chain of spans from cut 0 to cut n-1 whose least
+    score is highest: a bottleneck shortest path over the cut positions. At least two pieces."""
+    best = np.full(n, -1.0)
+    back = np.full(n, -1)
+    best[0] = np.inf
+    for j in range(1, n):
+        for i in range(j):
+            k = spans.get((i, j))
+            if k is not None and best[i] >= 0 and min(best[i], score[k]) > best[j]:
+                best[j], back[j] = min(best[i], score[k]), i
+    if best[n - 1] < 0:
+        return [0]  # no chain of allowed widths: the whole group
+    out, j = [], n - 1
+    while j > 0:
+        out.append(spans[int(back[j]), j])
+        j = int(back[j])
+    return out[::-1]
 
 
 ENGINES = ("auto", "onnx", "keras")

@@ -179,7 +179,9 @@ def handwriting_fonts() -> list[Path]:
     found = []
     for d in FONT_DIRS:
         for p in Path(d).rglob("*"):
-            if p.suffix.lower() in (".ttf", ".otf") and any(k in p.name.lower() for k in HANDWRITING_FONT_HINTS):
+            # The hint may be in the file name or in its folder's (fonts-bwht: .../bwht/BecauseWe*.otf).
+            where = str(p.relative_to(d)).lower()
+            if p.suffix.lower() in (".ttf", ".otf") and any(k in where for k in HANDWRITING_FONT_HINTS):
                 found.append(p)
     return sorted(found)
 
