@@ -223,13 +223,37 @@ def _resize_to_work(gray: np.ndarray) -> tuple[np.ndarray, float]:
     return gray, scale
 
 
-def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour."""
+def _percentiles_u8(a: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``np.percentile(a, qs)`` (linear interpolation) of a uint8 array, from its histogram: no sort."""
+    cdf = np.cumsum(np.bincount(a.ravel(), minlength=256))
+    out = []
+    for q in qs:
+        pos = q / 100 * (a.size - 1)
+        k = int(pos)
+        lo, hi = np.searchsorted(cdf, [k, min(k + 1, a.size - 1)], side="right")  # the k-th, (k+1)-th values
+        out.append(float(lo + (pos - k) * (hi - lo)))
+    return out
+
+
+def _order_stats(a: np.ndarray, qs: tuple[float, ...]) -> list[tuple[np.ndarray, float]]:
+    """For each percentile q of ``a``: the two order statistics it lies between and the fraction
+    between them (numpy's linear method), from one partial sort for all of them."""
+    flat = a.ravel()
+    pos = [q / 100 * (flat.size - 1) for q in qs]
+    ks = sorted({int(p) for p in pos} | {min(int(p) + 1, flat.size - 1) for p in pos})
+    part = np.partition(flat, ks)
+    return [(part[[int(p), min(int(p) + 1, flat.size - 1)]], p - int(p)) for p in pos]
+
+
+def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
+    """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour; the polarity;
+    and the 99.9th percentile of the ink (the strongest ink, ignoring a few hot pixels)."""
     import cv2
 
     h, w = gray.shape
     g = cv2.GaussianBlur(gray, (3, 3), 0) if min(h, w) >= 16 else gray
-    lo, median, hi = (float(v) for v in np.percentile(g, [0.5, 50, 99.5]))  # one partition for all three
+    qs = (0.5, 50, 99.5)
+    lo, median, hi = _percentiles_u8(g, qs) if g.dtype == np.uint8 else (float(v) for v in np.percentile(g, qs))
     dark_ink = (median - lo) >= (hi - median)  # ink is the minority far from the typical (paper) level
     # Background by morphology with a kernel wider than any stroke: a closing removes dark strokes
     # (leaving the paper), an opening removes light ones (leaving the board).
@@ -246,8 +270,12 @@ def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool]:
         ink = (g - background) / np.maximum(255.0 - background, 32.0)
     # The closing (opening) rides on the peaks of the sensor noise, so bare paper reads as faint ink;
     # most pixels are paper, so their typical level is that bias: take it off.
-    ink = ink - float(np.median(ink))
-    return np.clip(ink, 0.0, 1.0).astype(np.float32), bool(dark_ink)
+    (mid, f_mid), (top, f_top) = _order_stats(ink, (50, 99.9))
+    bias = float(mid[0] + f_mid * (mid[1] - mid[0]))
+    # Clipping keeps the order, so the 99.9th percentile of the clipped map comes from the same pair.
+    top = np.clip(top.astype(np.float64) - bias, 0.0, 1.0)
+    strongest = float(top[0] + f_top * (top[1] - top[0]))
+    return np.clip(ink - bias, 0.0, 1.0).astype(np.float32), bool(dark_ink), strongest
 
 
 def ink_image(image: Any, name: str | None = None) -> InkImage:
@@ -255,8 +283,7 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
     import cv2
 
     gray, scale = _resize_to_work(load_image(image, name))
-    ink, dark_ink = _ink_map(gray)
-    strongest = float(np.percentile(ink, 99.9)) if ink.size else 0.0
+    ink, dark_ink, strongest = _ink_map(gray)
     threshold = max(MIN_CONTRAST, RELATIVE_INK * strongest)
     mask = ink >= threshold
     if strongest < MIN_CONTRAST or not mask.any():
@@ -266,6 +293,7 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
     h, w = mask.shape
     areas = stats[1:, cv2.CC_STAT_AREA]
     biggest = int(areas.max())
+    masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)  # ink per component, in one pass
     keep = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
@@ -275,8 +303,7 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
         spans_height = bh >= 0.98 * h and bw <= 0.05 * w and (x == 0 or x + bw == w)
         if spans_width or spans_height:
             continue  # a ruled line or a page edge, not a digit
-        mass = float(ink[labels == i].sum())
-        keep.append(Component(x, y, bw, bh, mass, (i,)))
+        keep.append(Component(x, y, bw, bh, float(masses[i]), (i,)))
     keep.sort(key=lambda c: c.x)
     kept_ids = np.zeros(n, bool)
     for c in keep:
