@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 
@@ -174,3 +175,18 @@ def test_ui_handlers_answer_like_the_api(rec, mnist) -> None:
     assert text == "**314**" and len(boxes) == 3 and image.shape[2] == 3
     assert _digit(rec, None)[1].startswith("Draw a digit")
     assert _digit(rec, np.full((3, 3, 3), np.nan))[1].startswith("Cannot read this image")
+
+
+@pytest.mark.parametrize("ui", [False, True])
+def test_requests_run_on_as_many_threads_as_configured(rec, ui: bool) -> None:
+    # More request threads than cores only contend (measured); the pool is sized at startup, also
+    # when the Gradio UI is mounted on the same app.
+    import anyio.to_thread
+
+    def tokens() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    for threads, expected in ((3, 3), (0, os.cpu_count() or 1)):
+        with TestClient(create_app(rec, ServerConfig(threads=threads, ui=ui))) as c:
+            assert c.portal.call(tokens) == expected
+            assert c.get("/readyz").status_code == 200
