@@ -206,3 +206,28 @@ def test_adam_betas_come_from_the_recipe_and_reach_the_optimizer() -> None:
     old = TrainConfig(model="cnn").resolved().to_json()
     del old["beta_1"], old["beta_2"]
     assert TrainConfig.from_json(old).beta_2 == 0.999
+
+
+def test_each_epoch_has_its_own_augmentation_whatever_epoch_the_run_starts_at(mnist) -> None:
+    # A resumed run (starting at epoch 2) must see exactly the batches an uninterrupted run sees.
+    from digitrec.train import _epoch_batches
+
+    (x, y), _ = mnist
+    x, y = x[:600], y[:600]
+    cfg = TrainConfig(model="cnn", batch_size=128, augment=True, seed=3).resolved()
+    run = _epoch_batches(x, y, None, cfg, first_epoch=0)
+    first = run[0][0].copy()
+    run.on_epoch_end()
+    assert not np.array_equal(run[0][0], first)  # redrawn: new augmentation and order
+    run.on_epoch_end()
+    resumed = _epoch_batches(x, y, None, cfg, first_epoch=2)
+    assert len(run) == len(resumed) == 5
+    for i in range(len(run)):
+        np.testing.assert_array_equal(run[i][0], resumed[i][0])
+        np.testing.assert_array_equal(run[i][1], resumed[i][1])
+    # Every image appears once per epoch, with its own label.
+    labels = np.concatenate([resumed[i][1] for i in range(len(resumed))])
+    np.testing.assert_array_equal(np.sort(labels), np.sort(y))
+    weighted = _epoch_batches(x, y, np.arange(600.0), cfg, first_epoch=0)
+    xb, yb, wb = weighted[1]
+    assert len(xb) == len(yb) == len(wb) == 128
