@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/serve.py [--seconds 10] [--concurrency 1 8 32]
 
-Both servers run on this machine, on loopback only, one at a time:
+The servers run on this machine, on loopback only, one at a time:
 - digitrec: `digitrec serve --no-ui` (FastAPI on uvicorn, ONNX Runtime, the real-image path);
 - reference: the tutorials' design, a Flask route that resizes the upload to 28x28 and calls Keras
-  `model.predict` for every request (Flask's threaded development server, as the tutorials run it).
+  `model.predict` for every request (Flask's threaded development server, as the tutorials run it);
+- ceiling: FastAPI on uvicorn receiving the same upload and answering without any work: a bound on
+  what any server on this stack can serve here, with the load generator on the same cores.
 Clients post photos of MNIST test digits for a fixed time at each concurrency and report requests
 per second, p50 and p99 latency, errors, and (for information) how many answers were right. It also
 times the cold start of `digitrec predict one.png` and the in-process cost per image of decoding,
@@ -49,6 +51,26 @@ REFERENCE = textwrap.dedent(
         return jsonify({"digit": int(p.argmax()), "confidence": float(p.max())})
 
     app.run(host="127.0.0.1", port=int(sys.argv[2]), threaded=True)
+    """
+)
+
+# The ceiling: the same stack (FastAPI on uvicorn, a multipart upload parsed into UploadFile, a JSON
+# answer) doing no work at all. What it serves bounds what any server on this stack can serve here,
+# with the load generator on the same cores.
+CEILING = textwrap.dedent(
+    """
+    import sys
+    import uvicorn
+    from fastapi import FastAPI, File, UploadFile
+
+    app = FastAPI()
+
+    @app.post("/v1/predict")
+    def predict(file: UploadFile = File(...)):
+        file.file.read()
+        return {"digit": None}
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
     """
 )
 
@@ -170,14 +192,19 @@ def main() -> int:
     servers = {
         "digitrec": lambda port: [str(bin_dir / "digitrec"), "serve", "--no-ui", "--port", str(port), *workers],
         "reference (Flask + Keras predict)": lambda port: [sys.executable, "-c", REFERENCE, model, str(port)],
+        "ceiling (FastAPI, upload, no work)": lambda port: [sys.executable, "-c", CEILING, str(port)],
     }
-    paths = {"digitrec": "/v1/predict", "reference (Flask + Keras predict)": "/predict"}
+    paths = {
+        "digitrec": "/v1/predict",
+        "reference (Flask + Keras predict)": "/predict",
+        "ceiling (FastAPI, upload, no work)": "/v1/predict",
+    }
     results: dict[str, dict[int, dict]] = {}
     for name, command in servers.items():
         port = _free_port()
         proc = subprocess.Popen(command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait(f"http://127.0.0.1:{port}{'/healthz' if name == 'digitrec' else '/predict'}")
+            _wait(f"http://127.0.0.1:{port}{'/healthz' if name == 'digitrec' else paths[name]}")
             url = f"http://127.0.0.1:{port}{paths[name]}"
             drive(url, images[:20], 2, 1.0)  # warm-up
             results[name] = {c: drive(url, images, c, args.seconds) for c in args.concurrency}
