@@ -190,3 +190,34 @@ def test_requests_run_on_as_many_threads_as_configured(rec, ui: bool) -> None:
         with TestClient(create_app(rec, ServerConfig(threads=threads, ui=ui))) as c:
             assert c.portal.call(tokens) == expected
             assert c.get("/readyz").status_code == 200
+
+
+def test_health_answers_while_every_request_thread_is_busy(rec, mnist, monkeypatch) -> None:
+    # One request thread, held by a slow upload's inference: the probes must not queue behind it.
+    release, started, done = threading.Event(), threading.Event(), threading.Event()
+    real_predict = rec.predict
+
+    def slow_predict(image, name=None):
+        started.set()
+        release.wait(10)  # a safety net: the test fails (below), it does not hang
+        done.set()
+        return real_predict(image, name)
+
+    monkeypatch.setattr(rec, "predict", slow_predict)
+    (x, y) = mnist[1]
+    photo = _png(render_on_paper(x[0]))
+    with TestClient(create_app(rec, ServerConfig(threads=1, ui=False))) as c:
+        answers = {}
+
+        def upload() -> None:
+            answers["p"] = c.post("/v1/predict", files={"file": ("a.png", photo)})
+
+        busy = threading.Thread(target=upload)
+        busy.start()
+        assert started.wait(10)
+        health = c.get("/healthz")
+        was_still_busy = not done.is_set()
+        release.set()
+        busy.join(20)
+    assert health.status_code == 200 and was_still_busy
+    assert answers["p"].status_code == 200 and answers["p"].json()["digit"] == int(y[0])

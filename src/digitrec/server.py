@@ -259,18 +259,20 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
     def read(file: Annotated[UploadFile, File(description=IMAGE_FIELD)]) -> Any:
         return answer(file, rec.read)
 
+    # The probes and the model card are async: they answer from the event loop at once, even when every
+    # request thread is busy reading images.
     @app.get("/healthz", summary="The process is up")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="The model is loaded and answers")
-    def readyz() -> dict[str, str]:
+    async def readyz() -> dict[str, str]:
         return {"status": "ready", "engine": rec.engine}
 
     model_info = _model_info(rec)
 
     @app.get("/v1/model", summary="The model: name, version, sha256, classes, test metrics")
-    def model() -> dict[str, Any]:
+    async def model() -> dict[str, Any]:
         return model_info
 
     if config.ui:
