@@ -35,6 +35,7 @@ __all__ = [
     "ImageError",
     "InkImage",
     "digit_to_mnist",
+    "group_mask",
     "group_to_mnist",
     "ink_image",
     "load_image",
@@ -432,11 +433,21 @@ def segment(ii: InkImage) -> list[Component]:
     ]
 
 
-def group_to_mnist(ii: InkImage, group: Component, columns: tuple[int, int] | None = None) -> np.ndarray:
-    """The MNIST field of one group (optionally only the columns [c0, c1) of the working image)."""
-    rows, cols = slice(group.y, group.y + group.h), slice(group.x, group.x + group.w)
-    mask = np.isin(ii.labels[rows, cols], group.labels)  # the group's box holds all of its ink
+def group_mask(ii: InkImage, group: Component) -> np.ndarray:
+    """Which pixels of the group's box (rows y..y+h, columns x..x+w) are its ink: bool (h, w)."""
+    return np.isin(ii.labels[group.y : group.y + group.h, group.x : group.x + group.w], group.labels)
+
+
+def group_to_mnist(
+    ii: InkImage, group: Component, columns: tuple[int, int] | None = None, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """The MNIST field of one group (optionally only the columns [c0, c1) of the working image).
+
+    ``mask``: the group's `group_mask`, when the caller already has it (reading scores many pieces of
+    one group).
+    """
+    mask = group_mask(ii, group) if mask is None else mask.copy()  # the group's box holds all of its ink
     if columns is not None:
         mask[:, : max(0, columns[0] - group.x)] = False
         mask[:, max(0, columns[1] - group.x) :] = False
-    return digit_to_mnist(ii.ink[rows, cols], mask)
+    return digit_to_mnist(ii.ink[group.y : group.y + group.h, group.x : group.x + group.w], mask)

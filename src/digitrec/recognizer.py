@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from .images import Component, InkImage, group_to_mnist, ink_image, merge_components, segment, to_mnist
+from .images import (
+    Component,
+    InkImage,
+    group_mask,
+    group_to_mnist,
+    ink_image,
+    merge_components,
+    segment,
+    to_mnist,
+)
 from .models import ModelError, file_sha256, load_model, read_metadata, resolve_model_path
 
 __all__ = [
@@ -217,7 +226,13 @@ class Recognizer:
         return [(pieces[k], probs[k], float(reject[k])) for k in best]
 
     def _score_pieces(self, ii: InkImage, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
-        return self.scores(np.stack([group_to_mnist(ii, g, cut) for g, cut in pieces]))
+        masks: dict[Component, np.ndarray] = {}  # most pieces are cuts of one group: its mask once
+        fields = []
+        for g, cut in pieces:
+            if g not in masks:
+                masks[g] = group_mask(ii, g)
+            fields.append(group_to_mnist(ii, g, cut, masks[g]))
+        return self.scores(np.stack(fields))
 
 
 # --- reading: candidate pieces of a group --------------------------------------------------------
@@ -249,8 +264,7 @@ def _cut_candidates(ii: InkImage, group: Component) -> list[int]:
     """Columns of the working image where touching digits may part: the group's ends, every local
     minimum of its ink per column, and the thinnest column of each window of a sixth of its height
     (a stroke that leaves its neighbour at a slant leaves no minimum)."""
-    mask = np.isin(ii.labels[group.y : group.y + group.h, group.x : group.x + group.w], group.labels)
-    profile = np.convolve(mask.sum(axis=0), np.ones(3) / 3, mode="same")
+    profile = np.convolve(group_mask(ii, group).sum(axis=0), np.ones(3) / 3, mode="same")
     inner = profile[1:-1]
     minima = 1 + np.flatnonzero((inner < profile[:-2]) & (inner <= profile[2:]))
     step = max(2, round(group.h / 6))
