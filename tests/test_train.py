@@ -231,3 +231,23 @@ def test_each_epoch_has_its_own_augmentation_whatever_epoch_the_run_starts_at(mn
     weighted = _epoch_batches(x, y, np.arange(600.0), cfg, first_epoch=0)
     xb, yb, wb = weighted[1]
     assert len(xb) == len(yb) == len(wb) == 128
+
+
+def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path) -> None:
+    # A learning rate too small to change the predictions: validation never improves after epoch 1,
+    # so with patience 2 the run stops after epoch 3 of 6 and keeps epoch 1.
+    from digitrec.data import load_dataset
+
+    r = train(
+        model="seed-cnn",
+        epochs=6,
+        limit=512,
+        validation=256,
+        learning_rate=1e-12,
+        patience=2,
+        out=tmp_path / "es",
+        verbose=0,
+        data=load_dataset("mnist"),
+    )
+    assert r.stopped_early and r.best_epoch == 1
+    assert len(r.history["val_accuracy"]) == 3
