@@ -91,14 +91,17 @@ def _open(data: bytes, name: str) -> Any:
 
 
 def _decode(pil: Any, name: str) -> np.ndarray:
-    """PIL image -> float32 gray (h, w) in [0, 255], transparency composited to keep the ink visible."""
+    """PIL image -> gray (h, w) in [0, 255], transparency composited to keep the ink visible: uint8 for
+    8-bit images without transparency (most photos and scans), float32 otherwise."""
     from PIL import Image, ImageOps
 
     try:
         if getattr(pil, "n_frames", 1) > 1:
             pil.seek(0)  # animated GIF / multi-page TIFF: the first frame
-        if pil.format == "JPEG" and max(pil.size) > 2 * WORK_SIDE:
-            pil.draft("RGB", (2 * WORK_SIDE, 2 * WORK_SIDE))  # decode at 1/2, 1/4 or 1/8 scale: fast, small
+        if pil.format == "JPEG":
+            # libjpeg decodes colour JPEGs straight to gray (its luma is the same 0.299/0.587/0.114 mix as
+            # convert("L")), and a large one at 1/2, 1/4 or 1/8 scale: fast and small.
+            pil.draft("L", (2 * WORK_SIDE, 2 * WORK_SIDE) if max(pil.size) > 2 * WORK_SIDE else pil.size)
         pil.load()
         pil = ImageOps.exif_transpose(pil)
     except Image.DecompressionBombError as e:
@@ -115,7 +118,7 @@ def _decode(pil: Any, name: str) -> np.ndarray:
         return np.clip(a, 0, 255)
     has_alpha = pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info)
     if not has_alpha:
-        return np.asarray(pil.convert("L"), dtype=np.float32)
+        return np.asarray(pil if pil.mode == "L" else pil.convert("L"))
     rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32)
     alpha = rgba[..., 3] / 255.0
     gray = rgba[..., :3] @ np.float32([0.299, 0.587, 0.114])
@@ -140,6 +143,11 @@ def load_image(image: Any, name: str | None = None) -> np.ndarray:
     Arrays may be (h, w), (h, w, 1|3|4), uint8 in [0, 255] or float in [0, 1]. Every problem is an
     ImageError that names the input.
     """
+    return _gray(image, name).astype(np.float32, copy=False)
+
+
+def _gray(image: Any, name: str | None) -> np.ndarray:
+    """`load_image`, keeping 8-bit gray as uint8 (the ink map is faster on it)."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):
@@ -174,6 +182,8 @@ def _array_gray(a: np.ndarray, name: str) -> np.ndarray:
         raise ImageError(f"{name}: expected a 2-D grayscale or (h, w, 3|4) color array, got shape {a.shape}")
     if a.shape[0] * a.shape[1] > MAX_PIXELS:
         raise ImageError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels is more than the limit of {MAX_PIXELS}")
+    if a.dtype == np.uint8 and a.ndim == 2:
+        return a
     was_float = a.dtype.kind == "f"
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
@@ -226,35 +236,58 @@ def _resize_to_work(gray: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _percentiles_u8(a: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     """``np.percentile(a, qs)`` (linear interpolation) of a uint8 array, from its histogram: no sort."""
-    cdf = np.cumsum(np.bincount(a.ravel(), minlength=256))
+    return _percentiles_hist(np.bincount(a.ravel(), minlength=256), qs)
+
+
+INK_STEPS = 4096  # the ink map's percentiles are read from a histogram of this many steps per unit of ink
+
+
+def _ink_percentiles(ink: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """Percentiles of an ink map (values in [-1, 1]) to within 1/INK_STEPS, from a histogram: a sort
+    of every pixel cost more than the rest of the ink map."""
+    q = np.rint(ink.ravel() * INK_STEPS).astype(np.int32)
+    q += INK_STEPS  # [0, 2 * INK_STEPS]
+    np.clip(q, 0, 2 * INK_STEPS, out=q)
+    return [v / INK_STEPS - 1.0 for v in _percentiles_hist(np.bincount(q, minlength=2 * INK_STEPS + 1), qs)]
+
+
+def _percentiles_hist(counts: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """Percentiles (numpy's linear method) of the values 0..len(counts)-1 counted by ``counts``."""
+    cdf = np.cumsum(counts)
+    n = int(cdf[-1])
     out = []
     for q in qs:
-        pos = q / 100 * (a.size - 1)
+        pos = q / 100 * (n - 1)
         k = int(pos)
-        lo, hi = np.searchsorted(cdf, [k, min(k + 1, a.size - 1)], side="right")  # the k-th, (k+1)-th values
+        lo, hi = np.searchsorted(cdf, [k, min(k + 1, n - 1)], side="right")  # the k-th, (k+1)-th values
         out.append(float(lo + (pos - k) * (hi - lo)))
     return out
 
 
-def _order_stats(a: np.ndarray, qs: tuple[float, ...]) -> list[tuple[np.ndarray, float]]:
-    """For each percentile q of ``a``: the two order statistics it lies between and the fraction
-    between them (numpy's linear method), from one partial sort for all of them."""
+def _percentile(a: np.ndarray, q: float) -> float:
+    """``np.percentile(a, q)`` of a small array, without numpy's per-call overhead (one partial sort)."""
     flat = a.ravel()
-    pos = [q / 100 * (flat.size - 1) for q in qs]
-    ks = sorted({int(p) for p in pos} | {min(int(p) + 1, flat.size - 1) for p in pos})
-    part = np.partition(flat, ks)
-    return [(part[[int(p), min(int(p) + 1, flat.size - 1)]], p - int(p)) for p in pos]
+    pos = q / 100 * (flat.size - 1)
+    k = int(pos)
+    k1 = min(k + 1, flat.size - 1)
+    part = np.partition(flat, [k, k1] if k1 != k else k)
+    return float(part[k] + (pos - k) * (part[k1] - part[k]))
 
 
 def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour; the polarity;
-    and the 99.9th percentile of the ink (the strongest ink, ignoring a few hot pixels)."""
+    and the 99.9th percentile of the ink (the strongest ink, ignoring a few hot pixels).
+
+    8-bit gray stays uint8 up to the ink itself: OpenCV's blur and morphology are several times
+    faster on it, and the paper levels come from a histogram.
+    """
     import cv2
 
     h, w = gray.shape
     g = cv2.GaussianBlur(gray, (3, 3), 0) if min(h, w) >= 16 else gray
     qs = (0.5, 50, 99.5)
-    lo, median, hi = _percentiles_u8(g, qs) if g.dtype == np.uint8 else (float(v) for v in np.percentile(g, qs))
+    levels = g if g.dtype == np.uint8 else np.rint(g).astype(np.uint8)  # to within half a level
+    lo, median, hi = _percentiles_u8(levels, qs)
     dark_ink = (median - lo) >= (hi - median)  # ink is the minority far from the typical (paper) level
     # Background by morphology with a kernel wider than any stroke: a closing removes dark strokes
     # (leaving the paper), an opening removes light ones (leaving the board).
@@ -262,28 +295,27 @@ def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
     if min(h, w) >= 24:
         op = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
-        background = cv2.blur(cv2.morphologyEx(g, op, kernel), (k, k))
+        background = cv2.blur(cv2.morphologyEx(g, op, kernel), (k, k)).astype(np.float32)
     else:  # tiny images (an MNIST-sized array): the background is the typical level
-        background = np.full_like(g, median)
+        background = np.full(g.shape, median, np.float32)
+    g = g.astype(np.float32, copy=False)
     if dark_ink:
         ink = (background - g) / np.maximum(background, 32.0)  # relative darkening: robust to shade
     else:
         ink = (g - background) / np.maximum(255.0 - background, 32.0)
     # The closing (opening) rides on the peaks of the sensor noise, so bare paper reads as faint ink;
     # most pixels are paper, so their typical level is that bias: take it off.
-    (mid, f_mid), (top, f_top) = _order_stats(ink, (50, 99.9))
-    bias = float(mid[0] + f_mid * (mid[1] - mid[0]))
-    # Clipping keeps the order, so the 99.9th percentile of the clipped map comes from the same pair.
-    top = np.clip(top.astype(np.float64) - bias, 0.0, 1.0)
-    strongest = float(top[0] + f_top * (top[1] - top[0]))
-    return np.clip(ink - bias, 0.0, 1.0).astype(np.float32), bool(dark_ink), strongest
+    bias, top = _ink_percentiles(ink, (50, 99.9))
+    ink -= bias
+    np.clip(ink, 0.0, 1.0, out=ink)
+    return ink, bool(dark_ink), min(max(top - bias, 0.0), 1.0)
 
 
 def ink_image(image: Any, name: str | None = None) -> InkImage:
     """Decode ``image`` and locate its ink: the shared first half of `to_mnist` and `segment`."""
     import cv2
 
-    gray, scale = _resize_to_work(load_image(image, name))
+    gray, scale = _resize_to_work(_gray(image, name))
     ink, dark_ink, strongest = _ink_map(gray)
     threshold = max(MIN_CONTRAST, RELATIVE_INK * strongest)
     mask = ink >= threshold
@@ -294,7 +326,6 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
     h, w = mask.shape
     areas = stats[1:, cv2.CC_STAT_AREA]
     biggest = int(areas.max())
-    masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)  # ink per component, in one pass
     keep = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
@@ -304,12 +335,15 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
         spans_height = bh >= 0.98 * h and bw <= 0.05 * w and (x == 0 or x + bw == w)
         if spans_width or spans_height:
             continue  # a ruled line or a page edge, not a digit
-        keep.append(Component(x, y, bw, bh, float(masses[i]), (i,)))
+        box = (slice(y, y + bh), slice(x, x + bw))
+        mass = float(ink[box][labels[box] == i].sum(dtype=np.float64))  # its ink, within its box
+        keep.append(Component(x, y, bw, bh, mass, (i,)))
     keep.sort(key=lambda c: c.x)
-    kept_ids = np.zeros(n, bool)
-    for c in keep:
-        kept_ids[list(c.labels)] = True
-    labels = np.where(kept_ids[labels], labels, 0).astype(np.int32)
+    if len(keep) < n - 1:  # some were dropped: unlabel them
+        kept_ids = np.zeros(n, bool)
+        for c in keep:
+            kept_ids[list(c.labels)] = True
+        labels = np.where(kept_ids[labels], labels, 0).astype(np.int32)
     return InkImage(ink, labels > 0, labels, tuple(keep), scale, dark_ink)
 
 
@@ -326,17 +360,26 @@ def _stroke_width(mask: np.ndarray) -> float:
     ridge = dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8)) - 1e-6  # local maxima of the distance
     ridge &= mask
     # The median ignores junctions (wide) and stroke ends (narrow).
-    return float(2.0 * np.median(dist[ridge])) if ridge.any() else 1.0
+    return 2.0 * _percentile(dist[ridge], 50) if ridge.any() else 1.0
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Rows [y0, y1) and columns [x0, x1) holding every True of ``mask``; None if it has none."""
+    rows, cols = mask.any(axis=1), mask.any(axis=0)
+    if not rows.any():
+        return None
+    y0, x0 = int(rows.argmax()), int(cols.argmax())
+    return y0, len(rows) - int(rows[::-1].argmax()), x0, len(cols) - int(cols[::-1].argmax())
 
 
 def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """One digit's ink (float [0, 1]) and mask, cropped to it -> uint8 (28, 28) as MNIST made its digits."""
     import cv2
 
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
+    box = _bbox(mask)
+    if box is None:
         return np.zeros((FIELD, FIELD), np.uint8)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    y0, y1, x0, x1 = box
     side = max(y1 - y0, x1 - x0)
     target = MNIST_STROKE * side  # MNIST's stroke width at this digit's size
     pad = 2 + int(target)  # room for strokes to grow
@@ -344,7 +387,7 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     # Keep the anti-aliased edge of each stroke: ink near the mask, nothing elsewhere.
     near = cv2.dilate(crop_mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     crop = np.pad(ink[y0:y1, x0:x1], pad) * near
-    strength = np.clip(crop / max(float(np.percentile(crop[crop_mask], 90)), 1e-3), 0, 1)
+    strength = np.clip(crop / max(_percentile(crop[crop_mask], 90), 1e-3), 0, 1)
     # Strokes thinner or thicker than MNIST's (a fine pen on a big photo, a fat canvas brush) are
     # grown or thinned so that, once fitted into 20x20, they are about MNIST's 2-3 pixels wide.
     width = _stroke_width(crop_mask)
@@ -356,8 +399,8 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
         thinned = cv2.erode(strength, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
         if thinned.max() > 0.5:  # never erase the digit
             strength = thinned
-    ys, xs = np.nonzero(strength > 0.05)
-    strength = strength[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    y0, y1, x0, x1 = _bbox(strength > 0.05) or (0, strength.shape[0], 0, strength.shape[1])
+    strength = strength[y0:y1, x0:x1]
     # Fit into the 20x20 box, preserving aspect ratio.
     h, w = strength.shape
     scale = BOX / max(h, w)
@@ -372,7 +415,7 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
         cy, cx = float((field * yy).sum()) / total, float((field * xx).sum()) / total
         m = np.float32([[1, 0, (FIELD - 1) / 2 - cx], [0, 1, (FIELD - 1) / 2 - cy]])
         field = cv2.warpAffine(field, m, (FIELD, FIELD), flags=cv2.INTER_LINEAR, borderValue=0)
-    peak = float(np.percentile(field[field > 0.05], 95)) if (field > 0.05).any() else 1.0
+    peak = _percentile(field[field > 0.05], 95) if (field > 0.05).any() else 1.0
     return np.clip(np.rint(field / max(peak, 1e-3) * 255.0), 0, 255).astype(np.uint8)
 
 
