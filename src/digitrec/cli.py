@@ -450,7 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds a client may take to upload its request; slower uploads get 408 (default 30)",
     )
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; measured best here)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each with the model (default 1); 2 on 2 cores served ~2x at concurrency 8 when "
+        "the clients' connections spread over both (benchmarks/serve.py)",
+    )
     p.add_argument(
         "--threads",
         type=int,
