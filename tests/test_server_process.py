@@ -119,3 +119,35 @@ def test_sigterm_drains_the_request_in_flight(server, mnist) -> None:
     # And it accepts no new connections once stopped.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_the_ui_temp_directory_goes_when_the_server_stops(digitrec_home: str, tmp_path) -> None:
+    # Gradio's uploads live in a private directory made at start; every server start used to leave
+    # one behind in /tmp.
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitrec", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path)},
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not list(tmp_path.glob("digitrec-gradio-*")):
+            time.sleep(0.2)
+        made = list(tmp_path.glob("digitrec-gradio-*"))
+        assert len(made) == 1 and (made[0].stat().st_mode & 0o077) == 0  # private to its owner
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, 128 + signal.SIGTERM), proc.communicate()[0].decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not list(tmp_path.glob("digitrec-gradio-*"))

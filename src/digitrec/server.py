@@ -365,35 +365,61 @@ def serve(
     os.environ.setdefault("DIGITREC_THREADS", "1")
     cv2.setNumThreads(1)
     _bound_heap()
-    # Gradio's uploads go to a private temp directory, not a shared one.
-    os.environ.setdefault("GRADIO_TEMP_DIR", _private_tmp())
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     config = config or ServerConfig()
-    app = create_app(load_recognizer(model), config)  # a broken model fails here, before binding
-    if workers <= 1:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
-        return
-    del app
-    os.environ.update(
-        DIGITREC_MODEL=str(model or ""),
-        DIGITREC_MAX_UPLOAD=str(config.max_upload_bytes),
-        DIGITREC_MAX_CONCURRENCY=str(config.max_concurrency),
-        DIGITREC_BODY_TIMEOUT=str(config.body_timeout),
-        DIGITREC_UI="1" if config.ui else "0",
-        DIGITREC_SERVER_THREADS=str(config.threads),
-    )
-    uvicorn.run(
-        "digitrec.server:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        timeout_graceful_shutdown=10,
-    )
+    with _private_gradio_tmp(config.ui):
+        app = create_app(load_recognizer(model), config)  # a broken model fails here, before binding
+        if workers <= 1:
+            uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+            return
+        del app
+        os.environ.update(
+            DIGITREC_MODEL=str(model or ""),
+            DIGITREC_MAX_UPLOAD=str(config.max_upload_bytes),
+            DIGITREC_MAX_CONCURRENCY=str(config.max_concurrency),
+            DIGITREC_BODY_TIMEOUT=str(config.body_timeout),
+            DIGITREC_UI="1" if config.ui else "0",
+            DIGITREC_SERVER_THREADS=str(config.threads),
+        )
+        uvicorn.run(
+            "digitrec.server:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            timeout_graceful_shutdown=10,
+        )
 
 
-def _private_tmp() -> str:
+@contextlib.contextmanager
+def _private_gradio_tmp(ui: bool) -> Any:
+    """Gradio's uploads go to a private temp directory (mode 0700), removed when the server stops,
+    unless GRADIO_TEMP_DIR names one already.
+
+    uvicorn re-raises SIGTERM once it has drained the requests; with the default handler the process
+    would die there, before any cleanup (every server start left a directory behind). A handler that
+    exits instead lets the directory go; the exit status is then 143, the shell's "ended by SIGTERM".
+    """
+    import shutil
+    import signal
     import tempfile
 
-    return tempfile.mkdtemp(prefix="digitrec-gradio-")
+    if not ui or "GRADIO_TEMP_DIR" in os.environ:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="digitrec-gradio-")
+    os.environ["GRADIO_TEMP_DIR"] = path
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if in_main else None
+    try:
+        yield
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
