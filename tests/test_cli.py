@@ -186,3 +186,9 @@ def test_preprocess_writes_what_the_model_sees(mnist, tmp_path: Path, capsys: py
     assert seen.shape == (28, 28) and seen.max() == 255 and seen[0].max() == 0
     assert main(["preprocess", str(tmp_path / "seven.jpg"), "--out", str(tmp_path / "big.png"), "--scale", "8"]) == 0
     assert Image.open(tmp_path / "big.png").size == (224, 224)
+
+
+def test_serve_refuses_several_workers_with_the_ui(capsys: pytest.CaptureFixture[str]) -> None:
+    # Gradio keeps a browser's session in one process; with two workers its requests would land on both.
+    assert main(["serve", "--workers", "2", "--port", "1"]) == 1
+    assert "--no-ui" in capsys.readouterr().err

@@ -454,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="worker processes, each with the model (default 1); 2 on 2 cores served ~2x at concurrency 8 when "
-        "the clients' connections spread over both (benchmarks/serve.py)",
+        help="worker processes, each with the model (default 1; more than 1 needs --no-ui); 2 on 2 cores served "
+        "~2x at concurrency 8 when the clients' connections spread over both (benchmarks/serve.py)",
     )
     p.add_argument(
         "--threads",

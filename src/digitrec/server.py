@@ -355,8 +355,12 @@ def serve(
 ) -> None:
     """Load the model (failing now if it is broken), then serve until Ctrl-C or SIGTERM, draining requests.
 
-    ``workers`` > 1 runs that many processes (each loads the model; the concurrency limit is per process).
+    ``workers`` > 1 runs that many processes (each loads the model; the concurrency limit is per process),
+    for the API only: the web UI keeps its sessions in its process, and a browser's requests would land
+    on different workers.
     """
+    if workers > 1 and (config is None or config.ui):
+        raise ValueError("the web UI keeps its sessions in one process: serve it with one worker, or use --no-ui")
     import cv2
     import uvicorn
 
