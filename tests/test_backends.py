@@ -47,7 +47,7 @@ def test_backend_trains_and_reads_tensorflow_models(
 ) -> None:
     import numpy as np
 
-    from digitrec.recognizer import load_recognizer
+    from digitrec.recognizer import calibrated, load_recognizer
 
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
@@ -62,5 +62,7 @@ def test_backend_trains_and_reads_tensorflow_models(
     assert all(shape == [2, 10] for shape in out["shapes"].values())
     assert out["test_accuracy"] > 0.8
     assert out["precision"] == "float32"  # auto picks float32 for JAX and torch on CPU
-    tf_probs = load_recognizer(tiny_run.model_path).predict_arrays(x)
-    np.testing.assert_allclose(np.array(out["probs"]), tf_probs, atol=1e-4)
+    rec = load_recognizer(tiny_run.model_path)  # the model's outputs, calibrated with its temperature
+    np.testing.assert_allclose(
+        calibrated(np.array(out["probs"], np.float32), rec.temperature), rec.predict_arrays(x), atol=1e-4
+    )

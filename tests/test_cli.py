@@ -40,6 +40,7 @@ SUBCOMMANDS = {
     "read": ["--model", "--json", "PATH"],
     "preprocess": ["--out", "--scale", "IMAGE"],
     "export": ["--format", "--model", "--out"],
+    "calibrate": ["--model", "--out"],
     "serve": ["--host", "--port", "--model", "--max-upload", "--max-concurrency"],
 }
 

@@ -251,3 +251,42 @@ def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path
     )
     assert r.stopped_early and r.best_epoch == 1
     assert len(r.history["val_accuracy"]) == 3
+
+
+def test_fit_temperature_finds_the_temperature_of_the_labels() -> None:
+    # Labels drawn from softmax(z / 2) while the model says softmax(z): the model is overconfident by a
+    # temperature of 2, and the fit must say so (and 1 for a model that is right about itself).
+    from digitrec.recognizer import calibrated
+    from digitrec.train import fit_temperature
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (20000, 10))
+    p = np.exp(z - z.max(1, keepdims=True))
+    p = (p / p.sum(1, keepdims=True)).astype(np.float32)
+    for true_t in (2.0, 1.0, 0.5):
+        q = calibrated(p, true_t).astype(np.float64)
+        y = (q.cumsum(1) > rng.random((len(q), 1))).argmax(1)
+        assert fit_temperature(p, y) == pytest.approx(true_t, rel=0.06)
+
+
+def test_calibrate_keeps_every_answer_and_lowers_the_validation_loss(tiny_run, mnist, tmp_path) -> None:
+    from digitrec.cli import main
+    from digitrec.data import split_validation
+    from digitrec.models import read_metadata
+    from digitrec.recognizer import load_recognizer
+
+    out = tmp_path / "calibrated.keras"
+    assert main(["calibrate", "--model", str(tiny_run.run_dir), "--out", str(out)]) == 0
+    after = load_recognizer(out)
+    meta = read_metadata(out)
+    assert after.temperature == meta["temperature"] > 0
+    assert meta["metrics"]["test"]["accuracy"] == pytest.approx(tiny_run.metrics["test"]["accuracy"])
+    (xt, yt), _ = mnist
+    _, (xv, yv) = split_validation(xt, yt, tiny_run.config.validation)
+    p_raw = load_recognizer(tiny_run.run_dir, engine="keras")
+    p_raw.temperature = 1.0
+    raw, cal = p_raw.predict_arrays(xv), after.predict_arrays(xv)
+    np.testing.assert_array_equal(raw.argmax(1), cal.argmax(1))  # the same answers
+    rows = np.arange(len(yv))
+    nll = [float(-np.mean(np.log(np.maximum(q[rows, yv], 1e-30)))) for q in (raw, cal)]
+    assert nll[1] <= nll[0] + 1e-9

@@ -244,6 +244,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .train import calibrate
+
+    meta = calibrate(args.model, args.out, log=lambda m: print(m, file=sys.stderr))
+    summary = {"model": str(args.out or args.model), "temperature": meta["temperature"], **meta.get("reject", {})}
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import ServerConfig, serve
 
@@ -432,6 +441,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     p.add_argument("--out", help="output path (default: beside the model: model.onnx, model.tflite, ...)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a trained model's temperature and rejection threshold again, on its validation data",
+        description="Temperature scaling and the 'not a digit' threshold, chosen on the validation data the "
+        "model was trained with (training does this already). For models saved by an older digitrec, or "
+        "after a change of preprocessing. Rewrites the model (and its ONNX twin) unless --out is given.",
+    )
+    p.add_argument("--model", required=True, help="model file or run directory")
+    p.add_argument("--out", help="write the calibrated model here instead of in place")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser(
         "serve",

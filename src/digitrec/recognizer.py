@@ -31,6 +31,7 @@ __all__ = [
     "Prediction",
     "Reading",
     "Recognizer",
+    "calibrated",
     "default_model_path",
     "digit_probabilities",
     "load_recognizer",
@@ -98,6 +99,18 @@ def predict_probabilities(model: Any, x: np.ndarray, batch_size: int = BATCH) ->
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), "float32")
 
 
+def calibrated(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of softmax outputs: softmax(log(p) / T). T > 1 softens overconfident answers,
+    T < 1 sharpens underconfident ones (label smoothing makes a model underconfident). The ranking of
+    the classes of an image, and so every answer, stays the same."""
+    if temperature == 1.0:
+        return p
+    z = np.log(np.maximum(p, 1e-30)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def digit_probabilities(p: np.ndarray, num_digits: int = 10) -> np.ndarray:
     """Drop a "not a digit" column, if any, and renormalize: the digit probabilities given a digit."""
     if p.shape[1] == num_digits:
@@ -115,7 +128,9 @@ def default_model_path() -> Path | None:
 class Recognizer:
     """A loaded model with its metadata. Build it with `load_recognizer`.
 
-    ``run`` maps float32 pixels (n, 28, 28) to probabilities (n, outputs): ONNX Runtime or Keras.
+    ``run`` maps float32 pixels (n, 28, 28) to the model's probabilities (n, outputs): ONNX Runtime or
+    Keras. They are then calibrated with the temperature fitted on validation data at training
+    (metadata "temperature"; 1 for models saved before it existed).
     """
 
     def __init__(self, run: Any, metadata: dict[str, Any], path: Path, engine: str = "keras") -> None:
@@ -127,6 +142,7 @@ class Recognizer:
         self.num_digits = len(self.class_names)
         self.reject_class: int | None = metadata.get("reject_class")
         self.reject_threshold: float = float(metadata.get("reject", {}).get("threshold", 1.0))
+        self.temperature: float = float(metadata.get("temperature", 1.0))
 
     def __repr__(self) -> str:
         return (
@@ -135,7 +151,8 @@ class Recognizer:
 
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         out = [self.run(np.asarray(x[i : i + BATCH], np.float32)) for i in range(0, len(x), BATCH)]
-        return np.concatenate(out) if out else np.zeros((0, self.num_digits), np.float32)
+        p = np.concatenate(out) if out else np.zeros((0, self.num_digits), np.float32)
+        return calibrated(p, self.temperature)
 
     # --- arrays ---------------------------------------------------------------------------------
 

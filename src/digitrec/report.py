@@ -246,6 +246,7 @@ def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, An
         or None,
         "training time (fit loop, s)": round(metadata["train_seconds"], 1) if "train_seconds" in metadata else None,
         "data preparation (s)": round(metadata["prepare_seconds"], 1) if "prepare_seconds" in metadata else None,
+        "temperature (calibration)": round(metadata["temperature"], 4) if "temperature" in metadata else None,
         "rejection threshold": round(metadata["reject"]["threshold"], 4) if "reject" in metadata else None,
         "device": training.get("device"),
         "training precision": training.get("precision"),  # the saved model computes in float32

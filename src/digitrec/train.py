@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,12 @@ from .models import (
     build_model,
     load_model,
     read_metadata,
+    resolve_model_path,
     save_model,
     to_float32,
 )
 
-__all__ = ["PRESETS", "TrainConfig", "TrainError", "TrainResult", "train"]
+__all__ = ["PRESETS", "TrainConfig", "TrainError", "TrainResult", "calibrate", "fit_temperature", "train"]
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "adadelta")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
@@ -384,26 +386,47 @@ def _rejection_data(cfg: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, log:
     from . import realdata
 
     rng = np.random.default_rng([cfg.seed, 8])
-    return {
-        "val_negatives": realdata.negatives(max(500, (cfg.negatives or 0) // 10), rng, _fashion_split(log)[1]),
-        "val_domain": realdata.domain_digits(x_val, y_val, 1000, rng)[0],
-    }
+    negatives = realdata.negatives(max(500, (cfg.negatives or 0) // 10), rng, _fashion_split(log)[1])
+    domain, domain_labels = realdata.domain_digits(x_val, y_val, 1000, rng)
+    return {"val_negatives": negatives, "val_domain": domain, "val_domain_labels": domain_labels}
+
+
+def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T that minimises the negative log-likelihood of the labels ``y`` under
+    ``calibrated(p, T)``: a golden-section search over log T in [1/20, 20] (the NLL is unimodal in T)."""
+    from .recognizer import calibrated
+
+    rows = np.arange(len(y))
+
+    def nll(log_t: float) -> float:
+        return float(-np.mean(np.log(np.maximum(calibrated(p, float(np.exp(log_t)))[rows, y], 1e-30))))
+
+    lo, hi = np.log(1 / 20), np.log(20)
+    g = (np.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(40):  # the bracket shrinks to 0.618^40 of its width: far below any useful precision
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(b)
+    return float(np.exp((lo + hi) / 2))
 
 
 def _reject_threshold(
-    model: Any, extra: dict[str, Any], score_clean: np.ndarray, num_digits: int, log: Any
+    score_rendered: np.ndarray, score_neg: np.ndarray, score_clean: np.ndarray, log: Any
 ) -> dict[str, float]:
     """The "not a digit" threshold: 0.5% of validation digits rendered as photos and drawings reach it.
 
     At most 1% of real digits may be rejected; the rendered digits stand for real inputs (clean MNIST
     digits are rejected far more rarely, so mixing them in would hide the real rate), and half the
-    allowance on validation leaves a margin for new data. ``score_clean``: P(not a digit) of the
-    clean validation digits, already computed by the caller.
+    allowance on validation leaves a margin for new data. Scores: the calibrated P(not a digit) of the
+    rendered validation digits, the validation non-digits and the clean validation digits.
     """
-    from .recognizer import predict_probabilities
-
-    score_rendered = predict_probabilities(model, extra["val_domain"])[:, num_digits]
-    score_neg = predict_probabilities(model, extra["val_negatives"])[:, num_digits]
     threshold = float(np.quantile(score_rendered, 0.995))
     result = {
         "threshold": threshold,
@@ -653,11 +676,14 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
     }
 
 
-def _finish(model: Any, meta: dict[str, Any], cfg: TrainConfig, ds: Dataset, run_dir: Path, log: Any) -> dict:
-    """Measure the final model on validation and test (digits only), choose its rejection threshold on
-    validation data, and save it as ``run_dir/model.keras`` with its metrics. Returns the metrics."""
+def _finish(
+    model: Any, meta: dict[str, Any], cfg: TrainConfig, ds: Dataset, run_dir: Path, log: Any, out: Path | None = None
+) -> dict:
+    """Measure the final model on validation and test (digits only), fit its temperature and choose its
+    rejection threshold on validation data, and save it as ``out`` (default ``run_dir/model.keras``)
+    with its metrics (``run_dir/metrics.json``). Returns the metrics."""
     from .evaluate import classification_metrics
-    from .recognizer import digit_probabilities, predict_probabilities
+    from .recognizer import calibrated, digit_probabilities, predict_probabilities
 
     model = to_float32(model)  # what is measured is what is saved and exported
     num_digits = len(ds.class_names)
@@ -665,13 +691,30 @@ def _finish(model: Any, meta: dict[str, Any], cfg: TrainConfig, ds: Dataset, run
 
     p_val = predict_probabilities(model, x_val)
     p_test = predict_probabilities(model, ds.x_test)
+    # Temperature scaling on validation data: the clean digits, and with a "not a digit" class also
+    # digits rendered as real images and non-digits, each with its label.
+    fit_p, fit_y = [p_val], [y_val]
+    if cfg.negatives:
+        rejection = _rejection_data(cfg, x_val, y_val, log)
+        p_domain = predict_probabilities(model, rejection["val_domain"])
+        p_neg = predict_probabilities(model, rejection["val_negatives"])
+        fit_p += [p_domain, p_neg]
+        fit_y += [rejection["val_domain_labels"], np.full(len(p_neg), num_digits)]
+    temperature = fit_temperature(np.concatenate(fit_p), np.concatenate(fit_y).astype(np.int64))
+    log(f"Temperature {temperature:.3f}, fitted on validation data")
+    meta["temperature"] = temperature
+    p_val, p_test = calibrated(p_val, temperature), calibrated(p_test, temperature)
     metrics = {
         "validation": classification_metrics(y_val, digit_probabilities(p_val, num_digits), ds.class_names),
         "test": classification_metrics(ds.y_test, digit_probabilities(p_test, num_digits), ds.class_names),
     }
     if cfg.negatives:
-        rejection = _rejection_data(cfg, x_val, y_val, log)
-        meta["reject"] = _reject_threshold(model, rejection, p_val[:, num_digits], num_digits, log)
+        meta["reject"] = _reject_threshold(
+            calibrated(p_domain, temperature)[:, num_digits],
+            calibrated(p_neg, temperature)[:, num_digits],
+            p_val[:, num_digits],
+            log,
+        )
     meta.pop("format", None)
     meta.pop("format_version", None)
     meta.update(
@@ -681,9 +724,34 @@ def _finish(model: Any, meta: dict[str, Any], cfg: TrainConfig, ds: Dataset, run
         },
         parameters=model.count_params(),
     )
-    save_model(model, run_dir / "model.keras", meta)
+    save_model(model, out or run_dir / "model.keras", meta)
     _atomic_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def calibrate(model: str | os.PathLike, out: str | os.PathLike | None = None, log: Any = print) -> dict[str, Any]:
+    """Fit a trained model's temperature and choose its rejection threshold again, on the validation data
+    it was trained with, and save it to ``out`` (default: in place); its ONNX twin, if any, is made
+    again. For models saved before temperature scaling existed, or after preprocessing has changed.
+    Returns the new metadata."""
+    from .export import export_model
+
+    path = resolve_model_path(model)
+    keras_model, meta = load_model(path)
+    cfg = TrainConfig.from_json(meta["config"])
+    ds = load_dataset(meta["data"]["dataset"])
+    if ds.sha256 != meta["data"]["sha256"]:
+        raise TrainError(
+            f"{path}: trained on {meta['data']['dataset']} with sha256 {meta['data']['sha256']}, "
+            f"but that dataset now has sha256 {ds.sha256}"
+        )
+    target = Path(out) if out else path
+    had_twin = path.with_suffix(".onnx").is_file()
+    with tempfile.TemporaryDirectory() as tmp:
+        _finish(keras_model, meta, cfg, ds, Path(tmp), log, out=target)
+    if had_twin or target.with_suffix(".onnx").is_file():
+        export_model(target, "onnx", target.with_suffix(".onnx"))
+    return read_metadata(target)
 
 
 def _train_ensemble(
