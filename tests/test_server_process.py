@@ -25,26 +25,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(digitrec_home: str) -> Iterator[tuple[subprocess.Popen, int]]:
+def _start(args: list[str], env: dict[str, str] | None = None, timeout: float = 90) -> tuple[subprocess.Popen, int]:
+    """`digitrec serve ARGS` on a free port, once it answers /readyz."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "digitrec", "serve", "--no-ui", "--port", str(port), "--body-timeout", "2"],
+        [sys.executable, "-m", "digitrec", "serve", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                 if r.status == 200:
-                    break
+                    return proc, port
         except OSError:
             time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.communicate()[0].decode()[-2000:]}")
+    proc.kill()
+    pytest.fail(f"server did not start: {proc.communicate()[0].decode()[-2000:]}")
+
+
+@pytest.fixture()
+def server(digitrec_home: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    proc, port = _start(["--no-ui", "--body-timeout", "2"])
     yield proc, port
     if proc.poll() is None:
         proc.kill()
@@ -124,26 +128,10 @@ def test_sigterm_drains_the_request_in_flight(server, mnist) -> None:
 def test_the_ui_temp_directory_goes_when_the_server_stops(digitrec_home: str, tmp_path) -> None:
     # Gradio's uploads live in a private directory made at start; every server start used to leave
     # one behind in /tmp.
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digitrec", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path)},
-    )
+    proc, _ = _start([], {"TMPDIR": str(tmp_path)})
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not list(tmp_path.glob("digitrec-gradio-*")):
-            time.sleep(0.2)
         made = list(tmp_path.glob("digitrec-gradio-*"))
         assert len(made) == 1 and (made[0].stat().st_mode & 0o077) == 0  # private to its owner
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) in (0, 128 + signal.SIGTERM), proc.communicate()[0].decode()[-2000:]
     finally:
