@@ -290,3 +290,34 @@ def test_calibrate_keeps_every_answer_and_lowers_the_validation_loss(tiny_run, m
     rows = np.arange(len(yv))
     nll = [float(-np.mean(np.log(np.maximum(q[rows, yv], 1e-30)))) for q in (raw, cal)]
     assert nll[1] <= nll[0] + 1e-9
+
+
+def test_a_model_with_a_reject_class_gets_its_threshold_from_validation(mnist, tmp_path) -> None:
+    # The "not a digit" threshold is the 99.5th percentile of P(not a digit) over validation digits
+    # rendered as photos and drawings, after temperature scaling: half of the 1% allowance.
+    from digitrec.data import load_dataset
+    from digitrec.recognizer import load_recognizer
+    from digitrec.train import train
+
+    result = train(
+        model="seed-cnn",
+        epochs=1,
+        limit=3000,
+        validation=1000,
+        negatives=600,
+        precision="float32",
+        out=tmp_path / "run",
+        verbose=0,
+        data=load_dataset("mnist"),
+    )
+    rec = load_recognizer(result.run_dir)
+    meta = rec.metadata
+    assert rec.reject_class == 10 and rec.temperature == meta["temperature"] > 0
+    reject = meta["reject"]
+    assert rec.reject_threshold == reject["threshold"]
+    assert 0.0 < reject["validation_digits_rejected"] <= 0.01
+    assert reject["validation_non_digits_rejected"] > reject["validation_digits_rejected"]
+    # Blank fields and noise blobs are the easiest non-digits: the model's "not a digit" class wins.
+    noise = np.random.default_rng(0).integers(0, 256, (20, 28, 28)).astype(np.uint8)
+    _, p_reject = rec.scores(noise)
+    assert np.mean(p_reject >= rec.reject_threshold) >= 0.9
