@@ -321,3 +321,15 @@ def test_a_model_with_a_reject_class_gets_its_threshold_from_validation(mnist, t
     noise = np.random.default_rng(0).integers(0, 256, (20, 28, 28)).astype(np.uint8)
     _, p_reject = rec.scores(noise)
     assert np.mean(p_reject >= rec.reject_threshold) >= 0.9
+
+
+def test_training_letters_never_use_the_benchmarks_fonts() -> None:
+    # The benchmark's letters are in handwriting fonts and DejaVu Serif, and STIX letters are kept to
+    # check rejection on letters no model saw: none of them may be a training font.
+    from digitrec import synth
+
+    train_fonts = {p.name for p in synth.letter_fonts()}
+    held_out = {p.name for p in synth.handwriting_fonts() + synth.dejavu_fonts("Serif")}
+    assert len(train_fonts) >= 8
+    assert not train_fonts & held_out
+    assert not any(name.startswith("STIX") for name in train_fonts)

@@ -67,7 +67,7 @@ def domain_digits(
 
 def _render_negatives(start: int, count: int, seed: int, fashion: np.ndarray | None) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    fonts = synth.dejavu_fonts("Sans")  # the benchmark's letters use other fonts
+    fonts = synth.letter_fonts()  # the benchmark's letters use other fonts
     out = np.empty((count, 28, 28), np.uint8)
     for j in range(count):
         k = start + j

@@ -227,9 +227,24 @@ def scribble(rng: np.random.Generator) -> np.ndarray:
 def dejavu_fonts(family: str) -> list[Path]:
     """Matplotlib's own copies of the DejaVu fonts of ``family`` ("Sans", "Serif"): always installed.
 
-    Training letters use Sans; the benchmark's letters use Serif and handwriting fonts, never seen.
+    The benchmark's letters use Serif and handwriting fonts, never seen in training (`letter_fonts`).
     """
     import matplotlib
 
     d = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     return sorted(p for p in d.glob(f"DejaVu{family}*.ttf") if "Display" not in p.name and "Mono" not in p.name)
+
+
+def letter_fonts() -> list[Path]:
+    """The fonts of the training letters (the "not a digit" class): matplotlib's DejaVu Sans and Sans
+    Mono and its four Computer Modern faces (roman, sans, italic, typewriter), always installed.
+
+    Never the fonts of the benchmark's letters (handwriting fonts and DejaVu Serif), nor STIX, kept to
+    check rejection on letters no model was trained on.
+    """
+    import matplotlib
+
+    d = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    mono = sorted(d.glob("DejaVuSansMono*.ttf"))
+    modern = [d / f"cm{face}10.ttf" for face in ("r", "ss", "ti", "tt") if (d / f"cm{face}10.ttf").is_file()]
+    return dejavu_fonts("Sans") + mono + modern
