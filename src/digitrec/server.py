@@ -218,9 +218,8 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        import anyio.to_thread
-
-        # The limiter of the thread pool that runs the (sync) endpoints, in this process's event loop.
+        # The limiter of the thread pool that runs the image work of the requests (`answer` below), in
+        # this process's event loop.
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = config.threads or os.cpu_count() or 1
         yield

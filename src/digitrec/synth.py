@@ -224,14 +224,19 @@ def scribble(rng: np.random.Generator) -> np.ndarray:
     return a
 
 
+def _matplotlib_fonts() -> Path:
+    """The folder of the TrueType fonts that matplotlib ships (DejaVu, Computer Modern, STIX)."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
 def dejavu_fonts(family: str) -> list[Path]:
     """Matplotlib's own copies of the DejaVu fonts of ``family`` ("Sans", "Serif"): always installed.
 
     The benchmark's letters use Serif and handwriting fonts, never seen in training (`letter_fonts`).
     """
-    import matplotlib
-
-    d = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    d = _matplotlib_fonts()
     return sorted(p for p in d.glob(f"DejaVu{family}*.ttf") if "Display" not in p.name and "Mono" not in p.name)
 
 
@@ -242,9 +247,7 @@ def letter_fonts() -> list[Path]:
     Never the fonts of the benchmark's letters (handwriting fonts and DejaVu Serif), nor STIX, kept to
     check rejection on letters no model was trained on.
     """
-    import matplotlib
-
-    d = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    d = _matplotlib_fonts()
     mono = sorted(d.glob("DejaVuSansMono*.ttf"))
     modern = [d / f"cm{face}10.ttf" for face in ("r", "ss", "ti", "tt") if (d / f"cm{face}10.ttf").is_file()]
     return dejavu_fonts("Sans") + mono + modern
