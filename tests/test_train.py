@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from digitrec.images import digit_to_mnist
 from digitrec.train import TrainConfig, TrainError, augment_images, pick_precision, train
 
 
@@ -104,6 +105,20 @@ def test_augmentation_moves_ink_but_keeps_it() -> None:
     assert ((ratio > 0.7) & (ratio < 1.3)).all()  # the digit is moved, not cut away
 
 
+def test_elastic_augmentation_is_the_affine_map_plus_a_smooth_distortion(mnist) -> None:
+    x = mnist[0][0][:200]
+    affine = augment_images(x, np.random.default_rng(3), rotation=10, shift=0.1, zoom=0.1)
+    # With a vanishing distortion, the elastic path (its own inverse map, then remap) is the affine one.
+    tiny = augment_images(x, np.random.default_rng(3), rotation=10, shift=0.1, zoom=0.1, elastic=1e-6)
+    assert np.abs(tiny.astype(int) - affine).max() <= 1  # rounding of the sampling position only
+    distorted = augment_images(x, np.random.default_rng(3), rotation=10, shift=0.1, zoom=0.1, elastic=1.0)
+    changed = np.abs(distorted.astype(int) - affine).reshape(200, -1).max(1) > 64
+    assert changed.mean() > 0.9  # strokes moved in nearly every image...
+    ratio = distorted.reshape(200, -1).sum(1) / affine.reshape(200, -1).sum(1)
+    # ...but the digit keeps its ink: a smooth field stretches some strokes and squeezes others.
+    assert abs(ratio.mean() - 1) < 0.03 and ((ratio > 0.7) & (ratio < 1.4)).all()
+
+
 def test_class_weights_are_validated(tiny_run, mnist) -> None:
     with pytest.raises(TrainError, match="class weight"):
         TrainConfig(class_weight={-1: 2.0}).resolved()
@@ -181,6 +196,26 @@ def test_rendered_training_data_does_not_depend_on_the_thread_count(mnist, monke
     assert one[0].shape == (40, 28, 28) and one[0].max() > 200  # digits, not blanks
     neg = realdata.negatives(30, np.random.default_rng(3), workers=2)
     np.testing.assert_array_equal(neg, realdata.negatives(30, np.random.default_rng(3), workers=1))
+
+
+def test_no_negative_looks_like_a_one(mnist) -> None:
+    """Trousers fitted like a digit become a bar; as a "not a digit" example it taught the model to
+    reject real 1s. Negatives are drawn again until they are not 1-like; MNIST's 1s mostly are."""
+    from digitrec import realdata
+    from digitrec.train import _fashion_split
+
+    (x, y), _ = mnist
+    ones = [realdata.elongation(f) for f in x[y == 1][:300]]
+    others = [realdata.elongation(f) for f in x[y != 1][:300]]
+    assert np.mean(np.less(ones, realdata.ONE_LIKE)) > 0.85
+    assert np.mean(np.less(others, realdata.ONE_LIKE)) < 0.01
+    fashion = _fashion_split(lambda *a: None)[0]
+    neg = realdata.negatives(400, np.random.default_rng(0), fashion, workers=1)
+    assert min(realdata.elongation(f) for f in neg) >= realdata.ONE_LIKE
+    if fashion is not None:  # the filter has work to do: some clothing does become a bar
+        items = fashion[:400].astype(np.float32) / 255.0
+        bars = [realdata.elongation(digit_to_mnist(a, a > 0.1)) < realdata.ONE_LIKE for a in items]
+        assert sum(bars) >= 5
 
 
 def test_every_preset_is_a_valid_config() -> None:
@@ -290,6 +325,20 @@ def test_calibrate_keeps_every_answer_and_lowers_the_validation_loss(tiny_run, m
     rows = np.arange(len(yv))
     nll = [float(-np.mean(np.log(np.maximum(q[rows, yv], 1e-30)))) for q in (raw, cal)]
     assert nll[1] <= nll[0] + 1e-9
+
+
+def test_calibrating_a_run_in_place_rewrites_its_metrics(tiny_run, tmp_path) -> None:
+    import shutil
+
+    from digitrec.cli import main
+    from digitrec.models import read_metadata
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    (run / "metrics.json").write_text('{"stale": true}')
+    assert main(["calibrate", "--model", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] == read_metadata(run / "model.keras")["metrics"]["test"]["accuracy"]
 
 
 def test_a_model_with_a_reject_class_gets_its_threshold_from_validation(mnist, tmp_path) -> None:

@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", type=float, help="augmentation: largest shift, fraction of the side (default 0.1)")
     p.add_argument("--zoom", type=float, help="augmentation: largest relative zoom (default 0.1)")
     p.add_argument(
+        "--elastic", type=float, help="augmentation: smooth random distortion, typical shift in pixels (default 0)"
+    )
+    p.add_argument(
         "--class-weight", action="append", metavar="CLASS=W", help="loss weight for a class, e.g. 9=2 (repeatable)"
     )
     p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")

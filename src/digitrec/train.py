@@ -73,6 +73,7 @@ class TrainConfig:
     rotation: float = 10.0  # degrees: largest rotation either way when augmenting
     shift: float = 0.1  # fraction of the image side: largest shift either way
     zoom: float = 0.1  # largest relative change of scale either way
+    elastic: float = 0.0  # pixels: typical displacement of a smooth random distortion (0: none)
     class_weight: dict[int, float] | None = None  # loss weight per class, e.g. {9: 2.0}; others 1
     label_smoothing: float = 0.0  # mass moved from the true class to all classes
     validation: int = DEFAULT_VALIDATION  # last N training images held out for model selection
@@ -272,9 +273,16 @@ def machine_description() -> str:
 
 
 def augment_images(
-    x: np.ndarray, rng: np.random.Generator, rotation: float = 10.0, shift: float = 0.1, zoom: float = 0.1
+    x: np.ndarray,
+    rng: np.random.Generator,
+    rotation: float = 10.0,
+    shift: float = 0.1,
+    zoom: float = 0.1,
+    elastic: float = 0.0,
 ) -> np.ndarray:
-    """Random affine transform of each uint8 image (n, h, w): rotation (deg), shift (fraction), zoom."""
+    """Random affine transform of each uint8 image (n, h, w): rotation (deg), shift (fraction), zoom;
+    and with ``elastic`` > 0 a smooth random distortion on top (Simard et al., 2003), its
+    displacements about ``elastic`` pixels (standard deviation). One interpolation per image."""
     import cv2
 
     n, h, w = x.shape
@@ -283,11 +291,52 @@ def augment_images(
     shifts = rng.uniform(-shift, shift, (n, 2)) * (w, h)
     out = np.empty_like(x)
     center = (w / 2 - 0.5, h / 2 - 0.5)
-    for i in range(n):
-        m = cv2.getRotationMatrix2D(center, float(angles[i]), float(scales[i]))
-        m[:, 2] += shifts[i]
-        out[i] = cv2.warpAffine(x[i], m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    if elastic <= 0:
+        for i in range(n):
+            m = _affine(center, angles[i], scales[i], shifts[i])
+            out[i] = cv2.warpAffine(x[i], m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+        return out
+    # Where each output pixel samples the input: the inverse affine map plus a displacement field,
+    # bilinearly interpolated from random displacements at ELASTIC_GRID x ELASTIC_GRID control points.
+    grid = rng.normal(0.0, elastic, (n, 2, ELASTIC_GRID, ELASTIC_GRID)).astype(np.float32)
+    uy, ux = _interpolation_matrix(h, ELASTIC_GRID), _interpolation_matrix(w, ELASTIC_GRID)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    for start in range(0, n, 4096):  # (chunk, h, w) maps: a few MB at a time
+        k = slice(start, min(start + 4096, n))
+        # The inverse of getRotationMatrix2D's map, p' = s R (p - c) + c + t, is p = R^T (p' - c - t) / s + c.
+        theta, s = np.radians(angles[k]), scales[k]
+        cos = (np.cos(theta) / s).astype(np.float32)[:, None, None]
+        sin = (np.sin(theta) / s).astype(np.float32)[:, None, None]
+        dx = xx - (center[0] + shifts[k, 0, None, None]).astype(np.float32)
+        dy = yy - (center[1] + shifts[k, 1, None, None]).astype(np.float32)
+        field = uy @ grid[k] @ ux.T  # (chunk, 2, h, w)
+        map_x = cos * dx - sin * dy + field[:, 0] + np.float32(center[0])
+        map_y = sin * dx + cos * dy + field[:, 1] + np.float32(center[1])
+        for j, i in enumerate(range(k.start, k.stop)):
+            out[i] = cv2.remap(x[i], map_x[j], map_y[j], cv2.INTER_LINEAR, borderValue=0)
     return out
+
+
+def _affine(center: tuple[float, float], angle: float, scale: float, shift: np.ndarray) -> np.ndarray:
+    import cv2
+
+    m = cv2.getRotationMatrix2D(center, float(angle), float(scale))
+    m[:, 2] += shift
+    return m
+
+
+ELASTIC_GRID = 5  # control points per side of the elastic displacement field (about 7 px apart in 28)
+
+
+def _interpolation_matrix(size: int, points: int) -> np.ndarray:
+    """(size, points): linear interpolation from ``points`` evenly spread control points to ``size`` pixels."""
+    pos = np.linspace(0, points - 1, size)
+    lo = np.minimum(pos.astype(int), points - 2)
+    frac = (pos - lo).astype(np.float32)
+    u = np.zeros((size, points), np.float32)
+    u[np.arange(size), lo] = 1 - frac
+    u[np.arange(size), lo + 1] = frac
+    return u
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -464,7 +513,7 @@ def _epoch_batches(
 
         def _draw(self) -> None:
             rng = np.random.default_rng([cfg.seed, self.epoch])
-            self.x = augment_images(x, rng, cfg.rotation, cfg.shift, cfg.zoom) if cfg.augment else x
+            self.x = augment_images(x, rng, cfg.rotation, cfg.shift, cfg.zoom, cfg.elastic) if cfg.augment else x
             self.order = rng.permutation(len(x))
 
         def __len__(self) -> int:
@@ -750,7 +799,10 @@ def calibrate(model: str | os.PathLike, out: str | os.PathLike | None = None, lo
     target = Path(out) if out else path
     had_twin = path.with_suffix(".onnx").is_file()
     with tempfile.TemporaryDirectory() as tmp:
-        _finish(keras_model, meta, cfg, ds, Path(tmp), log, out=target)
+        # A run directory's metrics.json follows its model (the test metrics change with the temperature
+        # only in their confidences, but the file must describe the model beside it).
+        run_dir = target.parent if (target.parent / "metrics.json").is_file() else Path(tmp)
+        _finish(keras_model, meta, cfg, ds, run_dir, log, out=target)
     if had_twin or target.with_suffix(".onnx").is_file():
         export_model(target, "onnx", target.with_suffix(".onnx"))
     return read_metadata(target)
