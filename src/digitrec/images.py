@@ -52,6 +52,7 @@ WORK_SIDE = 640  # images are analysed with their longer side at most this (deco
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 MIN_CONTRAST = 0.12  # ink weaker than this fraction of full contrast is never ink (texture, noise)
 RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's strongest ink (ruled lines)
+SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
 MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
 
 
@@ -468,7 +469,7 @@ def segment(ii: InkImage) -> list[Component]:
     return [
         g
         for g in groups
-        if (g.h >= 0.3 * line_height or g.mass >= 0.15 * biggest)
+        if (g.h >= SPECK_HEIGHT * line_height or g.mass >= 0.15 * biggest)
         # No digit, and no run of up to 5 touching digits, is 4x wider than tall: that is a dash, an
         # underline or a piece of a ruled line. Nor is a mark under MIN_DIGIT_HEIGHT pixels readable.
         and g.h >= 0.25 * g.w

@@ -214,7 +214,8 @@ class Recognizer:
         Candidate readings: the group whole; its tall components apart (digits that overlap without
         touching); and, for a group that may hold touching digits, the best chain of column cuts, found
         by dynamic programming over cut positions. A reading's score is the confidence of its least
-        sure digit; the best reading wins, and the whole group on a tie.
+        sure digit, times SPLIT_PRIOR per piece beyond the first; the best reading wins, and the whole
+        group on a tie.
         """
         pieces: list[Piece] = [(group, None)]
         readings: list[list[int]] = [[0]]  # indices into pieces
@@ -239,7 +240,7 @@ class Recognizer:
                 probs, reject = np.concatenate([probs, p2]), np.concatenate([reject, r2])
                 score = probs.max(axis=1) * (1 - reject)
                 readings.append(_best_cuts(len(cuts), spans, score))
-        best = max(readings, key=lambda r: float(score[r].min()))  # max keeps the first (whole) on ties
+        best = max(readings, key=lambda r: float(score[r].min()) * SPLIT_PRIOR ** (len(r) - 1))
         return [(pieces[k], probs[k], float(reject[k])) for k in best]
 
     def _score_pieces(self, ii: InkImage, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
@@ -259,6 +260,11 @@ Piece = tuple[Component, "tuple[int, int] | None"]
 MIN_PIECE, MAX_PIECE = 0.1, 1.3  # a cut piece is this many times the group's height wide, at least/most
 NARROW = 0.5  # a group narrower than this times its height is one digit (a 1, a 7)...
 WEAK = 0.5  # ...and so is a wider one that reads whole with at least this confidence
+# Each extra piece of a reading costs this factor on its score: a wide single digit (a broad 7, a
+# slanted 1) cut in two often reads as two digits at ~1.0 each, as sure as the digit read whole. On a
+# validation set of 500 numbers (MNIST validation digits): 472 right with 1.0, 475 with 0.99 (0.999:
+# 474; 0.95: 472, real touching pairs start to be read whole).
+SPLIT_PRIOR = 0.99
 
 
 def _tall_parts(ii: InkImage, group: Component) -> list[Component]:
