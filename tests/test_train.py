@@ -218,6 +218,23 @@ def test_no_negative_looks_like_a_one(mnist) -> None:
         assert sum(bars) >= 5
 
 
+def test_touching_pairs_are_two_digits_read_as_one_image(mnist) -> None:
+    from digitrec import realdata
+
+    x = mnist[0][0]
+    pairs = realdata.touching_pairs(x[:500], 12, np.random.default_rng(0), workers=1)
+    assert pairs.shape == (12, 28, 28) and pairs.dtype == np.uint8
+    # One field holds both digits, fitted by its longer side: mostly wider than tall, where MNIST's
+    # digits are taller than wide (pairs of narrow digits, "11", can be a little taller).
+    aspect = []
+    for field in pairs:
+        cols, rows = np.flatnonzero(field.max(axis=0) > 64), np.flatnonzero(field.max(axis=1) > 64)
+        aspect.append((cols[-1] - cols[0]) / (rows[-1] - rows[0]))
+    assert np.median(aspect) > 1.0 and min(aspect) > 0.5
+    with pytest.raises(TrainError, match="pairs"):
+        TrainConfig(pairs=-1).resolved()
+
+
 def test_every_preset_is_a_valid_config() -> None:
     from digitrec.train import PRESETS
 

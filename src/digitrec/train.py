@@ -82,6 +82,7 @@ class TrainConfig:
     limit: int | None = None  # train on the first N training images only (quick experiments, tests)
     domain: int | None = None  # add N training digits rendered as photos/canvases, then preprocessed
     negatives: int | None = None  # add N non-digits as an extra "not a digit" class (0: no such class)
+    pairs: int | None = None  # with negatives: add N pairs of touching digits to the "not a digit" class
     ensemble: int = 1  # train N members (seeds seed, seed+1, ...) and save one model averaging them
 
     def resolved(self) -> TrainConfig:
@@ -100,6 +101,7 @@ class TrainConfig:
             "augment": False,
             "domain": 0,
             "negatives": 0,
+            "pairs": 0,
         }
         filled = {k: (recipe.get(k, general[k]) if getattr(self, k) is None else getattr(self, k)) for k in general}
         cfg = dataclasses.replace(self, **filled)
@@ -134,8 +136,10 @@ class TrainConfig:
             problems.append(f"ensemble size must be >= 1, got {self.ensemble}")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
-        if (self.domain or 0) < 0 or (self.negatives or 0) < 0:
-            problems.append(f"domain and negatives must be >= 0, got {self.domain} and {self.negatives}")
+        if (self.domain or 0) < 0 or (self.negatives or 0) < 0 or (self.pairs or 0) < 0:
+            problems.append(
+                f"domain, negatives and pairs must be >= 0, got {self.domain}, {self.negatives}, {self.pairs}"
+            )
         for k, w in (self.class_weight or {}).items():
             if not (isinstance(k, int) and k >= 0) or not w > 0:
                 problems.append(f"class weight {k}={w}: the class must be an index >= 0 and the weight > 0")
@@ -426,6 +430,10 @@ def _real_image_data(
         log(f"Preparing {cfg.negatives} non-digits for the 'not a digit' class ...")
         xs.append(realdata.negatives(cfg.negatives, rng, _fashion_split(log)[0]))
         ys.append(np.full(cfg.negatives, num_digits, np.uint8))
+        if cfg.pairs:
+            log(f"Rendering {cfg.pairs} pairs of touching digits as non-digits ...")
+            xs.append(realdata.touching_pairs(x_tr, cfg.pairs, rng))
+            ys.append(np.full(cfg.pairs, num_digits, np.uint8))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -439,6 +447,8 @@ def _rejection_data(cfg: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, log:
     # 4,000 rendered digits: the threshold is their 99.5th percentile, 20 images from the top. With
     # 1,000 (5 from the top) it varied from 0.05 to 0.28 between seeds of the same recipe.
     domain, domain_labels = realdata.domain_digits(x_val, y_val, 4000, rng)
+    if cfg.pairs:  # drawn last: the other validation images stay those of a run without pairs
+        negatives = np.concatenate([negatives, realdata.touching_pairs(x_val, max(100, cfg.pairs // 10), rng)])
     return {"val_negatives": negatives, "val_domain": domain, "val_domain_labels": domain_labels}
 
 
