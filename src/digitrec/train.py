@@ -165,8 +165,8 @@ class TrainConfig:
 # training speed", from benchmarks/train_speed.py on 2 Xeon cores.
 PRESETS: dict[str, dict[str, Any]] = {
     # The default model: digitnet's recipe (augmentation, rendered digits, non-digits), 36 epochs,
-    # label smoothing; about 11 minutes on 2 cores. 36 epochs: validation 99.70/99.70/99.72% (seeds
-    # 0-2), against 99.68/99.72/99.64% with 30.
+    # label smoothing; 12-15.5 minutes in all on 2 cores, depending on the day. 36 epochs: validation
+    # 99.70/99.70/99.72% (seeds 0-2, an older recipe), against 99.68/99.72/99.64% with 30.
     "best": {"model": "digitnet", "epochs": 36, "label_smoothing": 0.1},
     # The speed-record network for one epoch in mixed bfloat16: about 99.1% in 5-6 s.
     "fast": {"model": "speednet", "epochs": 1},
