@@ -4,7 +4,10 @@
   back through the one preprocessing path (`images.to_mnist`), so the model learns what real inputs
   look like after normalization (thicker or thinner strokes, blur, JPEG).
 - `negatives`: examples of the "not a digit" class: Fashion-MNIST *training* images, letters that
-  cannot be read as digits, doodles, noise; all through the same path.
+  cannot be read as digits, doodles, noise; all through the same path. None may look like a 1 (see
+  `elongation`).
+- `touching_pairs`: two touching digits photographed as one image, more "not a digit" examples
+  (`--pairs`; measured, not in any preset).
 
 The benchmark's test images come from MNIST *test* digits, Fashion-MNIST *test*, other fonts and
 other seeds, so none of this overlaps with what it measures.
@@ -65,7 +68,7 @@ def domain_digits(
     return _pool_map(_render_digits, tasks, workers), y[idx]
 
 
-def _render_pairs(firsts: np.ndarray, seconds: np.ndarray, start: int, seed: int) -> np.ndarray:
+def _render_pairs(firsts: np.ndarray, seconds: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.empty((len(firsts), 28, 28), np.uint8)
     for k, pair in enumerate(zip(firsts, seconds, strict=True)):
@@ -78,9 +81,7 @@ def touching_pairs(x: np.ndarray, n: int, rng: np.random.Generator, workers: int
     "not a digit" examples that teach the model that two digits read whole are not one digit (`read`
     then tries to cut them: a 1 leaning on a 4 used to read as a sure "4")."""
     idx = rng.choice(len(x), size=(n, 2))
-    tasks = [
-        (x[idx[i : i + CHUNK, 0]], x[idx[i : i + CHUNK, 1]], i, int(rng.integers(2**63))) for i in range(0, n, CHUNK)
-    ]
+    tasks = [(x[idx[i : i + CHUNK, 0]], x[idx[i : i + CHUNK, 1]], int(rng.integers(2**63))) for i in range(0, n, CHUNK)]
     return _pool_map(_render_pairs, tasks, workers)
 
 
