@@ -27,6 +27,8 @@ SUBCOMMANDS = {
         "--schedule",
         "--seed",
         "--augment",
+        "--elastic",
+        "--pairs",
         "--class-weight",
         "--precision",
         "--resume",
