@@ -353,6 +353,9 @@ def test_calibrating_a_run_in_place_rewrites_its_metrics(tiny_run, tmp_path) -> 
     run = tmp_path / "run"
     shutil.copytree(tiny_run.run_dir, run)
     (run / "metrics.json").write_text('{"stale": true}')
+    # Written elsewhere, even into the run's folder, the run's metrics describe its own model still.
+    assert main(["calibrate", "--model", str(run), "--out", str(run / "other.keras")]) == 0
+    assert json.loads((run / "metrics.json").read_text()) == {"stale": True}
     assert main(["calibrate", "--model", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == read_metadata(run / "model.keras")["metrics"]["test"]["accuracy"]

@@ -809,9 +809,11 @@ def calibrate(model: str | os.PathLike, out: str | os.PathLike | None = None, lo
     target = Path(out) if out else path
     had_twin = path.with_suffix(".onnx").is_file()
     with tempfile.TemporaryDirectory() as tmp:
-        # A run directory's metrics.json follows its model (the test metrics change with the temperature
-        # only in their confidences, but the file must describe the model beside it).
-        run_dir = target.parent if (target.parent / "metrics.json").is_file() else Path(tmp)
+        # Calibrated in place, a run directory's metrics.json follows its model (the test metrics change
+        # with the temperature only in their confidences, but the file must describe the model beside
+        # it). Written elsewhere (--out), the run's own files stay as they are.
+        in_place = target.resolve() == path.resolve() and (path.parent / "metrics.json").is_file()
+        run_dir = path.parent if in_place else Path(tmp)
         _finish(keras_model, meta, cfg, ds, run_dir, log, out=target)
     if had_twin or target.with_suffix(".onnx").is_file():
         export_model(target, "onnx", target.with_suffix(".onnx"))
