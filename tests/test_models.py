@@ -37,6 +37,8 @@ def test_tutorial_architectures_have_their_published_sizes() -> None:
     assert build_model("cnn").count_params() == 320 + 18496 + (5 * 5 * 64 * 128 + 128) + 1290
     # The speed record's FC 800-256-10 after Conv(24, 5x5) and Conv(32, 3x3).
     assert build_model("speednet").count_params() == (25 * 24 + 24) + (9 * 24 * 32 + 32) + (800 * 256 + 256) + 2570
+    # fastnet: Conv(16, 5x5) strided on the 24x24 crop gives 10x10, Conv(32, 3x3) 8x8, pooled 4x4x32 = 512.
+    assert build_model("fastnet").count_params() == (25 * 16 + 16) + (9 * 16 * 32 + 32) + (512 * 256 + 256) + 2570
 
 
 def test_bf16_model_outputs_float32_probabilities() -> None:

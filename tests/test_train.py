@@ -247,7 +247,7 @@ def test_every_preset_is_a_valid_config() -> None:
 def test_adam_betas_come_from_the_recipe_and_reach_the_optimizer() -> None:
     from digitrec.train import _optimizer
 
-    fast = TrainConfig(model="speednet").resolved()
+    fast = TrainConfig(model="fastnet").resolved()
     assert (fast.beta_1, fast.beta_2) == (0.7, 0.9)  # the speed record's betas
     opt = _optimizer(fast, 10)
     assert (opt.beta_1, opt.beta_2) == (0.7, 0.9)
@@ -283,6 +283,27 @@ def test_each_epoch_has_its_own_augmentation_whatever_epoch_the_run_starts_at(mn
     weighted = _epoch_batches(x, y, np.arange(600.0), cfg, first_epoch=0)
     xb, yb, wb = weighted[1]
     assert len(xb) == len(yb) == len(wb) == 128
+
+
+def test_tensorflow_pipeline_gives_the_pydatasets_batches(mnist) -> None:
+    # Without augmentation, TensorFlow trains from a tf.data pipeline: same batches, same order.
+    pytest.importorskip("tensorflow")
+    from digitrec.train import _py_epoch_batches, _tf_epoch_batches
+
+    (x, y), _ = mnist
+    x, y, w = x[:600], np.eye(10, dtype="float32")[y[:600]], np.arange(600.0, dtype="float32")
+    cfg = TrainConfig(model="cnn", epochs=4, batch_size=128, seed=5).resolved()
+    for weights in (None, w):
+        py = _py_epoch_batches(x, y, weights, cfg, first_epoch=1)
+        tf_batches = [tuple(np.asarray(t) for t in b) for b in _tf_epoch_batches(x, y, weights, cfg, first_epoch=1)]
+        assert len(tf_batches) == 3 * len(py) == 15  # epochs 2-4, the last batch of each is partial
+        for epoch in range(3):
+            for i in range(len(py)):
+                expected, got = py[i], tf_batches[epoch * len(py) + i]
+                assert len(got) == len(expected) == (2 if weights is None else 3)
+                for a, b in zip(expected, got, strict=True):
+                    np.testing.assert_array_equal(a, b)
+            py.on_epoch_end()
 
 
 def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path) -> None:
