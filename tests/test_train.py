@@ -63,6 +63,16 @@ def test_config_is_checked() -> None:
         TrainConfig(model="vgg").resolved()
     with pytest.raises(TrainError, match="optimizer must be one of"):
         TrainConfig(optimizer="lion").resolved()
+    # Options that would otherwise be ignored without a word.
+    with pytest.raises(TrainError, match="add --augment"):
+        TrainConfig(model="cnn", elastic=1.0).resolved()  # cnn's recipe does not augment
+    assert TrainConfig(model="cnn", augment=True, elastic=1.0).resolved().elastic == 1.0
+    with pytest.raises(TrainError, match="add --negatives"):
+        TrainConfig(model="cnn", pairs=100).resolved()
+    with pytest.raises(TrainError, match="elastic -1"):
+        TrainConfig(augment=True, elastic=-1.0).resolved()
+    with pytest.raises(TrainError, match=r"shift 1\.5"):
+        TrainConfig(shift=1.5).resolved()
 
 
 def test_recipe_fills_unset_fields() -> None:

@@ -140,6 +140,15 @@ class TrainConfig:
             problems.append(
                 f"domain, negatives and pairs must be >= 0, got {self.domain}, {self.negatives}, {self.pairs}"
             )
+        if self.elastic < 0 or self.rotation < 0 or not 0 <= self.shift < 1 or not 0 <= self.zoom < 1:
+            problems.append(
+                "augmentation: rotation and elastic must be >= 0, shift and zoom in [0, 1); got "
+                f"rotation {self.rotation}, shift {self.shift}, zoom {self.zoom}, elastic {self.elastic}"
+            )
+        if self.elastic > 0 and self.augment is False:
+            problems.append("elastic distortion is part of the augmentation: add --augment, or leave --elastic out")
+        if (self.pairs or 0) > 0 and self.negatives == 0:
+            problems.append("touching pairs go into the 'not a digit' class: add --negatives N, or leave --pairs out")
         for k, w in (self.class_weight or {}).items():
             if not (isinstance(k, int) and k >= 0) or not w > 0:
                 problems.append(f"class weight {k}={w}: the class must be an index >= 0 and the weight > 0")
