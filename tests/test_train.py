@@ -277,12 +277,12 @@ def test_each_epoch_has_its_own_augmentation_whatever_epoch_the_run_starts_at(mn
     (x, y), _ = mnist
     x, y = x[:600], y[:600]
     cfg = TrainConfig(model="cnn", batch_size=128, augment=True, seed=3).resolved()
-    run = _epoch_batches(x, y, None, cfg, first_epoch=0)
+    run, _ = _epoch_batches(x, y, None, cfg, first_epoch=0)
     first = run[0][0].copy()
     run.on_epoch_end()
     assert not np.array_equal(run[0][0], first)  # redrawn: new augmentation and order
     run.on_epoch_end()
-    resumed = _epoch_batches(x, y, None, cfg, first_epoch=2)
+    resumed, _ = _epoch_batches(x, y, None, cfg, first_epoch=2)
     assert len(run) == len(resumed) == 5
     for i in range(len(run)):
         np.testing.assert_array_equal(run[i][0], resumed[i][0])
@@ -290,9 +290,67 @@ def test_each_epoch_has_its_own_augmentation_whatever_epoch_the_run_starts_at(mn
     # Every image appears once per epoch, with its own label.
     labels = np.concatenate([resumed[i][1] for i in range(len(resumed))])
     np.testing.assert_array_equal(np.sort(labels), np.sort(y))
-    weighted = _epoch_batches(x, y, np.arange(600.0), cfg, first_epoch=0)
+    weighted, _ = _epoch_batches(x, y, np.arange(600.0), cfg, first_epoch=0)
     xb, yb, wb = weighted[1]
     assert len(xb) == len(yb) == len(wb) == 128
+
+
+def test_fit_trains_each_epoch_on_that_epochs_draw(tmp_path: Path, monkeypatch) -> None:
+    # fit() trains each epoch on one whole draw of _epoch_batches (augmentation and order), every
+    # batch once, and never on the same draw twice. The draw is made slow, as 71,000 images are,
+    # so that input prefetching has the time to read from a stale one.
+    import keras
+
+    import digitrec.train as T
+    from digitrec.data import load_dataset, split_validation
+
+    seen: list[tuple[int, np.ndarray]] = []
+    epoch = [-1]
+    compile_ = T._compile
+
+    def eager_spying_compile(model, optimizer, cfg) -> None:
+        compile_(model, optimizer, cfg)
+        model.run_eagerly = True  # the train step sees the batch itself
+        step = model.train_step
+
+        def spy(data):
+            seen.append((epoch[0], np.asarray(data[0]).copy()))
+            return step(data)
+
+        model.train_step = spy
+
+    class Epochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, e: int, logs: dict | None = None) -> None:
+            epoch[0] = e
+
+    monkeypatch.setattr(T, "_compile", eager_spying_compile)
+    augment = T.augment_images
+
+    def slow_augment(*args, **kwargs):
+        time.sleep(0.5)
+        return augment(*args, **kwargs)
+
+    monkeypatch.setattr(T, "augment_images", slow_augment)
+    data = load_dataset("mnist")
+    options = dict(model="seed-cnn", epochs=3, batch_size=100, augment=True, validation=200)
+    train(**options, limit=1000, precision="float32", out=tmp_path / "run", verbose=0, data=data, callbacks=[Epochs()])
+    (x, y), _ = split_validation(data.x_train, data.y_train, 200)
+    x, y = x[:1000], np.eye(10, dtype="float32")[y[:1000]]
+    cfg = TrainConfig(**options).resolved()
+    draws = [T._py_epoch_batches(x, y, None, cfg, first_epoch=k) for k in range(5)]
+    used = []
+    for e in range(3):
+        got = [b for k, b in seen if k == e]
+        assert len(got) == 10
+        # Keras calls on_epoch_end once before training, so epoch e trains on draw e + 1 (whatever
+        # epoch a run starts or resumes at), and it shuffles the order of the batches.
+        where = [[(k, i) for k in range(5) for i in range(10) if np.array_equal(b, draws[k][i][0])] for b in got]
+        assert all(len(w) == 1 for w in where), f"epoch {e}: a batch from no draw, or from several"
+        ks = {w[0][0] for w in where}
+        assert len(ks) == 1, f"epoch {e} mixes draws {sorted(ks)}"
+        assert sorted(w[0][1] for w in where) == list(range(10)), f"epoch {e}: not every batch once"
+        used.append(ks.pop())
+    assert used == sorted(set(used)), f"draws by epoch: {used}"
 
 
 def test_tensorflow_pipeline_gives_the_pydatasets_batches(mnist) -> None:

@@ -525,48 +525,42 @@ def _reject_threshold(
 
 def _epoch_batches(
     x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, cfg: TrainConfig, first_epoch: int
-) -> Any:
-    """The training batches as a Keras PyDataset: shuffled, and augmented anew, at every epoch.
+) -> tuple[Any, int | None]:
+    """The training batches, shuffled and augmented anew at every epoch, and the ``steps_per_epoch``
+    to give ``fit()`` with them.
 
     One ``fit()`` call then runs all the epochs. (With one call per epoch, TensorFlow's input
     iterator was torn down after each, and that teardown sat idle for 7-10 s after about half the
     epochs: measured with a throw-away script, no CPU used; epochs of digitnet went from ~19 s to ~16 s.)
     Epoch k's images are the same whatever epoch the run started or resumed at.
+
+    A PyDataset goes without ``steps_per_epoch``: given it, Keras keeps for the next epoch the
+    iterator it opens at the end of an epoch, before ``on_epoch_end`` redraws, so a prefetching
+    pipeline could serve old batches (read in Keras' epoch_iterator.py; a test checks that every
+    epoch trains on one whole draw).
     """
     import keras
 
     if not cfg.augment and keras.backend.backend() == "tensorflow":
-        return _tf_epoch_batches(x, y, sample_weight, cfg, first_epoch)
-    return _py_epoch_batches(x, y, sample_weight, cfg, first_epoch)
+        return _tf_epoch_batches(x, y, sample_weight, cfg, first_epoch), -(-len(x) // cfg.batch_size)
+    return _py_epoch_batches(x, y, sample_weight, cfg, first_epoch), None
 
 
 def _py_epoch_batches(
     x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, cfg: TrainConfig, first_epoch: int
 ) -> Any:
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     import keras
 
-    def draw(epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([cfg.seed, epoch])
-        images = augment_images(x, rng, cfg.rotation, cfg.shift, cfg.zoom, cfg.elastic) if cfg.augment else x
-        return images, rng.permutation(len(x))
-
     class EpochBatches(keras.utils.PyDataset):
-        """Epoch k+1's augmentation is drawn in a thread while epoch k trains (OpenCV's warps release
-        the GIL): 71,000 images took 2.7 s, which the training steps waited for after every epoch."""
-
         def __init__(self) -> None:
             super().__init__()
             self.epoch = first_epoch
-            self.x, self.order = draw(self.epoch)
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="augment") if cfg.augment else None
-            self._next = self._prefetch(self.epoch + 1)
+            self._draw()
 
-        def _prefetch(self, epoch: int) -> Future | None:
-            if self._pool is None or epoch >= cfg.epochs:
-                return None
-            return self._pool.submit(draw, epoch)
+        def _draw(self) -> None:
+            rng = np.random.default_rng([cfg.seed, self.epoch])
+            self.x = augment_images(x, rng, cfg.rotation, cfg.shift, cfg.zoom, cfg.elastic) if cfg.augment else x
+            self.order = rng.permutation(len(x))
 
         def __len__(self) -> int:
             return -(-len(x) // cfg.batch_size)
@@ -579,10 +573,7 @@ def _py_epoch_batches(
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
-            if self.epoch >= cfg.epochs:
-                return  # the run is over: nothing to draw
-            self.x, self.order = self._next.result() if self._next is not None else draw(self.epoch)
-            self._next = self._prefetch(self.epoch + 1)
+            self._draw()
 
     return EpochBatches()
 
@@ -762,12 +753,15 @@ def train(
     book = Bookkeeping()
     if start_epoch < cfg.epochs:
         _build_state(model, x_tr[:2], y_tr1[:2])
+        batches, steps = _epoch_batches(x_tr, y_tr1, sample_weight, cfg, start_epoch)
         model.fit(
-            _epoch_batches(x_tr, y_tr1, sample_weight, cfg, start_epoch),
+            batches,
             epochs=cfg.epochs,
             initial_epoch=start_epoch,
-            steps_per_epoch=steps_per_epoch,
-            shuffle=False,  # _epoch_batches draws each epoch's order itself
+            steps_per_epoch=steps,
+            # A PyDataset's batches are also taken in an order Keras shuffles (the shipped model was
+            # trained so); a tf.data pipeline brings its own order, and Keras warns if asked to shuffle.
+            shuffle=steps is None,
             validation_data=(x_val, y_val1),
             validation_batch_size=1000,  # Keras' default, 32, made validation 0.4 s of a 2.5 s fast run
             callbacks=[*_tensorboard(run_dir / "logs"), *(callbacks or []), book],
