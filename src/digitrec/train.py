@@ -581,8 +581,9 @@ def _py_epoch_batches(
 def _tf_epoch_batches(
     x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, cfg: TrainConfig, first_epoch: int
 ) -> Any:
-    """Without augmentation on TensorFlow: the same batches, in the same order, as a native tf.data
-    pipeline of all the remaining epochs (``fit`` then needs ``steps_per_epoch``).
+    """Without augmentation on TensorFlow: the PyDataset's batches of each epoch, in its order, as a
+    native tf.data pipeline of all the remaining epochs (``fit`` then needs ``steps_per_epoch``).
+    ``fit()`` shuffles the order of a PyDataset's batches as well; this pipeline keeps its own.
 
     A PyDataset reaches TensorFlow through ``Dataset.from_generator``, whose teardown at the end of
     ``fit()`` stalled for 0.3-1.8 s in about half of the one-epoch runs measured (throw-away script,
