@@ -174,8 +174,9 @@ class TrainConfig:
 # training speed", from benchmarks/train_speed.py on 2 Xeon cores.
 PRESETS: dict[str, dict[str, Any]] = {
     # The default model: digitnet's recipe (augmentation, rendered digits, non-digits), 36 epochs,
-    # label smoothing; 12-15.5 minutes in all on 2 cores, depending on the day. 36 epochs: validation
-    # 99.70/99.70/99.72% (seeds 0-2, an older recipe), against 99.68/99.72/99.64% with 30.
+    # label smoothing; about 12 minutes in all on 2 cores (14-15.5 before the fixed costs of fit() were
+    # cut; README). 36 epochs: validation 99.70/99.70/99.72% (seeds 0-2, an older recipe), against
+    # 99.68/99.72/99.64% with 30.
     "best": {"model": "digitnet", "epochs": 36, "label_smoothing": 0.1},
     # One epoch of fastnet in mixed bfloat16 with label smoothing: about 99.1% in about 2.5 s (README).
     "fast": {"model": "fastnet", "epochs": 1, "label_smoothing": 0.1},
@@ -401,7 +402,8 @@ def _build_state(model: Any, x: np.ndarray, y: np.ndarray) -> None:
     Keras creates them in the first training step otherwise, and TensorFlow traces a step function
     that creates variables twice: 1.16 s -> 0.63 s for the first ``fit()`` step of fastnet.
     """
-    model.optimizer.build(model.trainable_variables)
+    if not model.optimizer.built:  # a resumed run's optimizer comes built, with its state, from the checkpoint
+        model.optimizer.build(model.trainable_variables)
     model.compute_metrics(x, y, y, None)  # the labels stand in for predictions: no forward pass
     model.reset_metrics()
 
