@@ -237,7 +237,10 @@ def _resize_to_work(gray: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _percentiles_u8(a: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     """``np.percentile(a, qs)`` (linear interpolation) of a uint8 array, from its histogram: no sort."""
-    return _percentiles_hist(np.bincount(a.ravel(), minlength=256), qs)
+    import cv2
+
+    counts = cv2.calcHist([np.ascontiguousarray(a)], [0], None, [256], [0, 256]).ravel()  # np.bincount: 2x slower
+    return _percentiles_hist(counts, qs)
 
 
 INK_STEPS = 4096  # the ink map's percentiles are read from a histogram of this many steps per unit of ink
@@ -306,7 +309,8 @@ def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
         ink = (g - background) / np.maximum(255.0 - background, 32.0)
     # The closing (opening) rides on the peaks of the sensor noise, so bare paper reads as faint ink;
     # most pixels are paper, so their typical level is that bias: take it off.
-    bias, top = _ink_percentiles(ink, (50, 99.9))
+    sample = ink[::2, ::2] if ink.size >= 4 * 4096 else ink  # every 4th pixel: the same levels, 3x faster
+    bias, top = _ink_percentiles(sample, (50, 99.9))
     ink -= bias
     np.clip(ink, 0.0, 1.0, out=ink)
     return ink, bool(dark_ink), min(max(top - bias, 0.0), 1.0)
@@ -341,10 +345,10 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
         keep.append(Component(x, y, bw, bh, mass, (i,)))
     keep.sort(key=lambda c: c.x)
     if len(keep) < n - 1:  # some were dropped: unlabel them
-        kept_ids = np.zeros(n, bool)
+        relabel = np.zeros(n, np.int32)  # a lookup table: kept labels map to themselves, others to 0
         for c in keep:
-            kept_ids[list(c.labels)] = True
-        labels = np.where(kept_ids[labels], labels, 0).astype(np.int32)
+            relabel[list(c.labels)] = c.labels
+        labels = np.take(relabel, labels)  # a third of the time of np.where(kept[labels], labels, 0)
     return InkImage(ink, labels > 0, labels, tuple(keep), scale, dark_ink)
 
 
@@ -373,6 +377,9 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return y0, len(rows) - int(rows[::-1].argmax()), x0, len(cols) - int(cols[::-1].argmax())
 
 
+_COORDS = np.arange(FIELD, dtype=np.float64)  # pixel coordinates along a side of the field
+
+
 def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """One digit's ink (float [0, 1]) and mask, cropped to it -> uint8 (28, 28) as MNIST made its digits."""
     import cv2
@@ -384,10 +391,12 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     side = max(y1 - y0, x1 - x0)
     target = MNIST_STROKE * side  # MNIST's stroke width at this digit's size
     pad = 2 + int(target)  # room for strokes to grow
-    crop_mask = np.pad(mask[y0:y1, x0:x1], pad)
+    border = (pad, pad, pad, pad, cv2.BORDER_CONSTANT)  # cv2.copyMakeBorder: np.pad's result, 10x faster
+    crop_mask8 = cv2.copyMakeBorder(mask[y0:y1, x0:x1].astype(np.uint8), *border, value=0)
+    crop_mask = crop_mask8.view(bool)
     # Keep the anti-aliased edge of each stroke: ink near the mask, nothing elsewhere.
-    near = cv2.dilate(crop_mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    crop = np.pad(ink[y0:y1, x0:x1], pad) * near
+    near = cv2.dilate(crop_mask8, np.ones((3, 3), np.uint8)).view(bool)
+    crop = cv2.copyMakeBorder(np.ascontiguousarray(ink[y0:y1, x0:x1]), *border, value=0) * near
     strength = np.clip(crop / max(_percentile(crop[crop_mask], 90), 1e-3), 0, 1)
     # Strokes thinner or thicker than MNIST's (a fine pen on a big photo, a fat canvas brush) are
     # grown or thinned so that, once fitted into 20x20, they are about MNIST's 2-3 pixels wide.
@@ -412,8 +421,8 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     field[top : top + nh, left : left + nw] = small
     total = float(field.sum())
     if total > 0:  # shift so the centre of mass sits at the centre of the field, as MNIST did
-        yy, xx = np.mgrid[:FIELD, :FIELD]
-        cy, cx = float((field * yy).sum()) / total, float((field * xx).sum()) / total
+        cy = float(field.sum(axis=1, dtype=np.float64) @ _COORDS) / total
+        cx = float(field.sum(axis=0, dtype=np.float64) @ _COORDS) / total
         m = np.float32([[1, 0, (FIELD - 1) / 2 - cx], [0, 1, (FIELD - 1) / 2 - cy]])
         field = cv2.warpAffine(field, m, (FIELD, FIELD), flags=cv2.INTER_LINEAR, borderValue=0)
     peak = _percentile(field[field > 0.05], 95) if (field > 0.05).any() else 1.0
