@@ -195,3 +195,15 @@ def test_serve_refuses_several_workers_with_the_ui(capsys: pytest.CaptureFixture
     # Gradio keeps a browser's session in one process; with two workers its requests would land on both.
     assert main(["serve", "--workers", "2", "--port", "1"]) == 1
     assert "--no-ui" in capsys.readouterr().err
+
+
+def test_serve_with_workers_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--no-ui", "--workers", "2", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "in use" in err

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,86 @@ def test_the_ui_temp_directory_goes_when_the_server_stops(digitrec_home: str, tm
             proc.kill()
             proc.wait()
     assert not list(tmp_path.glob("digitrec-gradio-*"))
+
+
+def test_listen_sockets_spread_connections_over_the_workers() -> None:
+    # uvicorn's workers share one socket and one of them may accept every connection; with a socket
+    # each (SO_REUSEPORT) the kernel spreads them. 32 connections all on one socket: odds 2 in 2**32.
+    from digitrec.server import listen_sockets
+
+    sockets = listen_sockets("127.0.0.1", 0, 2)
+    port = sockets[0].getsockname()[1]
+    clients = []
+    try:
+        assert sockets[1].getsockname()[1] == port
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(32)]
+        accepted = []
+        for sock in sockets:
+            sock.settimeout(0.5)
+            n = 0
+            with pytest.raises(TimeoutError):
+                while True:
+                    sock.accept()[0].close()
+                    n += 1
+            accepted.append(n)
+        assert sum(accepted) == 32 and min(accepted) > 0
+    finally:
+        for s in clients + sockets:
+            s.close()
+
+
+def test_listen_sockets_refuse_a_port_in_use() -> None:
+    # SO_REUSEPORT would let a second server join the first one's group and take half its traffic.
+    from digitrec.server import listen_sockets
+
+    first = listen_sockets("127.0.0.1", 0, 2)
+    port = first[0].getsockname()[1]
+    try:
+        with pytest.raises(OSError, match="in use"):
+            listen_sockets("127.0.0.1", port, 2)
+    finally:
+        for s in first:
+            s.close()
+    with socket.socket() as plain:
+        plain.bind(("127.0.0.1", 0))
+        plain.listen()
+        with pytest.raises(OSError, match="in use"):
+            listen_sockets("127.0.0.1", plain.getsockname()[1], 2)
+
+
+def _workers(pid: int) -> set[int]:
+    """The worker processes of server ``pid`` (not multiprocessing's resource tracker)."""
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return {c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+
+
+def test_two_workers_answer_replace_a_dead_one_and_stop_on_sigterm(digitrec_home: str, mnist) -> None:
+    proc, port = _start(["--no-ui", "--workers", "2"])
+
+    def answers(first: int) -> None:
+        for k in range(first, first + 4):  # a connection each: they land on either worker
+            image, label = _photo(mnist, k)
+            head, body = _upload(image)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+                client.sendall(head + body)
+                status, answer = _response(client)
+            assert status == 200 and answer["digit"] == label
+
+    try:
+        answers(0)
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+        os.kill(min(workers), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(_workers(proc.pid) - workers) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_workers(proc.pid) - workers) == 1, "the dead worker was not replaced"
+        answers(4)  # connections hashed to the dead worker's socket wait for its replacement
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.communicate()[0].decode()[-2000:]
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

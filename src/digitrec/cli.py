@@ -265,7 +265,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ui=not args.no_ui,
         threads=args.threads,
     )
-    serve(args.host, args.port, args.model, config, workers=args.workers)
+    try:
+        serve(args.host, args.port, args.model, config, workers=args.workers)
+    except OSError as e:  # binding the workers' sockets (one worker: uvicorn reports it and exits)
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     return 0
 
 
@@ -478,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="worker processes, each with the model (default 1; more than 1 needs --no-ui); 2 on 2 cores served "
-        "~2x at concurrency 8 when the clients' connections spread over both (benchmarks/serve.py)",
+        help="worker processes, each with the model and its own socket on the port (default 1; more than 1 "
+        "needs --no-ui); one per core serves the most: 2 on 2 cores served ~2x at concurrency 8 (benchmarks/serve.py)",
     )
     p.add_argument(
         "--threads",
