@@ -1,6 +1,6 @@
 """Serve the same photos from digitrec's server and from a tutorial-style Flask server, and compare.
 
-    .venv/bin/python benchmarks/serve.py [--seconds 10] [--concurrency 1 8 32]
+    .venv/bin/python benchmarks/serve.py [--seconds 10] [--concurrency 1 8 32] [--workers 2] [--client wrk]
 
 The servers run on this machine, on loopback only, one at a time:
 - digitrec: `digitrec serve --no-ui` (FastAPI on uvicorn, ONNX Runtime, the real-image path);
@@ -9,7 +9,9 @@ The servers run on this machine, on loopback only, one at a time:
 - ceiling: FastAPI on uvicorn receiving the same upload and answering without any work: a bound on
   what any server on this stack can serve here, with the load generator on the same cores.
 Clients post photos of MNIST test digits for a fixed time at each concurrency and report requests
-per second, p50 and p99 latency, errors, and (for information) how many answers were right. It also
+per second, p50 and p99 latency, errors, and (for information) how many answers were right. The
+clients are Python threads (default), or wrk with `--client wrk`: Python clients on the same two
+cores take CPU time from the servers, wrk much less (it does not check the answers). It also
 times the cold start of `digitrec predict one.png` and the in-process cost per image of decoding,
 preprocessing and inference.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -169,13 +172,72 @@ def drive(url: str, images: list[tuple[bytes, int]], concurrency: int, seconds: 
     }
 
 
+WRK_SCRIPT = """
+local bodies = {}
+local n = 0
+init = function(args)
+  for i = 1, tonumber(args[1]) do
+    local f = io.open(args[2] .. "/" .. i .. ".bin", "rb")
+    bodies[i] = f:read("*all")
+    f:close()
+  end
+end
+request = function()
+  n = n + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "%s"}, bodies[(n %% #bodies) + 1])
+end
+"""
+
+
+def drive_wrk(url: str, images: list[tuple[bytes, int]], concurrency: int, seconds: float) -> dict:
+    """The same uploads, sent by wrk (C, one thread): the load generator leaves the cores to the servers.
+    wrk does not read the answers, so "right" is not measured; non-2xx answers count as errors."""
+    import re
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (data, _) in enumerate(images, 1):
+            body, ctype = _multipart(data)
+            Path(tmp, f"{i}.bin").write_bytes(body)
+        script = Path(tmp, "post.lua")
+        script.write_text(WRK_SCRIPT % ctype)
+        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url]
+        out = subprocess.run([*cmd, "--", str(len(images)), tmp], capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return {
+        "requests": done,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "errors": errors,
+        "right": None,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10, help="per concurrency level (default 10)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--images", type=int, default=200, help="distinct photos to cycle through")
     ap.add_argument("--workers", type=int, default=1, help="digitrec server worker processes (default 1)")
+    ap.add_argument(
+        "--client",
+        choices=("python", "wrk"),
+        default="python",
+        help="load generator: Python threads that also check every answer (default), or wrk (apt-get install "
+        "wrk), which costs the shared cores far less and does not check answers",
+    )
     args = ap.parse_args()
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        ap.error("--client wrk needs wrk on the PATH (Debian: apt-get install wrk)")
+    load = drive_wrk if args.client == "wrk" else drive
     workers = ["--workers", str(args.workers)]
 
     from digitrec import synth
@@ -207,7 +269,10 @@ def main() -> int:
             _wait(f"http://127.0.0.1:{port}{'/healthz' if name == 'digitrec' else paths[name]}")
             url = f"http://127.0.0.1:{port}{paths[name]}"
             drive(url, images[:20], 2, 1.0)  # warm-up
-            results[name] = {c: drive(url, images, c, args.seconds) for c in args.concurrency}
+            results[name] = {c: load(url, images, c, args.seconds) for c in args.concurrency}
+            if name.startswith("ceiling"):
+                for r in results[name].values():
+                    r["right"] = None  # it answers no digit at all
         finally:
             proc.terminate()
             proc.wait(30)
@@ -215,10 +280,9 @@ def main() -> int:
     print(f"{'server':<36} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'right':>6}")
     for name, by_c in results.items():
         for c, r in by_c.items():
-            print(
-                f"{name:<36} {c:>4} {r['rps']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:>6} "
-                f"{r['right'] * 100:5.1f}%"
-            )
+            right = "-" if r["right"] is None else f"{r['right'] * 100:5.1f}%"
+            rps, p50, p99 = r["rps"], r["p50_ms"], r["p99_ms"]
+            print(f"{name:<36} {c:>4} {rps:8.1f} {p50:8.1f} {p99:8.1f} {r['errors']:>6} {right:>6}")
     ref, ours = results.get("reference (Flask + Keras predict)"), results.get("digitrec")
     if ref and ours:
         for c in args.concurrency:
