@@ -1,12 +1,13 @@
 """Soak the server: many clients for a while, good and bad images mixed; count, check, watch memory.
 
-    .venv/bin/python benchmarks/soak.py [--seconds 60] [--clients 32]
+    .venv/bin/python benchmarks/soak.py [--seconds 60] [--clients 32] [--workers 2]
 
 Starts `digitrec serve --no-ui` on a free loopback port and drives it with photos of MNIST test
 digits (which must come back 200 with the right digit) mixed with bad uploads (random bytes, text,
 truncated PNG, empty, a pixel bomb's header), which must come back 4xx. Reports requests served by
 status, 5xx count, answers that differ from the library's own for the same image, and the server's
-resident memory after warm-up and at the end.
+resident memory after warm-up and at the end (with `--workers N`, summed over the server's
+processes).
 The loop is bounded in time and stops by itself; it talks to 127.0.0.1 only.
 """
 
@@ -32,10 +33,14 @@ from serve import _free_port, _multipart, _wait, run_clients  # the serving benc
 
 
 def _rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` and its children (a server's worker processes), in MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += _rss_mb(int(child))
+    return total
 
 
 def _bad_uploads() -> list[bytes]:
@@ -57,6 +62,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--bad-every", type=int, default=4, help="every Nth request is a bad upload (default 4)")
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     args = ap.parse_args()
 
     from digitrec import synth
@@ -77,7 +83,7 @@ def main() -> int:
     port = _free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     command = [str(Path(sys.executable).parent / "digitrec"), "serve", "--no-ui", "--port", str(port)]
-    command += ["--max-concurrency", str(4 * args.clients)]
+    command += ["--max-concurrency", str(4 * args.clients), "--workers", str(args.workers)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     statuses: Counter[int] = Counter()
     wrong = bad_not_4xx = 0
