@@ -90,11 +90,14 @@ def main() -> int:
     lock = threading.Lock()
     try:
         _wait(f"http://127.0.0.1:{port}/healthz")
-        warm = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        for data, _ in good[:50]:
-            body, ctype = _multipart(data)
-            warm.request("POST", "/v1/predict", body, {"Content-Type": ctype})
-            warm.getresponse().read()
+        # Warm up every worker: connections spread over the workers (a socket each), so use many.
+        for k in range(8 * args.workers):
+            warm = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for data, _ in good[k : k + 10]:
+                body, ctype = _multipart(data)
+                warm.request("POST", "/v1/predict", body, {"Content-Type": ctype})
+                warm.getresponse().read()
+            warm.close()
         rss_start = _rss_mb(server.pid)
         stop = time.monotonic() + args.seconds
 
