@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from digitrec import synth
-from digitrec.images import MAX_PIXELS, ImageError, ink_image, load_image, to_mnist
+from digitrec.images import MAX_PIXELS, ImageError, digit_to_mnist, ink_image, load_image, to_mnist
 from tests.conftest import render_on_paper
 
 DATA = Path(__file__).parent / "data"  # small image files; see its README
@@ -50,6 +50,15 @@ def test_dark_ink_on_paper_becomes_a_centred_mnist_digit(mnist) -> None:
     assert abs(cy - 13.5) < 1 and abs(cx - 13.5) < 1
     ys, xs = np.nonzero(out > 40)
     assert max(np.ptp(ys), np.ptp(xs)) <= 21  # fitted into MNIST's 20x20 box
+
+
+def test_digit_to_mnist_takes_any_nonzero_mask(mnist) -> None:
+    # A library caller may pass a 0/255 uint8 mask instead of a bool one: the same field.
+    ii = ink_image(render_on_paper(mnist[1][0][1], size=200))
+    as_bool = digit_to_mnist(ii.ink, ii.mask)
+    np.testing.assert_array_equal(digit_to_mnist(ii.ink, ii.mask.astype(np.uint8) * 255), as_bool)
+    np.testing.assert_array_equal(to_mnist(render_on_paper(mnist[1][0][1], size=200)), as_bool)
+    assert as_bool.max() == 255
 
 
 def test_same_digit_same_field_whatever_the_polarity_and_lighting(mnist) -> None:

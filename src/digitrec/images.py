@@ -392,7 +392,7 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     target = MNIST_STROKE * side  # MNIST's stroke width at this digit's size
     pad = 2 + int(target)  # room for strokes to grow
     border = (pad, pad, pad, pad, cv2.BORDER_CONSTANT)  # cv2.copyMakeBorder: np.pad's result, 10x faster
-    crop_mask8 = cv2.copyMakeBorder(mask[y0:y1, x0:x1].astype(np.uint8), *border, value=0)
+    crop_mask8 = cv2.copyMakeBorder((mask[y0:y1, x0:x1] != 0).view(np.uint8), *border, value=0)  # 0 or 1
     crop_mask = crop_mask8.view(bool)
     # Keep the anti-aliased edge of each stroke: ink near the mask, nothing elsewhere.
     near = cv2.dilate(crop_mask8, np.ones((3, 3), np.uint8)).view(bool)
