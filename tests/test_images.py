@@ -138,6 +138,19 @@ def test_transparent_canvas_keeps_its_ink(color: tuple[int, int, int], mnist, re
     assert rec.predict(synth.as_canvas(x[7], rng)).digit == int(y[7])
 
 
+@pytest.mark.parametrize("width", [40, 70])
+def test_a_fat_stroke_on_a_transparent_canvas_stays_solid(width: int, rec) -> None:
+    # A "1" drawn with a brush wider than the background kernel (a fifth of the image): the morphology
+    # that takes lighting off photos took the middle of the stroke for background, leaving a ring that
+    # read as "0". A transparent background is flat: nothing to take off.
+    canvas = Image.new("RGBA", (220, 220), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).rounded_rectangle([110 - width // 2, 20, 110 + width // 2, 200], width // 2, (0, 0, 0, 255))
+    ii = ink_image(_encode(canvas, "PNG"))
+    middle = ii.mask[110, 110 - width // 2 + 3 : 110 + width // 2 - 3]
+    assert middle.all(), "the stroke was hollowed out"
+    assert rec.predict(_encode(canvas, "PNG")).digit == 1
+
+
 # --- hand-made cases -------------------------------------------------------------------------------
 
 

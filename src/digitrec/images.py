@@ -91,9 +91,10 @@ def _open(data: bytes, name: str) -> Any:
     return pil
 
 
-def _decode(pil: Any, name: str) -> np.ndarray:
+def _decode(pil: Any, name: str) -> tuple[np.ndarray, bool]:
     """PIL image -> gray (h, w) in [0, 255], transparency composited to keep the ink visible: uint8 for
-    8-bit images without transparency (most photos and scans), float32 otherwise."""
+    8-bit images without transparency (most photos and scans), float32 otherwise; and whether it was
+    composited (a transparent background is flat: no lighting to take off)."""
     from PIL import Image, ImageOps
 
     try:
@@ -116,14 +117,14 @@ def _decode(pil: Any, name: str) -> np.ndarray:
             a = a * (255.0 / 65535.0)
         elif pil.mode == "F" and top <= 1.0:  # floats in [0, 1]
             a = a * 255.0
-        return np.clip(a, 0, 255)
+        return np.clip(a, 0, 255), False
     has_alpha = pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info)
     if not has_alpha:
-        return np.asarray(pil if pil.mode == "L" else pil.convert("L"))
+        return np.asarray(pil if pil.mode == "L" else pil.convert("L")), False
     rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32)
     alpha = rgba[..., 3] / 255.0
     gray = rgba[..., :3] @ np.float32([0.299, 0.587, 0.114])
-    return gray if alpha.min() >= 0.99 else _composite(gray, alpha)
+    return (gray, False) if alpha.min() >= 0.99 else (_composite(gray, alpha), True)
 
 
 def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -144,11 +145,12 @@ def load_image(image: Any, name: str | None = None) -> np.ndarray:
     Arrays may be (h, w), (h, w, 1|3|4), uint8 in [0, 255] or float in [0, 1]. Every problem is an
     ImageError that names the input.
     """
-    return _gray(image, name).astype(np.float32, copy=False)
+    return _gray(image, name)[0].astype(np.float32, copy=False)
 
 
-def _gray(image: Any, name: str | None) -> np.ndarray:
-    """`load_image`, keeping 8-bit gray as uint8 (the ink map is faster on it)."""
+def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool]:
+    """`load_image`, keeping 8-bit gray as uint8 (the ink map is faster on it); and whether a
+    transparent background was composited (see `_decode`)."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):
@@ -174,7 +176,7 @@ def _gray(image: Any, name: str | None) -> np.ndarray:
     raise ImageError(f"cannot read an image from {type(image).__name__}: give a path, bytes, PIL image or array")
 
 
-def _array_gray(a: np.ndarray, name: str) -> np.ndarray:
+def _array_gray(a: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
     if a.dtype.kind not in "uifb":
         raise ImageError(f"{name}: arrays must hold numbers, got dtype {a.dtype}")
     if a.ndim == 3 and a.shape[-1] == 1:
@@ -184,7 +186,7 @@ def _array_gray(a: np.ndarray, name: str) -> np.ndarray:
     if a.shape[0] * a.shape[1] > MAX_PIXELS:
         raise ImageError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels is more than the limit of {MAX_PIXELS}")
     if a.dtype == np.uint8 and a.ndim == 2:
-        return a
+        return a, False
     was_float = a.dtype.kind == "f"
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
@@ -193,9 +195,11 @@ def _array_gray(a: np.ndarray, name: str) -> np.ndarray:
         a = a * 255.0  # float images in [0, 1]
     a = np.clip(a, 0, 255)
     if a.ndim == 2:
-        return a
+        return a, False
     gray = a[..., :3] @ np.float32([0.299, 0.587, 0.114])
-    return _composite(gray, a[..., 3] / 255.0) if a.shape[-1] == 4 else gray
+    if a.shape[-1] == 4 and a[..., 3].min() < 0.99 * 255:
+        return _composite(gray, a[..., 3] / 255.0), True
+    return gray, False
 
 
 # --- 2-3. ink --------------------------------------------------------------------------------------
@@ -278,7 +282,7 @@ def _percentile(a: np.ndarray, q: float) -> float:
     return float(part[k] + (pos - k) * (part[k1] - part[k]))
 
 
-def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
+def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, float]:
     """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour; the polarity;
     and the 99.9th percentile of the ink (the strongest ink, ignoring a few hot pixels).
 
@@ -297,10 +301,13 @@ def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     # (leaving the paper), an opening removes light ones (leaving the board).
     k = max(3, int(0.2 * min(h, w)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
-    if min(h, w) >= 24:
+    if min(h, w) >= 24 and not flat:
         op = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
         background = cv2.blur(cv2.morphologyEx(g, op, kernel), (k, k)).astype(np.float32)
-    else:  # tiny images (an MNIST-sized array): the background is the typical level
+    else:
+        # Tiny images (an MNIST-sized array), and a composited transparent background (a canvas
+        # drawing): the background is the typical level. The morphology would also take a brush
+        # stroke wider than its kernel for background and hollow it out (a fat "1" read as a "0").
         background = np.full(g.shape, median, np.float32)
     g = g.astype(np.float32, copy=False)
     if dark_ink:
@@ -320,8 +327,9 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
     """Decode ``image`` and locate its ink: the shared first half of `to_mnist` and `segment`."""
     import cv2
 
-    gray, scale = _resize_to_work(_gray(image, name))
-    ink, dark_ink, strongest = _ink_map(gray)
+    gray, composited = _gray(image, name)
+    gray, scale = _resize_to_work(gray)
+    ink, dark_ink, strongest = _ink_map(gray, flat=composited)
     threshold = max(MIN_CONTRAST, RELATIVE_INK * strongest)
     mask = ink >= threshold
     if strongest < MIN_CONTRAST or not mask.any():
