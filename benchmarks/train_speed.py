@@ -10,7 +10,7 @@ split) and is scored on the 10,000 test images after every epoch, for this repor
 test accuracy reaches it. digitrec's presets still select their model on validation.
 
 Recipes:
-- fast, quick, best: `digitrec train --preset NAME` (Keras, TensorFlow backend by default);
+- fast, balanced, quick, best: `digitrec train --preset NAME` (Keras, TensorFlow backend by default);
 - tutorial: the TensorFlow beginner CNN: Conv 32, Pool, Dense 128, Adam, batch 100, 5 epochs, x/255;
 - pytorch-examples: pytorch/examples mnist: Adadelta lr 1.0, StepLR gamma 0.7, batch 64, 14 epochs;
 - speed-record: the 1-epoch recipe: Conv(24, 5x5), Pool, ReLU, Conv(32, 3x3), Pool, ReLU, FC 800-256-10,
@@ -148,7 +148,7 @@ TORCH_CHILD = textwrap.dedent(
     """
 )
 
-OURS = ("fast", "quick", "best")
+OURS = ("fast", "balanced", "quick", "best")
 REFERENCES = ("tutorial", "pytorch-examples", "speed-record")
 
 
