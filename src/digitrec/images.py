@@ -335,7 +335,14 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
     if strongest < MIN_CONTRAST or not mask.any():
         empty = np.zeros(ink.shape, np.int32)
         return InkImage(ink, np.zeros_like(mask), empty, (), scale, dark_ink)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    # Components within the box that holds all the ink (on a photo often a tenth of the image, and
+    # the labelling costs per pixel): the same labels, in the same raster order, and the same stats
+    # once shifted back into the whole image.
+    y0, y1, x0, x1 = _bbox(mask)  # type: ignore[misc]  # the mask has ink
+    y0, x0 = y0 - y0 % 2, x0 - x0 % 2  # OpenCV labels 2x2 blocks: keep them aligned with the image's
+    n, sub, stats, _ = cv2.connectedComponentsWithStats(mask[y0:y1, x0:x1].astype(np.uint8), connectivity=8)
+    stats[:, cv2.CC_STAT_LEFT] += x0
+    stats[:, cv2.CC_STAT_TOP] += y0
     h, w = mask.shape
     areas = stats[1:, cv2.CC_STAT_AREA]
     biggest = int(areas.max())
@@ -348,15 +355,17 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
         spans_height = bh >= 0.98 * h and bw <= 0.05 * w and (x == 0 or x + bw == w)
         if spans_width or spans_height:
             continue  # a ruled line or a page edge, not a digit
-        box = (slice(y, y + bh), slice(x, x + bw))
-        mass = float(ink[box][labels[box] == i].sum(dtype=np.float64))  # its ink, within its box
+        box = (slice(y - y0, y - y0 + bh), slice(x - x0, x - x0 + bw))  # in the labelled crop
+        mass = float(ink[y0:y1, x0:x1][box][sub[box] == i].sum(dtype=np.float64))  # its ink, within its box
         keep.append(Component(x, y, bw, bh, mass, (i,)))
     keep.sort(key=lambda c: c.x)
     if len(keep) < n - 1:  # some were dropped: unlabel them
         relabel = np.zeros(n, np.int32)  # a lookup table: kept labels map to themselves, others to 0
         for c in keep:
             relabel[list(c.labels)] = c.labels
-        labels = np.take(relabel, labels)  # a third of the time of np.where(kept[labels], labels, 0)
+        sub = np.take(relabel, sub)  # a third of the time of np.where(kept[sub], sub, 0)
+    labels = np.zeros(mask.shape, np.int32)
+    labels[y0:y1, x0:x1] = sub
     return InkImage(ink, labels > 0, labels, tuple(keep), scale, dark_ink)
 
 
