@@ -223,3 +223,22 @@ def test_two_workers_answer_replace_a_dead_one_and_stop_on_sigterm(digitrec_home
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _failing_app() -> None:
+    """An app factory that fails, as a worker whose model vanished after the server checked it would."""
+    raise RuntimeError("no model here")
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_an_error() -> None:
+    import uvicorn
+
+    from digitrec.server import _Workers, listen_sockets
+
+    config = uvicorn.Config("tests.test_server_process:_failing_app", factory=True, log_level="critical")
+    workers = _Workers(config, listen_sockets("127.0.0.1", 0, 2))
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="failed to start"):
+        workers.run()
+    assert time.monotonic() - start < 60
+    assert all(not p.process.is_alive() for p in workers.processes)

@@ -269,6 +269,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve(args.host, args.port, args.model, config, workers=args.workers)
     except OSError as e:  # binding the workers' sockets (one worker: uvicorn reports it and exits)
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    except RuntimeError as e:  # a worker process could not start
+        raise CommandError(str(e)) from None
     return 0
 
 

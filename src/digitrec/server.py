@@ -463,6 +463,7 @@ class _Workers:
         self.config, self.sockets = config, sockets
         self.processes: list[Any] = []
         self.should_exit = threading.Event()
+        self.failed = False  # a worker could not start: `run` raises once the others have stopped
 
     def _start(self, k: int) -> Any:
         from uvicorn.supervisors.multiprocess import Process
@@ -482,22 +483,30 @@ class _Workers:
             signal.signal(sig, lambda *_: self.should_exit.set())
         self.processes = [self._start(k) for k in range(len(self.sockets))]
         log.info(f"Started parent process [{os.getpid()}] with {len(self.processes)} workers, one socket each")
+        ready = [False] * len(self.processes)  # has it served yet? (uvicorn's "started")
         while not self.should_exit.wait(0.5):
             for k, process in enumerate(self.processes):
                 if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                    ready[k] = ready[k] or process.is_ready(timeout=1)
                     continue
-                process.kill()  # dead or hung
+                exitcode = process.exitcode  # None: alive but hung
+                process.kill()
                 process.join()
-                if process.exitcode == STARTUP_FAILURE:  # the app cannot start: it would fail again
+                if exitcode == STARTUP_FAILURE or (exitcode is not None and exitcode > 0 and not ready[k]):
+                    # It exited with an error before serving (the app or its model cannot load):
+                    # another would too. (Killed by a signal, or hung, it is replaced.)
                     log.error(f"Worker [{process.pid}] failed to start; stopping")
+                    self.failed = True
                     self.should_exit.set()
                     break
                 log.info(f"Worker [{process.pid}] died; starting another")
-                self.processes[k] = self._start(k)
+                self.processes[k], ready[k] = self._start(k), False
         for process in self.processes:
             process.terminate()
         for process in self.processes:
             process.join()
+        if self.failed:
+            raise RuntimeError("a worker process failed to start (its error is in the log above)")
         for sock in self.sockets:
             sock.close()
 
