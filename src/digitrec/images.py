@@ -343,6 +343,7 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
     n, sub, stats, _ = cv2.connectedComponentsWithStats(mask[y0:y1, x0:x1].astype(np.uint8), connectivity=8)
     stats[:, cv2.CC_STAT_LEFT] += x0
     stats[:, cv2.CC_STAT_TOP] += y0
+    crop_ink = ink[y0:y1, x0:x1]  # the labelled crop's ink
     h, w = mask.shape
     areas = stats[1:, cv2.CC_STAT_AREA]
     biggest = int(areas.max())
@@ -356,7 +357,7 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
         if spans_width or spans_height:
             continue  # a ruled line or a page edge, not a digit
         box = (slice(y - y0, y - y0 + bh), slice(x - x0, x - x0 + bw))  # in the labelled crop
-        mass = float(ink[y0:y1, x0:x1][box][sub[box] == i].sum(dtype=np.float64))  # its ink, within its box
+        mass = float(crop_ink[box][sub[box] == i].sum(dtype=np.float64))  # its ink, within its box
         keep.append(Component(x, y, bw, bh, mass, (i,)))
     keep.sort(key=lambda c: c.x)
     if len(keep) < n - 1:  # some were dropped: unlabel them

@@ -456,8 +456,9 @@ def listen_sockets(host: str, port: int, n: int) -> list[Any]:
 
 class _Workers:
     """uvicorn's supervisor of worker processes (uvicorn.supervisors.Multiprocess), but each worker
-    listens on its own socket: start them, replace one that dies, and on SIGINT or SIGTERM pass SIGTERM
-    on to each (uvicorn drains the requests in flight) and wait for them."""
+    listens on its own socket: start them, replace one that dies or hangs, stop all of them if one
+    exits with an error before it has served (another would fail the same way), and on SIGINT or
+    SIGTERM pass SIGTERM on to each (uvicorn drains the requests in flight) and wait for them."""
 
     def __init__(self, config: Any, sockets: list[Any]) -> None:
         self.config, self.sockets = config, sockets
@@ -505,10 +506,10 @@ class _Workers:
             process.terminate()
         for process in self.processes:
             process.join()
-        if self.failed:
-            raise RuntimeError("a worker process failed to start (its error is in the log above)")
         for sock in self.sockets:
             sock.close()
+        if self.failed:
+            raise RuntimeError("a worker process failed to start (its error is in the log above)")
 
 
 @contextlib.contextmanager
