@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from digitrec import synth
@@ -113,7 +115,7 @@ def test_overload_gets_a_fast_503(rec) -> None:
         return rec.run(x)
 
     slow = Recognizer(slow_run, rec.metadata, rec.path, "test")
-    client = TestClient(create_app(slow, ServerConfig(max_concurrency=1, ui=False)))
+    client = TestClient(create_app(slow, ServerConfig(max_concurrency=1, ui=False, inline_pixels=0)))
     image = _png(render_on_paper(np.eye(28, dtype=np.uint8) * 255, 100))
     first: dict = {}
     t = threading.Thread(target=lambda: first.update(r=client.post("/v1/predict", files={"file": ("a.png", image)})))
@@ -206,7 +208,7 @@ def test_health_answers_while_every_request_thread_is_busy(rec, mnist, monkeypat
     monkeypatch.setattr(rec, "predict", slow_predict)
     (x, y) = mnist[1]
     photo = _png(render_on_paper(x[0]))
-    with TestClient(create_app(rec, ServerConfig(threads=1, ui=False))) as c:
+    with TestClient(create_app(rec, ServerConfig(threads=1, ui=False, inline_pixels=0))) as c:
         answers = {}
 
         def upload() -> None:
@@ -241,3 +243,102 @@ def test_uvicorn_runs_on_uvloop_and_httptools() -> None:
         assert isinstance(loop, uvloop.Loop)
     finally:
         loop.close()
+
+
+# --- the upload endpoints' own multipart parser ------------------------------------------------------
+
+
+def _encoded(files: list[tuple[str, str, bytes]], fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body as a client library (httpx) encodes it, and its content type."""
+    import httpx
+
+    request = httpx.Request("POST", "http://test/", files=[(n, (f, d)) for n, f, d in files], data=fields or {})
+    return request.read(), request.headers["content-type"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.binary(max_size=3000),
+    filename=st.from_regex(r"[A-Za-z0-9 ._-]{1,24}", fullmatch=True),
+    before=st.dictionaries(st.sampled_from(["a", "name", "x-y"]), st.text(max_size=20), max_size=3),
+    after=st.lists(st.binary(max_size=50), max_size=3),
+)
+def test_the_upload_parser_finds_the_file_as_clients_encode_it(data, filename, before, after) -> None:
+    from digitrec.server import parse_upload
+
+    others = [(f"other{i}", f"o{i}.bin", b) for i, b in enumerate(after)]
+    body, ctype = _encoded([("file", filename, data), *others], before)
+    assert parse_upload(body, ctype) == (filename, data)
+
+
+def test_the_upload_parser_refuses_what_is_malformed() -> None:
+    from digitrec.server import _Refused, parse_upload
+
+    content = b"\x89PNG\r\n--not-the-boundary\r\n"
+    body, ctype = _encoded([("file", "a.png", content)])
+    boundary = ctype.split("boundary=")[1].encode()
+    # A preamble before the first boundary and an epilogue after the last are ignored (RFC 2046).
+    assert parse_upload(b"preamble\r\n" + body + b"epilogue", ctype) == ("a.png", content)
+    cases = {
+        "no boundary": ((body, "multipart/form-data"), 400),
+        "cut short": ((body[: len(body) // 2], ctype), 400),
+        "a garbled boundary line": ((body.replace(boundary + b"\r\n", boundary + b"junk\r\n", 1), ctype), 400),
+        "not multipart": ((body, "application/octet-stream"), 415),
+        "no parts": ((b"", ctype), 422),
+        "a text field named file": (_encoded([("other", "o.bin", b"1")], {"file": "x"}), 422),
+        "two files": (_encoded([("file", "a.png", b"1"), ("file", "b.png", b"2")]), 400),
+        "too many parts": (_encoded([(f"f{i}", "x", b"x") for i in range(20)]), 400),
+    }
+    for what, ((b, t), status) in cases.items():
+        with pytest.raises(_Refused) as e:
+            parse_upload(b, t)
+        assert e.value.status == status, what
+        assert e.value.error, what
+
+
+def test_the_api_answers_malformed_uploads_with_json_errors(client: TestClient) -> None:
+    body, ctype = _encoded([("file", "a.png", b"x")])
+    r = client.post("/v1/predict", content=body[: len(body) // 2], headers={"content-type": ctype})
+    assert r.status_code == 400 and "multipart" in r.json()["error"]
+    r = client.post("/v1/read", content=body, headers={"content-type": "multipart/form-data"})
+    assert r.status_code == 400 and "boundary" in r.json()["error"]
+    body, ctype = _encoded([("file", "a.png", b"1"), ("file", "b.png", b"2")])
+    r = client.post("/v1/predict", content=body, headers={"content-type": ctype})
+    assert r.status_code == 400 and "more than one file" in r.json()["error"]
+    # An empty file name (some clients send filename=""): answered as "upload".
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename=""\r\n\r\n'
+    body += _png(np.zeros((30, 30), np.uint8)) + b"\r\n--b--\r\n"
+    r = client.post("/v1/predict", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 200 and r.json()["file"] == "upload" and r.json()["digit"] is None
+
+
+def test_small_images_are_read_in_the_event_loop_and_large_ones_on_threads(rec, mnist, monkeypatch) -> None:
+    """A small image's prediction is a few ms: it runs in the event loop, which saves the hop to a
+    thread and back (measured faster); a large one, and every reading of a number, runs on a thread so
+    that the loop goes on answering meanwhile."""
+    import asyncio
+
+    seen: list[tuple[str, bool]] = []
+
+    def in_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+            return True
+        except RuntimeError:
+            return False
+
+    real_predict, real_read = rec.predict, rec.read
+    monkeypatch.setattr(
+        rec, "predict", lambda image, name=None: seen.append(("predict", in_loop())) or real_predict(image, name)
+    )
+    monkeypatch.setattr(
+        rec, "read", lambda image, name=None: seen.append(("read", in_loop())) or real_read(image, name)
+    )
+    (x, y) = mnist[1]
+    small, large = _png(render_on_paper(x[0], 200)), _png(render_on_paper(x[0], 600))
+    with TestClient(create_app(rec, ServerConfig(ui=False))) as c:  # default: inline up to 512x512 pixels
+        for image in (small, large):
+            r = c.post("/v1/predict", files={"file": ("a.png", image)})
+            assert r.status_code == 200 and r.json()["digit"] == int(y[0])
+        assert c.post("/v1/read", files={"file": ("a.png", small)}).json()["text"] == str(y[0])
+    assert seen == [("predict", True), ("predict", False), ("read", False)]

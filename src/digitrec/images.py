@@ -40,6 +40,7 @@ __all__ = [
     "ink_image",
     "load_image",
     "merge_components",
+    "open_image",
     "segment",
     "to_mnist",
 ]
@@ -63,7 +64,9 @@ class ImageError(Exception):
 # --- 1. decoding ---------------------------------------------------------------------------------
 
 
-def _open(data: bytes, name: str) -> Any:
+def open_image(data: bytes, name: str) -> Any:
+    """Encoded image bytes -> a PIL image, its header read and checked (format, size, pixel cap) but its
+    pixels not yet decoded: cheap, and every problem so far an ImageError naming ``name``."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -167,7 +170,7 @@ def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool]:
             raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
     name = name or "image"
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return _decode(_open(bytes(image), name), name)
+        return _decode(open_image(bytes(image), name), name)
     if isinstance(image, Image.Image):
         w, h = image.size
         if w * h > MAX_PIXELS:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -26,12 +28,11 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from . import __version__
-from .images import MAX_BYTES, ImageError
+from .images import MAX_BYTES, ImageError, open_image
 from .recognizer import Recognizer, load_recognizer
 
 __all__ = ["ServerConfig", "create_app", "listen_sockets", "serve"]
@@ -107,6 +108,10 @@ class ServerConfig:
     # More threads than cores only fight over the cores and the GIL: on 2 cores, 2 threads served 230
     # requests/s at concurrency 8 and Starlette's default of 40 threads 187 (benchmarks/serve.py).
     threads: int = 0
+    # Predictions of images up to this many pixels (a canvas drawing, a cropped photo: a few ms of
+    # work) run in the event loop: the hop to a thread and back, and the threads' contention for the
+    # GIL, cost more than that work's wait; 0 sends every request to a thread.
+    inline_pixels: int = 512 * 512
 
 
 def _status_for(error: ImageError) -> int:
@@ -118,6 +123,127 @@ def _status_for(error: ImageError) -> int:
     return 422
 
 
+class _Refused(Exception):
+    """A request the upload endpoints answer with an error: its status and message."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+MAX_PARTS = 16  # parts of a multipart upload; more is a bad request
+
+
+def _decode_name(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def parse_upload(body: bytes, content_type: str, field: str = "file") -> tuple[str, bytes]:
+    """A whole multipart/form-data request body -> (file name, contents) of the file in ``field``.
+
+    Every problem is a _Refused with its status: 415 not multipart, 400 malformed, 422 no such file.
+    The body is already in memory (its size capped): one pass of ``bytes.find``, no temporary files.
+    """
+    from python_multipart.multipart import parse_options_header
+
+    kind, params = parse_options_header(content_type)
+    if kind != b"multipart/form-data":
+        raise _Refused(415, f"send the image as multipart/form-data with a field '{field}', not {content_type}")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise _Refused(400, "bad multipart/form-data: no boundary")
+    delimiter = b"--" + boundary
+    pos = body.find(delimiter)  # anything before it is a preamble, to be ignored
+    found: tuple[str, bytes] | None = None
+    parts = 0
+    while pos >= 0:
+        pos += len(delimiter)
+        if body.startswith(b"--", pos):
+            break  # the closing delimiter
+        eol = body.find(b"\r\n", pos)  # the rest of the delimiter's line (transport padding)
+        if eol < 0 or body[pos:eol].strip(b" \t"):
+            raise _Refused(400, "bad multipart/form-data: a boundary line is malformed")
+        parts += 1
+        if parts > MAX_PARTS:
+            raise _Refused(400, f"bad multipart/form-data: more than {MAX_PARTS} parts")
+        head_start = eol + 2
+        head_end = head_start if body.startswith(b"\r\n", head_start) else body.find(b"\r\n\r\n", head_start)
+        end = body.find(b"\r\n" + delimiter, head_end) if head_end >= 0 else -1
+        if end < 0:
+            raise _Refused(400, "bad multipart/form-data: the body ends inside a part")
+        name = filename = None
+        for line in body[head_start:head_end].split(b"\r\n"):
+            key, colon, value = line.partition(b":")
+            if colon and key.strip().lower() == b"content-disposition":
+                _, options = parse_options_header(value)
+                name, filename = options.get(b"name"), options.get(b"filename")
+        if name is not None and _decode_name(name) == field and filename is not None:
+            if found is not None:
+                raise _Refused(400, f"bad multipart/form-data: more than one file in '{field}'")
+            data_start = head_end + (2 if head_end == head_start else 4)
+            found = (_decode_name(filename) or "upload", body[data_start:end])
+        pos = end + 2
+    if found is None:
+        raise _Refused(422, f"invalid request: missing or bad field {field}")
+    return found
+
+
+class _Uploads:
+    """The two upload endpoints' work, from a whole request body to the status and JSON of the answer.
+
+    The server calls it as plain ASGI from `_Limits` (FastAPI's routing, dependency solving and form
+    parsing cost about a tenth of a request's CPU time); the FastAPI routes, which document the
+    endpoints in OpenAPI, call it too.
+    """
+
+    def __init__(self, rec: Recognizer, config: ServerConfig) -> None:
+        self.config = config
+        # path -> (the recognizer's method, whether a small image may be read in the event loop)
+        self.actions: dict[str, tuple[Any, bool]] = {"/v1/predict": (rec.predict, True), "/v1/read": (rec.read, False)}
+
+    async def answer(self, path: str, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        action, may_inline = self.actions[path]
+        limit = self.config.max_upload_bytes
+        try:
+            name, data = parse_upload(body, content_type)
+            if len(data) > limit:
+                return 413, {"error": f"{name}: file over {limit} bytes"}
+            image = open_image(data, name)  # the header only: not an image, or too many pixels, at once
+            if may_inline and image.width * image.height <= self.config.inline_pixels:
+                result = action(image, name)
+            else:
+                result = await anyio.to_thread.run_sync(action, image, name)
+        except _Refused as e:
+            return e.status, {"error": e.error}
+        except ImageError as e:
+            return _status_for(e), {"error": str(e)}
+        return 200, {"file": name, **result.to_dict()}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        try:
+            status, payload = await self.answer(scope["path"], content_type, b"".join(chunks))
+        except Exception as e:  # a bug of ours: a JSON 500 like FastAPI's handler below, the traceback logged
+            logging.getLogger("uvicorn.error").exception("error answering %s", scope["path"])
+            status, payload = 500, {"error": f"internal error ({type(e).__name__}); please report it"}
+        body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 class _BodyCut(Exception):
     """The request body was too large or too slow; the middleware answers 413 or 408."""
 
@@ -127,9 +253,10 @@ class _Limits:
     (503), all answered at once. Plain ASGI: the 415 check used to be a Starlette ``@app.middleware("http")``,
     which cost about 0.6 ms a request (benchmarks/serve.py at concurrency 1: 185.6 -> 207.6 requests/s)."""
 
-    def __init__(self, app: Any, config: ServerConfig) -> None:
+    def __init__(self, app: Any, config: ServerConfig, uploads: _Uploads | None = None) -> None:
         self.app = app
         self.config = config
+        self.uploads = uploads
         self.in_flight = 0
         self.lock = threading.Lock()
 
@@ -138,7 +265,8 @@ class _Limits:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS:
+        upload = scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
+        if upload:
             ctype = headers.get(b"content-type", b"").decode("latin-1")
             if not ctype.startswith("multipart/form-data"):
                 error = f"send the image as multipart/form-data with a field 'file', not {ctype or 'no type'}"
@@ -170,7 +298,8 @@ class _Limits:
         async def limited_receive() -> dict:
             nonlocal received, cut
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+                async with asyncio.timeout_at(deadline):  # wait_for made a task for every message
+                    message = await receive()
             except TimeoutError:
                 cut = "slow"
                 raise _BodyCut from None
@@ -191,7 +320,8 @@ class _Limits:
 
         try:
             try:
-                await self.app(scope, limited_receive, tracking_send)
+                handler = self.uploads if upload and self.uploads is not None else self.app
+                await handler(scope, limited_receive, tracking_send)
             except _BodyCut:
                 pass
             if cut is not None and not started:
@@ -246,23 +376,15 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
         # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
         return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
-    async def answer(request: Request, action: Any) -> JSONResponse:
-        # The upload is parsed by Starlette in the event loop and the image is read on a request thread.
-        # (A sync endpoint with an UploadFile parameter cost about 0.3 ms more a request: FastAPI's
-        # dependency solving and an extra thread hop; benchmarks/serve.py.)
-        async with request.form(max_files=1, max_fields=16) as form:
-            file = form.get("file")
-            if not isinstance(file, StarletteUploadFile):
-                return JSONResponse({"error": "invalid request: missing or bad field file"}, 422)
-            name = file.filename or "upload"
-            data = await file.read(config.max_upload_bytes + 1)
-        if len(data) > config.max_upload_bytes:
-            return JSONResponse({"error": f"{name}: file over {config.max_upload_bytes} bytes"}, 413)
-        try:
-            result = await anyio.to_thread.run_sync(action, data, name)
-        except ImageError as e:
-            return JSONResponse({"error": str(e)}, _status_for(e))
-        return JSONResponse({"file": name, **result.to_dict()})
+    uploads = _Uploads(rec, config)
+
+    async def answer(request: Request) -> JSONResponse:
+        # Served by `_Limits` through `uploads` directly; this route is reached only when the FastAPI
+        # app is used on its own (``create_app(...).app``).
+        status, payload = await uploads.answer(
+            request.url.path, request.headers.get("content-type", ""), await request.body()
+        )
+        return JSONResponse(payload, status)
 
     @app.post(
         "/v1/predict",
@@ -272,7 +394,7 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
         openapi_extra=UPLOAD_BODY,
     )
     async def predict(request: Request) -> Any:
-        return await answer(request, rec.predict)
+        return await answer(request)
 
     @app.post(
         "/v1/read",
@@ -282,7 +404,7 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
         openapi_extra=UPLOAD_BODY,
     )
     async def read(request: Request) -> Any:
-        return await answer(request, rec.read)
+        return await answer(request)
 
     # The probes and the model card are async: they answer from the event loop at once, even when every
     # request thread is busy reading images.
@@ -313,7 +435,7 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
             allowed_paths=[],
             footer_links=["api"],
         )
-    return _Limits(app, config)
+    return _Limits(app, config, uploads)
 
 
 def _model_info(rec: Recognizer) -> dict[str, Any]:
@@ -336,9 +458,12 @@ def _bound_heap() -> None:
     """Keep a long-running server's memory flat (glibc only; elsewhere nothing to do).
 
     Every request allocates image buffers of varying size, from 40 kB to tens of MB. glibc serves
-    large ones from the heap once its adaptive mmap threshold has grown, and the heap then fragments:
-    resident memory crept up by ~49 MB in a 60 s soak. A fixed threshold sends every buffer over
-    128 kB to mmap, returned to the system when freed; two arenas stop each thread from growing its own.
+    large ones from the heap once its adaptive mmap threshold has grown (up to 32 MB), and the heap then
+    fragments: resident memory crept up by ~49 MB in a 60 s soak. A fixed threshold of 4 MB sends the
+    big buffers (a large photo's pixels) to mmap, returned to the system when freed, and keeps the
+    working images of at most 640x640 (1.6 MB as float32) on the heap, reused without page faults: a
+    threshold of 128 kB kept memory as flat but made `serve --workers 2` 7-9% slower (three A/B runs,
+    `wrk -t1 -c8`). Two arenas stop each thread from growing its own.
     """
     import ctypes
     import ctypes.util
@@ -350,7 +475,7 @@ def _bound_heap() -> None:
     except (OSError, AttributeError):
         return
     m_mmap_threshold, m_arena_max = -3, -8  # from glibc's malloc.h
-    mallopt(m_mmap_threshold, 128 * 1024)
+    mallopt(m_mmap_threshold, 4 * 1024 * 1024)
     mallopt(m_arena_max, 2)
 
 
@@ -474,7 +599,6 @@ class _Workers:
         return process
 
     def run(self) -> None:
-        import logging
         import signal
 
         from uvicorn.config import STARTUP_FAILURE
