@@ -490,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=0,
-        help="requests processed at once per worker, on threads (default 0: one per core; more only contend)",
+        help="threads per worker for large images and /v1/read (default 0: one per core; more only contend); "
+        "predictions of images up to 512x512 px run in the event loop",
     )
     p.add_argument("--no-ui", action="store_true", help="serve the API only")
     p.set_defaults(func=cmd_serve)
