@@ -495,3 +495,44 @@ def test_training_letters_never_use_the_benchmarks_fonts() -> None:
     assert len(train_fonts) >= 8
     assert not train_fonts & held_out
     assert not any(name.startswith("STIX") for name in train_fonts)
+
+
+def test_ema_saves_the_weights_it_validated_and_resumes_from_the_trained_ones(tmp_path: Path) -> None:
+    """With ``ema`` the model saved (and scored on validation) is the moving average of the weights;
+    training itself goes on with the trained weights, also after a resume."""
+    import keras
+
+    from digitrec.data import load_dataset
+    from digitrec.models import load_model
+
+    class StopAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.model.stop_training = True
+
+    class FirstBatchWeights(keras.callbacks.Callback):
+        weights: list[np.ndarray] | None = None
+
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            if self.weights is None:
+                self.weights = [np.array(v) for v in self.model.trainable_weights]
+
+    ds = load_dataset("mnist")
+    out = tmp_path / "ema"
+    # A slow average over 30 steps is far from the trained weights: a mix-up of the two would show.
+    kw = dict(model="seed-cnn", epochs=2, limit=3000, validation=1000, precision="float32", verbose=0, data=ds)
+    first = train(**kw, ema=0.99, out=out, callbacks=[StopAfterOneEpoch()])
+    assert len(first.history["val_accuracy"]) == 1
+    # The model saved is the one validation scored: the same accuracy, recomputed from the file.
+    assert first.metrics["validation"]["accuracy"] == pytest.approx(first.history["val_accuracy"][0], abs=1e-6)
+    checkpoint, _ = load_model(out / "checkpoint.keras", compile=True)
+    averaged = [np.array(v) for v in checkpoint.trainable_weights]
+    trained = [np.array(v) for v in checkpoint.optimizer._model_variables_moving_average]
+    assert max(float(np.abs(a - t).max()) for a, t in zip(averaged, trained, strict=True)) > 1e-3
+
+    probe = FirstBatchWeights()
+    second = train(out=out, resume=True, verbose=0, data=ds, callbacks=[probe])
+    assert len(second.history["val_accuracy"]) == 2
+    assert probe.weights is not None
+    for w, t in zip(probe.weights, trained, strict=True):
+        np.testing.assert_array_equal(w, t)  # the second epoch starts from the trained weights
+    assert second.metrics["validation"]["accuracy"] == pytest.approx(max(second.history["val_accuracy"]), abs=1e-6)

@@ -368,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--class-weight", action="append", metavar="CLASS=W", help="loss weight for a class, e.g. 9=2 (repeatable)"
     )
     p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
+    p.add_argument(
+        "--ema", type=float, help="moving average of the weights, decay per step, e.g. 0.999 (default 0: none)"
+    )
     p.add_argument("--validation", type=int, help=f"hold out the last N training images (default {DEFAULT_VALIDATION})")
     p.add_argument("--patience", type=int, help="early stopping: epochs without improvement on validation")
     p.add_argument("--precision", choices=PRECISIONS, help="float32, bf16, or auto: the faster here (default)")
