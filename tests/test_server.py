@@ -103,7 +103,8 @@ def test_request_errors(client: TestClient) -> None:
 
 
 def test_overload_gets_a_fast_503(rec) -> None:
-    """Past the concurrency limit a request is refused at once, not queued."""
+    """Past the concurrency limit a request is refused at once, not queued (the first request is held on
+    a request thread, as a large image is; a small one would hold the event loop for its few ms)."""
     from digitrec.recognizer import Recognizer
 
     release = threading.Event()
@@ -195,7 +196,8 @@ def test_requests_run_on_as_many_threads_as_configured(rec, ui: bool) -> None:
 
 
 def test_health_answers_while_every_request_thread_is_busy(rec, mnist, monkeypatch) -> None:
-    # One request thread, held by a slow upload's inference: the probes must not queue behind it.
+    # One request thread, held by a slow upload's inference: the probes must not queue behind it. (With
+    # inline_pixels=0 every image goes to the threads, as a large one does by default.)
     release, started, done = threading.Event(), threading.Event(), threading.Event()
     real_predict = rec.predict
 
