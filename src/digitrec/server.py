@@ -20,22 +20,26 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from uvicorn.supervisors.multiprocess import Process
 
 from . import __version__
 from .images import MAX_BYTES, ImageError, open_image
 from .recognizer import Recognizer, load_recognizer
 
-__all__ = ["ServerConfig", "create_app", "listen_sockets", "serve"]
+__all__ = ["ServerConfig", "create_app", "listen_socket", "serve"]
 
 IMAGE_FIELD = "an image: PNG, JPEG, BMP, GIF, TIFF or WebP"
 # The request body of the upload endpoints, as OpenAPI documents it (the endpoints parse it themselves).
@@ -506,13 +510,13 @@ def serve(
     """Load the model (failing now if it is broken), then serve until Ctrl-C or SIGTERM, draining requests.
 
     ``workers`` > 1 runs that many processes (each loads the model; the concurrency limit is per process),
-    each listening on its own socket on the port (see `listen_sockets`), for the API only: the web UI
-    keeps its sessions in its process, and a browser's requests would land on different workers.
+    each serving the connections that this process accepts and deals in turn (see `_Workers`), for the
+    API only: the web UI keeps its sessions in its process, and a browser's requests would land on
+    different workers.
     """
     if workers > 1 and (config is None or config.ui):
         raise ValueError("the web UI keeps its sessions in one process: serve it with one worker, or use --no-ui")
     import cv2
-    import uvicorn
 
     # Requests already run in parallel on the server's threads: per-request thread pools in ONNX Runtime
     # and OpenCV would only oversubscribe the cores (measured slower in benchmarks/serve.py).
@@ -535,68 +539,152 @@ def serve(
             DIGITREC_UI="1" if config.ui else "0",
             DIGITREC_SERVER_THREADS=str(config.threads),
         )
-        sockets = listen_sockets(host, port, workers)  # a port in use fails here, before any worker starts
+        listener = listen_socket(host, port)  # a port in use fails here, before any worker starts
         uv_config = uvicorn.Config(
             "digitrec.server:app_from_environment",
             factory=True,
             log_level=log_level,
             timeout_graceful_shutdown=10,
         )
-        _Workers(uv_config, sockets).run()
+        _Workers(uv_config, listener, workers).run()
 
 
-def listen_sockets(host: str, port: int, n: int) -> list[Any]:
-    """``n`` listening sockets on one address (SO_REUSEPORT), one for each worker process.
-
-    uvicorn's own workers share one socket, and whichever wakes first accepts every connection
-    waiting: with a few long-lived (keep-alive) connections, one worker often got them all and the
-    other cores idled (`wrk -c8` against two workers: 330-350 or 690-715 requests/s, from one run to
-    the next). With a socket each, the kernel spreads new connections over the workers by a hash of
-    their addresses (the same test: 745-790 requests/s in 8 runs out of 8).
-    """
-    import socket
-
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket on ``host:port`` (port 0: a free one); a port in use is an error."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # SO_REUSEPORT would also let us join another server's group on this port: bind a plain socket
-    # first, so that a port in use is an error, as it is with one worker (port 0: pick a free one).
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-        port = probe.getsockname()[1]
-    sockets: list[Any] = []
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        for _ in range(n):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
     except OSError:
-        for sock in sockets:
-            sock.close()
+        sock.close()
         raise
-    return sockets
+    return sock
+
+
+class _HandedServer(uvicorn.Server):
+    """A uvicorn server with no listening socket of its own: it serves the connections that the
+    supervisor accepts and hands it, as file descriptors over ``channel`` (a Unix socket)."""
+
+    def __init__(self, config: uvicorn.Config, channel: socket.socket) -> None:
+        super().__init__(config)
+        self.channel = channel
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            # What uvicorn's own startup makes for each connection of a listening socket.
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        self.channel.setblocking(False)
+        loop.add_reader(self.channel.fileno(), self._take, loop, create_protocol)
+
+    def _take(self, loop: asyncio.AbstractEventLoop, create_protocol: Any) -> None:
+        try:
+            _, fds, _, _ = socket.recv_fds(self.channel, 1, 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            fds = None
+        if not fds:  # the supervisor is gone: finish what is in flight and exit
+            loop.remove_reader(self.channel.fileno())
+            self.should_exit = True
+            return
+        for fd in fds:
+            loop.create_task(self._serve_connection(loop, create_protocol, socket.socket(fileno=fd)))
+
+    @staticmethod
+    async def _serve_connection(loop: asyncio.AbstractEventLoop, create_protocol: Any, conn: socket.socket) -> None:
+        try:
+            await loop.connect_accepted_socket(create_protocol, conn)
+        except OSError:  # the client left before it could be served
+            conn.close()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            asyncio.get_running_loop().remove_reader(self.channel.fileno())  # take no new connections
+        await super().shutdown(sockets=sockets)
+
+
+class _WorkerProcess(Process):
+    """uvicorn's worker process (pinged by the supervisor), running a `_HandedServer` on the channel
+    given as its one "socket"."""
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover (in the child)
+        threading.Thread(target=self.always_pong, daemon=True).start()
+        assert sockets
+        self._server = _HandedServer(self.config, sockets[0])
+        self._server.run()
 
 
 class _Workers:
-    """uvicorn's supervisor of worker processes (uvicorn.supervisors.Multiprocess), but each worker
-    listens on its own socket: start them, replace one that dies or hangs, stop all of them if one
-    exits with an error before it has served (another would fail the same way), and on SIGINT or
-    SIGTERM pass SIGTERM on to each (uvicorn drains the requests in flight) and wait for them."""
+    """The supervisor of ``n`` worker processes (uvicorn's own, `uvicorn.supervisors.Multiprocess`,
+    but dealing the connections itself): it accepts every connection on the one listening socket and
+    hands each to the next worker in turn, over a Unix socket, so that a few long-lived (keep-alive)
+    connections spread evenly. It replaces a worker that dies or hangs (a connection it could not
+    take goes to the next), stops all of them if one exits with an error before it has served
+    (another would fail the same way; `run` then raises once they have stopped), and on SIGINT or
+    SIGTERM stops accepting and passes SIGTERM on to each (uvicorn drains the requests in flight).
 
-    def __init__(self, config: Any, sockets: list[Any]) -> None:
-        self.config, self.sockets = config, sockets
+    uvicorn's workers share the listening socket, and whichever wakes first accepts every connection
+    waiting: `wrk -c8` against two workers gave 330-350 requests/s (all on one worker) or 690-715
+    from one run to the next. A socket each (SO_REUSEPORT; the kernel picks one by a hash of the
+    client's address and port) gave 745-790, but the hash put 5, 6, 7 or all 8 of the connections on
+    one worker in about 3 runs in 4, and the p99 latency followed (15-33 ms).
+    """
+
+    def __init__(self, config: uvicorn.Config, listener: socket.socket, n: int) -> None:
+        self.config, self.listener, self.n = config, listener, n
         self.processes: list[Any] = []
+        self.channels: list[socket.socket] = []  # the supervisor's end of each worker's channel
+        self.lock = threading.Lock()  # held to hand a connection over, and to replace a channel
         self.should_exit = threading.Event()
         self.failed = False  # a worker could not start: `run` raises once the others have stopped
 
     def _start(self, k: int) -> Any:
-        from uvicorn.supervisors.multiprocess import Process
-
-        process = Process(self.config, [self.sockets[k]])
-        process.start()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)  # a hung worker's full channel must not stall the others' connections
+        process = _WorkerProcess(self.config, [theirs])
+        process.start()  # the child gets its own copy of `theirs` (multiprocessing shares it)
+        theirs.close()
+        with self.lock:
+            if k < len(self.channels):
+                self.channels[k].close()
+                self.channels[k] = ours
+            else:
+                self.channels.append(ours)
         return process
+
+    def _deal(self) -> None:
+        """Accept connections and hand each to the next worker in turn, until told to stop."""
+        log = logging.getLogger("uvicorn.error")
+        self.listener.settimeout(0.25)  # wake up now and then to see whether to stop
+        turn = 0
+        while not self.should_exit.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as e:  # out of file descriptors, say: wait for some to be freed
+                log.warning(f"accept failed: {e}")
+                time.sleep(0.1)
+                continue
+            with conn, self.lock:
+                for _ in range(self.n):
+                    channel = self.channels[turn % self.n]
+                    turn += 1
+                    try:
+                        socket.send_fds(channel, [b"c"], [conn.fileno()])
+                        break
+                    except OSError:  # a dead or stuck worker: the next one takes it
+                        continue
+                else:
+                    log.warning("no worker could take a connection; closed it")
 
     def run(self) -> None:
         import signal
@@ -606,9 +694,12 @@ class _Workers:
         log = logging.getLogger("uvicorn.error")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.should_exit.set())
-        self.processes = [self._start(k) for k in range(len(self.sockets))]
-        log.info(f"Started parent process [{os.getpid()}] with {len(self.processes)} workers, one socket each")
-        ready = [False] * len(self.processes)  # has it served yet? (uvicorn's "started")
+        self.processes = [self._start(k) for k in range(self.n)]
+        dealer = threading.Thread(target=self._deal, name="digitrec-accept", daemon=True)
+        dealer.start()
+        host, port = self.listener.getsockname()[:2]
+        log.info(f"Started parent process [{os.getpid()}] with {self.n} workers on http://{host}:{port}")
+        ready = [False] * self.n  # has it served yet? (uvicorn's "started")
         while not self.should_exit.wait(0.5):
             for k, process in enumerate(self.processes):
                 if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
@@ -626,12 +717,14 @@ class _Workers:
                     break
                 log.info(f"Worker [{process.pid}] died; starting another")
                 self.processes[k], ready[k] = self._start(k), False
+        dealer.join()
+        self.listener.close()  # new connections are refused from here on
         for process in self.processes:
             process.terminate()
         for process in self.processes:
             process.join()
-        for sock in self.sockets:
-            sock.close()
+        for channel in self.channels:
+            channel.close()
         if self.failed:
             raise RuntimeError("a worker process failed to start (its error is in the log above)")
 
