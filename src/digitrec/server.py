@@ -570,6 +570,7 @@ class _HandedServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, channel: socket.socket) -> None:
         super().__init__(config)
         self.channel = channel
+        self.handing: set[asyncio.Task] = set()  # connections being set up (the loop keeps weak references)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])
@@ -596,7 +597,9 @@ class _HandedServer(uvicorn.Server):
             self.should_exit = True
             return
         for fd in fds:
-            loop.create_task(self._serve_connection(loop, create_protocol, socket.socket(fileno=fd)))
+            task = loop.create_task(self._serve_connection(loop, create_protocol, socket.socket(fileno=fd)))
+            self.handing.add(task)
+            task.add_done_callback(self.handing.discard)
 
     @staticmethod
     async def _serve_connection(loop: asyncio.AbstractEventLoop, create_protocol: Any, conn: socket.socket) -> None:
@@ -616,8 +619,9 @@ class _WorkerProcess(Process):
     given as its one "socket"."""
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover (in the child)
+        if not sockets:
+            raise RuntimeError("a worker needs the channel its connections come on")
         threading.Thread(target=self.always_pong, daemon=True).start()
-        assert sockets
         self._server = _HandedServer(self.config, sockets[0])
         self._server.run()
 
