@@ -6,8 +6,9 @@ The servers run on this machine, on loopback only, one at a time:
 - digitrec: `digitrec serve --no-ui` (FastAPI on uvicorn, ONNX Runtime, the real-image path);
 - reference: the tutorials' design, a Flask route that resizes the upload to 28x28 and calls Keras
   `model.predict` for every request (Flask's threaded development server, as the tutorials run it);
-- ceiling: FastAPI on uvicorn receiving the same upload and answering without any work: a bound on
-  what any server on this stack can serve here, with the load generator on the same cores.
+- ceiling: FastAPI on uvicorn receiving the same upload as an `UploadFile` and answering without any
+  work: what a standard FastAPI upload endpoint can serve here at best, with the load generator on
+  the same cores (digitrec's upload endpoints parse the upload themselves, outside that path).
 Clients post photos of MNIST test digits for a fixed time at each concurrency and report requests
 per second, p50 and p99 latency, errors, and (for information) how many answers were right. The
 clients are Python threads (default), or wrk with `--client wrk`: Python clients on the same two
@@ -57,9 +58,9 @@ REFERENCE = textwrap.dedent(
     """
 )
 
-# The ceiling: the same stack (FastAPI on uvicorn, a multipart upload parsed into UploadFile, a JSON
-# answer) doing no work at all. What it serves bounds what any server on this stack can serve here,
-# with the load generator on the same cores.
+# The ceiling: a standard FastAPI upload endpoint (uvicorn, a multipart upload parsed into UploadFile,
+# a JSON answer) doing no work at all: what such an endpoint can serve here at best, with the load
+# generator on the same cores.
 CEILING = textwrap.dedent(
     """
     import sys
