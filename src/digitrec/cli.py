@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="worker processes, each with the model and its own socket on the port (default 1; more than 1 "
+        help="worker processes, each with the model, taking the connections in turn (default 1; more than 1 "
         "needs --no-ui); one per core serves the most: 2 on 2 cores served ~2x at concurrency 8 (benchmarks/serve.py)",
     )
     p.add_argument(
