@@ -90,7 +90,7 @@ def main() -> int:
     lock = threading.Lock()
     try:
         _wait(f"http://127.0.0.1:{port}/healthz")
-        # Warm up every worker: connections spread over the workers (a socket each), so use many.
+        # Warm up every worker: the server deals connections to its workers in turn, so use several.
         for k in range(8 * args.workers):
             warm = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             for data, _ in good[k : k + 10]:

@@ -302,9 +302,9 @@ def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, fl
     dark_ink = (median - lo) >= (hi - median)  # ink is the minority far from the typical (paper) level
     # Background by morphology with a kernel wider than any stroke: a closing removes dark strokes
     # (leaving the paper), an opening removes light ones (leaving the board).
-    k = max(3, int(0.2 * min(h, w)) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
     if min(h, w) >= 24 and not flat:
+        k = max(3, int(0.2 * min(h, w)) | 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
         op = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
         background = cv2.blur(cv2.morphologyEx(g, op, kernel), (k, k)).astype(np.float32)
     else:

@@ -118,6 +118,11 @@ class ServerConfig:
     inline_pixels: int = 512 * 512
 
 
+def _not_multipart(content_type: str, field: str = "file") -> str:
+    """The 415 message for an upload that is not multipart/form-data."""
+    return f"send the image as multipart/form-data with a field '{field}', not {content_type or 'no type'}"
+
+
 def _status_for(error: ImageError) -> int:
     message = str(error)
     if "not an image" in message:
@@ -156,7 +161,7 @@ def parse_upload(body: bytes, content_type: str, field: str = "file") -> tuple[s
 
     kind, params = parse_options_header(content_type)
     if kind != b"multipart/form-data":
-        raise _Refused(415, f"send the image as multipart/form-data with a field '{field}', not {content_type}")
+        raise _Refused(415, _not_multipart(content_type, field))
     boundary = params.get(b"boundary")
     if not boundary:
         raise _Refused(400, "bad multipart/form-data: no boundary")
@@ -273,8 +278,7 @@ class _Limits:
         if upload:
             ctype = headers.get(b"content-type", b"").decode("latin-1")
             if not ctype.startswith("multipart/form-data"):
-                error = f"send the image as multipart/form-data with a field 'file', not {ctype or 'no type'}"
-                await JSONResponse({"error": error}, 415)(scope, receive, send)
+                await JSONResponse({"error": _not_multipart(ctype)}, 415)(scope, receive, send)
                 return
         length = headers.get(b"content-length")
         limit = self.config.max_upload_bytes + 64 * 1024  # room for the multipart envelope
