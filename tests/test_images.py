@@ -208,6 +208,18 @@ def test_a_wide_digit_is_not_cut_in_two(name: str, rec) -> None:
     assert rec.read(DATA / name).text == expected
 
 
+def test_a_flag_beside_its_digit_belongs_to_it(rec) -> None:
+    # The 5's flag starts just past the corner of its body (overlapping it by a fifth of the flag's
+    # width): it was dropped as a speck and the 5 alone read "2" ("27007803").
+    assert rec.read(DATA / "number-57007803.jpg").text == "57007803"
+
+
+def test_a_group_too_wide_for_one_digit_is_read_as_two(rec) -> None:
+    # "66" touching, 1.36 line heights wide: read whole as one sure "6" ("668858") until the width
+    # of a reading's digits counted.
+    assert rec.read(DATA / "number-6668858.jpg").text == "6668858"
+
+
 def test_a_short_tick_is_not_read_as_a_one(mnist, rec) -> None:
     # Fitted into 20x20, any short bar looks like a 1: a tick at 40% of the line's height after "47"
     # was read "471" (28 of these 30 photos); a "1" under half the line's height is now dropped.
