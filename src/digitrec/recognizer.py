@@ -250,9 +250,11 @@ class Recognizer:
                 readings.append(_best_cuts(len(cuts), spans, score))
         best = max(
             readings,
-            key=lambda r: float(score[r].min())
-            * SPLIT_PRIOR ** (len(r) - 1)
-            * _width_prior(group.w / (len(r) * line_height) if line_height > 0 else 0.0),
+            key=lambda r: (
+                float(score[r].min())
+                * SPLIT_PRIOR ** (len(r) - 1)
+                * _width_prior(group.w / (len(r) * line_height) if line_height > 0 else 0.0)
+            ),
         )
         return [(pieces[k], probs[k], float(reject[k])) for k in best]
 
