@@ -56,7 +56,7 @@ MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer si
 # under 1.96. Only strokes outside that range are made thinner or thicker, and only into it.
 THIN_ABOVE = 2.0  # thicker strokes (a fat canvas brush) are thinned to THIN_TO (MNIST's 90th percentile)
 THIN_TO = 1.5
-THICKEN_BELOW = 0.6  # thinner strokes (a fine pen on a big photo) are grown to 1.0 (MNIST's median)
+THICKEN_BELOW = 0.6  # thinner strokes (a fine pen on a big photo) are grown to 1.0 (MNIST's median: 1.1)
 MIN_CONTRAST = 0.12  # ink weaker than this fraction of full contrast is never ink (texture, noise)
 RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's strongest ink (ruled lines)
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
@@ -428,7 +428,8 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     # Strokes thinner or thicker than MNIST's (a fine pen on a big photo, a fat canvas brush) are
     # grown or thinned into MNIST's range. Thinning every stroke over 1.3x the typical width, as this
     # did before, thinned a fifth of MNIST's own digits and broke some: on 1,200 photos and 800
-    # canvases of validation digits, 10 and 15 misread or rejected then, 5 and 13 now.
+    # canvases of validation digits, the model then shipped misread or rejected 10 and 15 then, 5
+    # and 13 now.
     width = _stroke_width(crop_mask)
     if width < THICKEN_BELOW * target:
         r = max(1, round((target - width) / 2))
