@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import synth
-from .images import digit_to_mnist, to_mnist
+from .images import ONE_LIKE, digit_to_mnist, elongation, to_mnist
 
 __all__ = ["domain_digits", "negatives", "touching_pairs"]
 
@@ -83,25 +83,6 @@ def touching_pairs(x: np.ndarray, n: int, rng: np.random.Generator, workers: int
     idx = rng.choice(len(x), size=(n, 2))
     tasks = [(x[idx[i : i + CHUNK, 0]], x[idx[i : i + CHUNK, 1]], int(rng.integers(2**63))) for i in range(0, n, CHUNK)]
     return _pool_map(_render_pairs, tasks, workers)
-
-
-ONE_LIKE = 0.25  # a field whose ink spreads less than this across its main axis as along it reads as a 1
-
-
-def elongation(field: np.ndarray) -> float:
-    """How thin a field's ink is: the standard deviation of the ink across its main axis over the one
-    along it (0: a line, 1: round). Below ONE_LIKE lie 92% of MNIST's training 1s and 0.13% of its
-    other digits."""
-    f = field.astype(np.float64)
-    total = f.sum()
-    if total <= 0:
-        return 1.0
-    yy, xx = np.mgrid[: f.shape[0], : f.shape[1]]
-    cy, cx = (f * yy).sum() / total, (f * xx).sum() / total
-    dy, dx = yy - cy, xx - cx
-    cov = np.array([[(f * dy * dy).sum(), (f * dx * dy).sum()], [(f * dx * dy).sum(), (f * dx * dx).sum()]]) / total
-    small, large = np.linalg.eigvalsh(cov)
-    return float(np.sqrt(max(small, 0.0) / large)) if large > 0 else 1.0
 
 
 def _render_negatives(start: int, count: int, seed: int, fashion: np.ndarray | None) -> np.ndarray:
