@@ -224,8 +224,9 @@ class Recognizer:
         Candidate readings: the group whole; its tall components apart (digits that overlap without
         touching); and, for a group that may hold touching digits, the best chain of column cuts, found
         by dynamic programming over cut positions. A reading's score is the confidence of its least
-        sure digit, times SPLIT_PRIOR per piece beyond the first, times `_width_prior` of its digits'
-        mean width; the best reading wins, and the whole group on a tie.
+        sure digit (a cut piece read as a 1 that is not as thin as one counts CURVED_ONE of it), times
+        SPLIT_PRIOR per piece beyond the first, times `_width_prior` of its digits' mean width; the
+        best reading wins, and the whole group on a tie.
         """
         pieces: list[Piece] = [(group, None)]
         readings: list[list[int]] = [[0]]  # indices into pieces
