@@ -220,6 +220,7 @@ class Recognizer:
 
     def _split(self, ii: InkImage, group: Component, line_height: float) -> list[tuple[Piece, np.ndarray, float]]:
         """One group as the digits it most likely holds: (piece, cut), digit probabilities, reject.
+        ``line_height``: the median height of the line's groups (> 0: each is `images.MIN_DIGIT_HEIGHT` or more).
 
         Candidate readings: the group whole; its tall components apart (digits that overlap without
         touching); and, for a group that may hold touching digits, the best chain of column cuts, found
@@ -255,9 +256,7 @@ class Recognizer:
         best = max(
             readings,
             key=lambda r: (
-                float(score[r].min())
-                * SPLIT_PRIOR ** (len(r) - 1)
-                * _width_prior(group.w / (len(r) * line_height) if line_height > 0 else 0.0)
+                float(score[r].min()) * SPLIT_PRIOR ** (len(r) - 1) * _width_prior(group.w / (len(r) * line_height))
             ),
         )
         return [(pieces[k], probs[k], float(reject[k])) for k in best]
@@ -309,7 +308,9 @@ WIDTH_SOFTNESS = 0.05
 
 def _width_prior(mean_width: float) -> float:
     """How plausible a reading is whose digits average ``mean_width`` line heights wide."""
-    return float(1.0 / (1.0 + np.exp((mean_width - WIDEST) / WIDTH_SOFTNESS)))
+    # The logistic 1 / (1 + exp(x)), written with tanh: exp overflows (and warns) for a group tens of
+    # line heights wide, as one big digit among small ones makes.
+    return float(0.5 * (1.0 - np.tanh((mean_width - WIDEST) / (2 * WIDTH_SOFTNESS))))
 
 
 def _tall_parts(ii: InkImage, group: Component) -> list[Component]:
