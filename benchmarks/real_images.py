@@ -154,12 +154,14 @@ def main() -> int:
         print(json.dumps({"model": str(rec.path), "seed": args.seed, "results": results}))
         return 0
     print(f"model: {rec.path}   seed: {args.seed}")
-    print(f"{'set':<48} {'images':>6} {'digitrec':>9} {'naive':>7} {'ms/image':>9}")
+    print(f"{'set':<48} {'images':>6} {'digitrec':>9} {'rejected':>9} {'naive':>7} {'ms/image':>9}")
     for name, r in results.items():
         naive = f"{r['naive_accuracy'] * 100:6.2f}%" if "naive_accuracy" in r else "      -"
+        rejected = f"{r['rejected'] * 100:8.2f}%" if "rejected" in r else "        -"  # the digit sets
         ms = r.get("preprocess_ms", r.get("read_ms"))
         ms_text = f"{ms:9.1f}" if ms is not None else "        -"
-        print(f"{name:<48} {r['images']:>6} {float(r['accuracy']) * 100:8.2f}% {naive} {ms_text}")
+        print(f"{name:<48} {r['images']:>6} {float(r['accuracy']) * 100:8.2f}% {rejected} {naive} {ms_text}")
+    print('rejected: the digits answered "not a digit" (counted wrong under digitrec)')
     print("ms/image: decode + preprocess (digit sets), or the whole read (numbers), one process")
     print(json.dumps(results["non-digits rejected"]))
     return 0

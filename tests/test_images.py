@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from digitrec import synth
-from digitrec.images import MAX_PIXELS, ImageError, digit_to_mnist, ink_image, load_image, to_mnist
+from digitrec import recognizer, synth
+from digitrec.images import MAX_PIXELS, ImageError, digit_to_mnist, ink_image, load_image, segment, to_mnist
+from digitrec.recognizer import MAX_CUTS, SPLIT_PRIOR, _best_cuts, _cut_candidates
 from tests.conftest import render_on_paper
 
 DATA = Path(__file__).parent / "data"  # small image files; see its README
@@ -219,12 +220,16 @@ def test_a_narrow_digit_touching_its_neighbour(mnist, rec) -> None:
     assert right >= 28
 
 
+def _number_in(name: str) -> str:
+    """The number a fixture in tests/data holds, from its name: "number-2286.jpg" -> "2286"."""
+    return name.removeprefix("number-").removesuffix(".jpg")
+
+
 @pytest.mark.parametrize("name", ["number-210271.jpg", "number-897.jpg"])
 def test_a_wide_digit_is_not_cut_in_two(name: str, rec) -> None:
     # Cut in two, a slanted 1 or a broad 7 reads as two digits at ~1.0 each, as sure as the whole: a
     # reading pays SPLIT_PRIOR per extra piece, so the whole wins (these read "2110271" and "8917").
-    expected = name.removeprefix("number-").removesuffix(".jpg")
-    assert rec.read(DATA / name).text == expected
+    assert rec.read(DATA / name).text == _number_in(name)
 
 
 def test_a_flag_beside_its_digit_belongs_to_it(rec) -> None:
@@ -239,10 +244,86 @@ def test_a_group_too_wide_for_one_digit_is_read_as_two(rec) -> None:
     assert rec.read(DATA / "number-6668858.jpg").text == "6668858"
 
 
+def test_a_one_touching_a_digit_is_read(rec) -> None:
+    # "18" touching: the tall 1 makes the group narrow for its own height (0.72) but not for the
+    # line's (1.03). Measured against its own height alone, it was never cut and read "8" ("8875779").
+    assert rec.read(DATA / "number-18875779.jpg").text == "18875779"
+
+
 def test_a_curved_stroke_cut_from_a_digit_is_not_a_one(rec) -> None:
     # Cut in two, the 8 read as "8" and "1" at ~1.0 each ("22816"); its right-hand piece is a curved
     # stroke, not as thin as a 1, so that reading loses to the 8 read whole.
     assert rec.read(DATA / "number-2286.jpg").text == "2286"
+
+
+def test_a_chain_of_cuts_pays_for_each_piece() -> None:
+    # Cuts 0-3: a 1 whole (cuts 0-2, 0.999) or as two slivers (0-1, 1-2, each read "1" at 1.0), then
+    # a 0 (2-3). The slivers' chain is as sure at its least piece, but it has a piece more.
+    spans = {(0, 2): 0, (0, 1): 1, (1, 2): 2, (2, 3): 3}
+    assert _best_cuts(4, spans, np.array([0.999, 1.0, 1.0, 1.0])) == [0, 3]
+    # Pieces that read much better than the whole still win.
+    assert _best_cuts(4, spans, np.array([0.5, 1.0, 1.0, 1.0])) == [1, 2, 3]
+    assert _best_cuts(4, {(0, 3): 0}, np.array([1.0])) == [0]  # no chain of two pieces: the whole
+
+
+def _chains(n: int, spans: dict[tuple[int, int], int], start: int = 0) -> list[list[int]]:
+    """Every chain of spans from cut ``start`` to cut n-1 (the brute-force reference for _best_cuts)."""
+    if start == n - 1:
+        return [[]]
+    return [[k, *rest] for (i, j), k in spans.items() if i == start for rest in _chains(n, spans, j)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(3, 7), st.data())
+def test_the_best_chain_of_cuts_is_found(n: int, data) -> None:
+    # Against every chain, enumerated: the same best value (least score x SPLIT_PRIOR per extra piece),
+    # and no more pieces than the fewest that reach it.
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if (i, j) != (0, n - 1)]
+    chosen = data.draw(st.lists(st.sampled_from(pairs), unique=True, max_size=len(pairs)))
+    spans = {pair: k for k, pair in enumerate(chosen)}
+    # Scores from a few levels, close together as real pieces' are: ties and near-ties are common.
+    levels = st.sampled_from([0.3, 0.9, 0.99, 0.995, 1.0])
+    score = np.array(data.draw(st.lists(levels, min_size=len(spans), max_size=len(spans))))
+    value = {tuple(c): score[c].min() * SPLIT_PRIOR ** (len(c) - 1) for c in _chains(n, spans) if len(c) >= 2}
+    best = _best_cuts(n, spans, score)
+    if not value:
+        assert best == [0]
+        return
+    top = max(value.values())
+    assert tuple(best) in value and value[tuple(best)] == top
+    assert len(best) == min(len(c) for c, v in value.items() if v == top)
+
+
+def test_a_zigzag_gets_a_bounded_number_of_cuts(monkeypatch) -> None:
+    # A zigzag scribble has an ink minimum at every tooth; each pair of cuts is a piece for the model,
+    # so without a bound one such image kept `read` busy for seconds.
+    image = Image.new("L", (800, 220), 255)
+    ImageDraw.Draw(image).line([(10 + 39 * t, 10 if t % 2 else 205) for t in range(21)], fill=0, width=3)
+    ii = ink_image(image)
+    (group,) = segment(ii)
+    cuts = _cut_candidates(ii, group)
+    assert len(cuts) == MAX_CUTS and cuts == sorted(cuts)
+    assert cuts[0] == group.x and cuts[-1] == group.x + group.w  # the ends are always kept
+    monkeypatch.setattr(recognizer, "MAX_CUTS", 10**6)
+    assert set(cuts) < set(_cut_candidates(ii, group))  # the bound took some out
+
+
+def test_a_digit_is_not_cut_into_slivers(rec) -> None:
+    # The last 0 was cut into "0" and a sliver read "1" at ~1.0 ("2686010"), tied with the 0 whole.
+    assert rec.read(DATA / "number-268600.jpg").text == "268600"
+
+
+@pytest.mark.parametrize("name", ["number-71171881.jpg", "number-6874.jpg"])
+def test_an_odd_digit_in_a_line_is_kept(name: str, rec) -> None:
+    # A fat 1 and a 4 with an extra stroke, each as tall as the line: the model reads them right but
+    # gives P(not a digit) 0.84; `read` dropped marks at 0.8 ("7117881", "687"), now at READ_REJECT.
+    assert rec.read(DATA / name).text == _number_in(name)
+
+
+def test_a_short_stroke_cut_from_a_digit_is_not_a_one(rec) -> None:
+    # Cut from the 0, a thin piece whose ink spans only part of the group's height read as a "1"
+    # ("1482107"); a 1 spans its group's height (TALL_ONE).
+    assert rec.read(DATA / "number-148207.jpg").text == "148207"
 
 
 def test_a_short_tick_is_not_read_as_a_one(mnist, rec) -> None:

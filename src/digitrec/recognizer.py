@@ -41,10 +41,19 @@ __all__ = [
 ]
 
 BATCH = 1024  # images per forward pass when predicting many
-WIDE = 0.85  # a group wider than this times its height may be touching digits (two narrow ones: "65")
+# A group wider than this times its height, or than the line's, may be touching digits (two narrow
+# ones: "65"). A 1 is taller than most digits, so a 1 touching an 8 makes a group narrow for its own
+# height (0.72) but not for the line's (1.03): measured against its own height alone, "18" read "8".
+# On 2,500 numbers of MNIST validation digits: 2,400 -> 2,405 right (seeds 1 and 2 of the shipped
+# model's recipe: +6 each), none broken.
+WIDE = 0.85
 # In a line of digits, segmentation has already dropped specks, and a digit-sized mark is most likely
-# a digit: `read` drops a mark only when the model is at least this sure it is not one.
-READ_REJECT = 0.8
+# a digit: `read` drops a mark only when the model is at least this sure it is not one. On 2,500
+# numbers of MNIST validation digits, every mark dropped at 0.8 was a real digit as tall as the line
+# (an odd 1 or 4, read right, P(not a digit) 0.83-0.93): 0.8 -> 0.95 read 2,390 -> 2,396 right with the
+# shipped model (seeds 1 and 2 of its recipe: +4, +1; 0.99: +6, +5, +2); it keeps 4.0% of 1,000
+# validation non-digits instead of 1.7% (0.99: 8.0%), were they marks in the line.
+READ_REJECT = 0.95
 # A "1" is as tall as the digits around it; a bar under half the line's median height read as "1" is
 # a fragment. On 500 numbers of MNIST validation digits: 477 -> 480 right (0.6 and 0.7: also 480); on
 # another 150, 142 either way.
@@ -225,9 +234,9 @@ class Recognizer:
         Candidate readings: the group whole; its tall components apart (digits that overlap without
         touching); and, for a group that may hold touching digits, the best chain of column cuts, found
         by dynamic programming over cut positions. A reading's score is the confidence of its least
-        sure digit (a cut piece read as a 1 that is not as thin as one counts CURVED_ONE of it), times
-        SPLIT_PRIOR per piece beyond the first, times `_width_prior` of its digits' mean width; the
-        best reading wins, and the whole group on a tie.
+        sure digit (a cut piece read as a 1 that is not as thin or not as tall as one counts
+        UNLIKE_ONE of it for each), times SPLIT_PRIOR per piece beyond the first, times `_width_prior`
+        of its digits' mean width; the best reading wins, and the whole group on a tie.
         """
         pieces: list[Piece] = [(group, None)]
         readings: list[list[int]] = [[0]]  # indices into pieces
@@ -239,7 +248,7 @@ class Recognizer:
         score = probs.max(axis=1) * (1 - reject) * plausible
         # Cuts: for a group wide enough to hold two digits, or a narrower one that reads badly whole
         # (a 1 leaning on a 0 makes a group hardly wider than a digit, read as a poor 6 or not at all).
-        if group.w > WIDE * group.h or (group.w > NARROW * group.h and score[0] < WEAK):
+        if group.w > WIDE * min(group.h, line_height) or (group.w > NARROW * group.h and score[0] < WEAK):
             cuts = _cut_candidates(ii, group)
             spans: dict[tuple[int, int], int] = {}
             for i, j in itertools.combinations(range(len(cuts)), 2):
@@ -262,7 +271,8 @@ class Recognizer:
         return [(pieces[k], probs[k], float(reject[k])) for k in best]
 
     def _score_pieces(self, ii: InkImage, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Digit probabilities, reject scores and a plausibility factor (1, or CURVED_ONE) per piece."""
+        """Digit probabilities, reject scores and a plausibility factor (1, UNLIKE_ONE or its square)
+        per piece."""
         masks: dict[Component, np.ndarray] = {}  # most pieces are cuts of one group: its mask once
         fields = []
         for g, cut in pieces:
@@ -271,9 +281,14 @@ class Recognizer:
             fields.append(group_to_mnist(ii, g, cut, masks[g]))
         probs, reject = self.scores(np.stack(fields))
         plausible = np.ones(len(pieces))
-        for k, (_, cut) in enumerate(pieces):
-            if cut is not None and probs[k].argmax() == 1 and elongation(fields[k]) >= ONE_LIKE:
-                plausible[k] = CURVED_ONE
+        for k, (g, cut) in enumerate(pieces):
+            if cut is None or probs[k].argmax() != 1:
+                continue
+            if elongation(fields[k]) >= ONE_LIKE:
+                plausible[k] *= UNLIKE_ONE
+            rows = np.flatnonzero(masks[g][:, cut[0] - g.x : cut[1] - g.x].any(axis=1))
+            if len(rows) == 0 or rows[-1] - rows[0] + 1 < TALL_ONE * g.h:
+                plausible[k] *= UNLIKE_ONE
         return probs, reject, plausible
 
 
@@ -284,16 +299,22 @@ Piece = tuple[Component, "tuple[int, int] | None"]
 MIN_PIECE, MAX_PIECE = 0.1, 1.3  # a cut piece is this many times the group's height wide, at least/most
 NARROW = 0.5  # a group narrower than this times its height is one digit (a 1, a 7)...
 WEAK = 0.5  # ...and so is a wider one that reads whole with at least this confidence
-# Each extra piece of a reading costs this factor on its score: a wide single digit (a broad 7, a
-# slanted 1) cut in two often reads as two digits at ~1.0 each, as sure as the digit read whole. On a
-# validation set of 500 numbers (MNIST validation digits): 472 right with 1.0, 475 with 0.99 (0.999:
-# 474; 0.95: 472, real touching pairs start to be read whole).
+# Each extra piece of a reading (and of a chain of cuts, see `_best_cuts`) costs this factor on its
+# score: a wide single digit (a broad 7, a slanted 1) cut in two often reads as two digits at ~1.0
+# each, as sure as the digit read whole. On a validation set of 500 numbers (MNIST validation
+# digits): 472 right with 1.0, 475 with 0.99 (0.999: 474; 0.95: 472, real touching pairs start to be
+# read whole).
 SPLIT_PRIOR = 0.99
 # Fitted into 20x20, any stroke cut from a wider digit reads as a "1" (the right half of a 0, the
 # stem of a 4): a cut piece read as "1" whose ink is not as thin as a 1's (`elongation` at least
 # ONE_LIKE: 8% of MNIST's training 1s) scores this factor. On 2,500 numbers of validation digits:
 # 2,381 -> 2,390 right (0.8: 2,388; ONE_LIKE 0.3 instead: 2,382); on 1,000 test numbers 92.4 -> 92.9%.
-CURVED_ONE = 0.5
+UNLIKE_ONE = 0.5
+# A 1 spans its group's height; a cut piece read as "1" whose ink spans less than TALL_ONE of it (the
+# end of a 7's bar, the arm of a 4) scores UNLIKE_ONE again. On those 2,500 numbers: 2,405 -> 2,409
+# right, none broken (seeds 1 and 2 of the shipped model's recipe: +2, +4); 0.5: no change; 0.8:
+# 2,407 (5 broken); 0.9: 2,397.
+TALL_ONE = 0.7
 
 
 # No digit is much wider than the line is tall: of the single digits in 2,500 numbers of validation
@@ -329,37 +350,57 @@ def _tall_parts(ii: InkImage, group: Component) -> list[Component]:
     return sorted(parts, key=lambda c: c.x + c.w / 2)
 
 
+# At most this many cut candidates per group, its ends included. Real groups have few (on 300
+# numbers of validation digits, 587 groups tried for cuts: median 8, at most 18); a zigzag scribble
+# has a minimum at every tooth, and each pair of cuts is a piece for the model: unbounded, one image
+# of a zigzag 4 line heights wide took `read` 5-10 s.
+MAX_CUTS = 24
+
+
 def _cut_candidates(ii: InkImage, group: Component) -> list[int]:
     """Columns of the working image where touching digits may part: the group's ends, every local
     minimum of its ink per column, and the thinnest column of each window of a sixth of its height
-    (a stroke that leaves its neighbour at a slant leaves no minimum)."""
+    (a stroke that leaves its neighbour at a slant leaves no minimum); past MAX_CUTS, the ends and
+    the columns with the least ink."""
     profile = np.convolve(group_mask(ii, group).sum(axis=0), np.ones(3) / 3, mode="same")
     inner = profile[1:-1]
     minima = 1 + np.flatnonzero((inner < profile[:-2]) & (inner <= profile[2:]))
     step = max(2, round(group.h / 6))
-    cuts = {0, group.w, *(int(m) for m in minima)}
+    cuts = {int(m) for m in minima}
     for start in range(step // 2, group.w - step // 2, step):
         cuts.add(start + int(np.argmin(profile[start : start + step])))
-    return sorted(group.x + c for c in cuts if c == 0 or c == group.w or 2 <= c <= group.w - 2)
+    inside = sorted((c for c in cuts if 2 <= c <= group.w - 2), key=lambda c: (profile[c], c))
+    return [group.x + c for c in sorted([0, group.w, *inside[: MAX_CUTS - 2]])]
 
 
 def _best_cuts(n: int, spans: dict[tuple[int, int], int], score: np.ndarray) -> list[int]:
     """The pieces (indices into ``score``) of the chain of spans from cut 0 to cut n-1 whose least
-    score is highest: a bottleneck shortest path over the cut positions. At least two pieces."""
-    best = np.full(n, -1.0)
-    back = np.full(n, -1)
-    best[0] = np.inf
-    for j in range(1, n):
-        for i in range(j):
-            k = spans.get((i, j))
-            if k is not None and best[i] >= 0 and min(best[i], score[k]) > best[j]:
-                best[j], back[j] = min(best[i], score[k]), i
-    if best[n - 1] < 0:
+    score, times SPLIT_PRIOR per piece beyond the first, is highest (fewer pieces on a tie): a
+    bottleneck path over the cut positions, for each number of pieces. At least two pieces.
+
+    Without the prior inside the chain, a 1 sliced into two slivers (each read "1" at ~1.0) tied with
+    the 1 whole, and the tie went to whichever was found first ("10" read "110")."""
+    # best[c, j]: the highest least score of a chain of c pieces from cut 0 to cut j (-1: none).
+    best = np.full((n, n), -1.0)
+    back = np.full((n, n), -1)
+    best[0, 0] = np.inf
+    ordered = sorted(spans.items(), key=lambda item: item[0][::-1])  # by end cut, then start: ties go to the first
+    for c in range(1, n):
+        if not (best[c - 1] >= 0).any():
+            break  # no chain of c - 1 pieces: none of more
+        for (i, j), k in ordered:
+            least = min(best[c - 1, i], score[k])
+            if best[c - 1, i] >= 0 and least > best[c, j]:
+                best[c, j], back[c, j] = least, i
+    chains = [(best[c, n - 1] * SPLIT_PRIOR ** (c - 1), -c) for c in range(2, n) if best[c, n - 1] >= 0]
+    if not chains:
         return [0]  # no chain of allowed widths: the whole group
+    pieces = -max(chains)[1]
     out, j = [], n - 1
-    while j > 0:
-        out.append(spans[int(back[j]), j])
-        j = int(back[j])
+    for c in range(pieces, 0, -1):
+        i = int(back[c, j])
+        out.append(spans[i, j])
+        j = i
     return out[::-1]
 
 
