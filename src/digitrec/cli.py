@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     verbose: int | str = 0 if args.json and not sys.stdout.isatty() else "auto"
     if args.resume:
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        given = {
+            k for k, v in vars(args).items() if k in fields | {"preset", "out", "overwrite"} and v not in (None, False)
+        }
+        if given:
+            options = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+            raise CommandError(f"--resume continues a run with its own settings; do not pass {options}")
         result = train(out=args.resume, resume=True, verbose=verbose)
     else:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -301,6 +308,21 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- parser ----------------------------------------------------------------------------------------
 
 
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import DEFAULT_VALIDATION
     from .images import MAX_BYTES
@@ -474,7 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="(default 8000)")
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
-    p.add_argument("--max-upload", type=int, default=MAX_BYTES, help=f"largest upload in bytes (default {MAX_BYTES})")
+    p.add_argument(
+        "--max-upload",
+        type=_bounded_int(1, MAX_BYTES),
+        default=MAX_BYTES,
+        help=f"largest upload in bytes, at most the library's own file limit (default {MAX_BYTES})",
+    )
     p.add_argument("--max-concurrency", type=int, default=64, help="requests in flight; more get 503 (default 64)")
     p.add_argument(
         "--body-timeout",
@@ -529,6 +556,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argparse.ArgumentTypeError,
     ) as e:
         print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a missing folder, no permission, a full disk: the file and the reason, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"digitrec {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"digitrec {args.command}: interrupted", file=sys.stderr)

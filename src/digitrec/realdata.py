@@ -58,7 +58,8 @@ def _render_digits(digits: np.ndarray, start: int, seed: int) -> np.ndarray:
 def domain_digits(
     x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator, workers: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` digits drawn from (x, y), rendered as photos (2/3) or canvas drawings (1/3), preprocessed.
+    """``n`` digits drawn from (x, y) without replacement (so at most ``len(x)``), rendered as photos
+    (2/3) or canvas drawings (1/3), preprocessed.
 
     Rendering and preprocessing take several milliseconds an image, so the work is spread over ``workers``
     threads (default: one per core).

@@ -408,8 +408,12 @@ ENGINES = ("auto", "onnx", "keras")
 ONNX_SOURCE_KEY = "digitrec_keras_sha256"  # ONNX metadata: the sha256 of the .keras file it was made from
 
 
-def _onnx_runner(keras_path: Path) -> Any | None:
-    """An ONNX Runtime runner for the ``.onnx`` twin of ``keras_path``, if one exists and matches it."""
+def _onnx_runner(keras_path: Path, required: bool = False) -> Any | None:
+    """An ONNX Runtime runner for the ``.onnx`` twin of ``keras_path``, if one exists and matches it.
+
+    A twin that ONNX Runtime cannot load (truncated, corrupt) is passed over, so the model runs in
+    Keras, unless ``required``: then it is a `ModelError`.
+    """
     onnx_path = keras_path.with_suffix(".onnx")
     if not onnx_path.is_file():
         return None
@@ -417,7 +421,12 @@ def _onnx_runner(keras_path: Path) -> Any | None:
         from .export import onnx_session
     except ImportError:
         return None
-    session = onnx_session(onnx_path, threads=int(os.environ.get("DIGITREC_THREADS", "0")) or None)
+    try:
+        session = onnx_session(onnx_path, threads=int(os.environ.get("DIGITREC_THREADS", "0")) or None)
+    except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+        if required:
+            raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({e}); export it again") from e
+        return None
     source = session.get_modelmeta().custom_metadata_map.get(ONNX_SOURCE_KEY)
     if source != file_sha256(keras_path):
         return None  # a stale export: it was made from another version of the model
@@ -444,7 +453,7 @@ def load_recognizer(path: str | os.PathLike | None = None, engine: str = "auto")
     p = resolve_model_path(path)
     if engine in ("auto", "onnx"):
         meta = read_metadata(p)
-        run = _onnx_runner(p)
+        run = _onnx_runner(p, required=engine == "onnx")
         if run is not None:
             return Recognizer(run, meta, p, "onnx")
         if engine == "onnx":

@@ -143,8 +143,10 @@ def plot_mistakes(
     class_names: Sequence[str],
     path: str | os.PathLike,
     cols: int = 8,
+    split: str = "test",
 ) -> Path:
-    """The most confident mistakes, each titled "true -> predicted" with the predicted probability."""
+    """The most confident mistakes, each titled "true -> predicted" with the predicted probability and
+    the image's index in ``split``."""
     if not mistakes:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(5, 1.5))
@@ -160,7 +162,7 @@ def plot_mistakes(
         images,
         titles,
         cols,
-        "Most confident mistakes (true → predicted, probability, test index)",
+        f"Most confident mistakes (true → predicted, probability, {split} index)",
         ["firebrick"] * len(images),
         cell=1.5,
     )
@@ -285,7 +287,7 @@ def build_report(
     metrics, x, y, ds = evaluate_split(rec, dataset, data_dir, split)
     metrics["model"] = _shown_path(rec.path)
     names = ds.class_names
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_text(out / "metrics.json", json.dumps(metrics, indent=2))
 
     figures: list[tuple[str, Path, str]] = [
         ("Sample digits", plot_samples(x, y, names, out / "samples.png", title=f"{ds.name} {split}: samples"), ""),
@@ -298,7 +300,9 @@ def build_report(
         ("Confusion matrix", plot_confusion(metrics["confusion_matrix"], names, out / "confusion_matrix.png"), "")
     )
     mistakes = metrics["most_confident_mistakes"][:24]
-    figures.append(("Most confident mistakes", plot_mistakes(x, mistakes, names, out / "mistakes.png"), ""))
+    figures.append(
+        ("Most confident mistakes", plot_mistakes(x, mistakes, names, out / "mistakes.png", split=split), "")
+    )
     figures.append(
         (
             "Calibration",
@@ -336,5 +340,12 @@ def build_report(
         f"<body>{''.join(sections)}</body></html>"
     )
     report = out / "report.html"
-    report.write_text(page, encoding="utf-8")
+    _write_text(report, page)
     return report
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write to a temporary name, then rename: a report interrupted never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -270,19 +270,28 @@ class _Limits:
         self.lock = threading.Lock()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        limit = self.config.max_upload_bytes + 64 * 1024  # room for the multipart envelope
+        length = headers.get(b"content-length")
+        too_long = length is not None and length.isdigit() and int(length) > limit
+        if not scope["path"].startswith("/v1/"):
+            # The web UI's routes (Gradio's own; its uploads are also capped by max_file_size): the
+            # declared size only. Their streams wait on the client for minutes, so no body deadline.
+            if too_long:
+                await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         upload = scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
         if upload:
             ctype = headers.get(b"content-type", b"").decode("latin-1")
-            if not ctype.startswith("multipart/form-data"):
+            if not ctype.lower().startswith("multipart/form-data"):  # media types are case-insensitive
                 await JSONResponse({"error": _not_multipart(ctype)}, 415)(scope, receive, send)
                 return
-        length = headers.get(b"content-length")
-        limit = self.config.max_upload_bytes + 64 * 1024  # room for the multipart envelope
-        if length is not None and length.isdigit() and int(length) > limit:
+        if too_long:
             await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
             return
         with self.lock:

@@ -468,7 +468,7 @@ def _real_image_data(
     rng = np.random.default_rng([cfg.seed, 7])
     xs, ys = [], []
     if cfg.domain:
-        log(f"Rendering {cfg.domain} training digits as photos and canvas drawings ...")
+        log(f"Rendering {min(cfg.domain, len(x_tr))} training digits as photos and canvas drawings ...")
         xd, yd = realdata.domain_digits(x_tr, y_tr, cfg.domain, rng)
         xs.append(xd)
         ys.append(yd)
@@ -739,6 +739,12 @@ def train(
     start_epoch, train_seconds, best_val, best_epoch = 0, 0.0, -1.0, 0
     if resume and checkpoint.is_file():
         model, meta = load_model(checkpoint, compile=True)
+        trained_on = meta.get("data", {}).get("sha256")
+        if trained_on is not None and trained_on != ds.sha256:
+            raise TrainError(
+                f"{run_dir}: the run was trained on {cfg.dataset} with sha256 {trained_on}, but that dataset now "
+                f"has sha256 {ds.sha256}; start a new run instead"
+            )
         state = meta["state"]
         start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
         if best_path.is_file():  # model.keras is the source of truth for the best model so far
@@ -910,7 +916,7 @@ def calibrate(model: str | os.PathLike, out: str | os.PathLike | None = None, lo
     path = resolve_model_path(model)
     keras_model, meta = load_model(path)
     cfg = TrainConfig.from_json(meta["config"])
-    ds = load_dataset(meta["data"]["dataset"])
+    ds = load_dataset(meta["data"]["dataset"], cfg.data_dir)
     if ds.sha256 != meta["data"]["sha256"]:
         raise TrainError(
             f"{path}: trained on {meta['data']['dataset']} with sha256 {meta['data']['sha256']}, "

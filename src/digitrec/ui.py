@@ -10,25 +10,48 @@ from typing import Any
 
 import numpy as np
 
-from .images import ImageError, to_mnist
+from .images import MAX_PIXELS, ImageError, open_image, to_mnist
 from .recognizer import Recognizer
 
 __all__ = ["build_ui"]
 
 CANVAS = 280  # px: the drawing canvas, 10x MNIST
 BRUSH = 18  # px: a brush this wide stays 1.3 px after the 20/280 downscale, where thin strokes vanish
+SHOW_SIDE = 1024  # px: the longest side of the picture shown back with the digits' boxes
 
 
-def _image_of(value: Any) -> np.ndarray | None:
-    """The picture in a Sketchpad value (layers composited) or an Image value; None when empty."""
+def _image_of(value: Any) -> np.ndarray | str | None:
+    """The picture in a Sketchpad value (layers composited, an array), or an upload's file path; None
+    when empty."""
     if value is None:
         return None
+    if isinstance(value, str):  # an upload, not yet decoded: digitrec's own decoder checks it first
+        return value
     if isinstance(value, dict):  # Sketchpad / ImageEditor: {"background", "layers", "composite"}
         value = value.get("composite")
         if value is None:
             return None
     a = np.asarray(value)
     return a if a.size else None
+
+
+def _shown(image: np.ndarray | str) -> tuple[np.ndarray, float]:
+    """The picture to show back (RGB, transparency on white, at most SHOW_SIDE px) and its scale."""
+    from PIL import Image, ImageOps
+
+    if isinstance(image, str):
+        with open(image, "rb") as f:
+            pil = open_image(f.read(), image)  # size and pixel caps checked before decoding
+        pil.draft("RGB", (SHOW_SIDE, SHOW_SIDE))  # JPEG: decode at a fraction of the size
+        pil = ImageOps.exif_transpose(pil)
+    else:
+        pil = Image.fromarray(image)
+    scale = min(1.0, SHOW_SIDE / max(pil.size))
+    pil = pil.convert("RGBA")
+    if scale < 1.0:
+        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))))
+    white = Image.new("RGBA", pil.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, pil).convert("RGB")), scale
 
 
 def _digit(rec: Recognizer, value: Any) -> tuple[dict[str, float], str, np.ndarray | None]:
@@ -57,25 +80,33 @@ def _number(rec: Recognizer, value: Any) -> tuple[Any, str]:
         reading = rec.read(image)
     except ImageError as e:
         return None, f"Cannot read this image: {e}"
-    rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 4:  # show transparent drawings on white
-        alpha = image[..., 3:4].astype(np.float32) / 255
-        rgb = (rgb * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    rgb, scale = _shown(image)
     boxes = [
-        ((x, y, x + w, y + h), f"{d.digit} ({d.confidence:.0%})") for d in reading.digits for x, y, w, h in [d.box]
+        (tuple(round(v * scale) for v in (x, y, x + w, y + h)), f"{d.digit} ({d.confidence:.0%})")
+        for d in reading.digits
+        for x, y, w, h in [d.box]
     ]
     text = f"**{reading.text}**" if reading.text else "No digits found."
     return (rgb, boxes), text
 
 
 def _image_input(gr: Any, label: str, elem_id: str) -> Any:
-    # RGBA keeps transparency, so the one image path can composite it the right way round.
-    return gr.Image(label=label, type="numpy", image_mode="RGBA", sources=["upload", "clipboard"], elem_id=elem_id)
+    # A file path, not pixels: Gradio then only reads the header (image_mode None: no conversion),
+    # and the file goes through digitrec's decoder, with its size and pixel caps, like any other.
+    return gr.Image(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id=elem_id)
 
 
 def build_ui(rec: Recognizer) -> Any:
-    """The Gradio Blocks of the UI, bound to ``rec``."""
+    """The Gradio Blocks of the UI, bound to ``rec``.
+
+    Gradio decodes the drawing pad's images itself, with Pillow: Pillow's own decompression-bomb
+    limit is lowered here (for the whole process) so that it refuses what digitrec's decoder refuses,
+    images over MAX_PIXELS (Pillow raises over twice its MAX_IMAGE_PIXELS).
+    """
     import gradio as gr
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS // 2)
 
     with gr.Blocks(title="digitrec", analytics_enabled=False) as demo:
         gr.Markdown(
