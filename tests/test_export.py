@@ -103,3 +103,13 @@ def test_a_broken_onnx_twin_falls_back_to_keras(model_copy: Path, tmp_path: Path
     assert load_recognizer(other).engine == "keras"
     with pytest.raises(ModelError, match="ONNX Runtime cannot load it"):
         load_recognizer(other, engine="onnx")
+
+
+def test_an_export_answering_nan_is_not_written(model_copy: Path, tmp_path: Path, monkeypatch) -> None:
+    from digitrec import export
+
+    real = export.run_onnx
+    monkeypatch.setattr(export, "run_onnx", lambda path, x: real(path, x) * np.float32("nan"))
+    with pytest.raises(ExportError, match="disagrees with Keras"):
+        export_model(model_copy, "onnx", tmp_path / "nan.onnx")
+    assert not (tmp_path / "nan.onnx").exists()

@@ -373,3 +373,9 @@ def test_the_ui_decodes_uploads_with_digitrecs_own_checks(rec, mnist, tmp_path) 
     for (x0, y0, x1, y1), digit in zip((b for b, _ in boxes), rec.read(str(path)).digits, strict=True):
         bx, by, bw, bh = digit.box
         assert (x0, y0, x1, y1) == tuple(round(v * scale) for v in (bx, by, bx + bw, by + bh))
+
+
+def test_the_ui_routes_refuse_a_declared_body_over_the_limit(client: TestClient) -> None:
+    r = client.post("/gradio_api/upload", files={"files": ("big.png", b"\0" * 2_500_000)})
+    assert r.status_code == 413 and "over" in r.json()["error"]
+    assert client.get("/healthz").status_code == 200
