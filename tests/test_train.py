@@ -94,9 +94,13 @@ def test_overwrite_removes_the_old_checkpoint(tmp_path: Path) -> None:
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "checkpoint.keras").write_bytes(b"old run")
+    (tmp_path / "logs" / "train").mkdir(parents=True)  # the old run's TensorBoard curves
+    (tmp_path / ".model-x1y2.keras").write_bytes(b"half a model")  # left by a kill during a save
+    (tmp_path / ".history.json.tmp").write_text("{")
     with pytest.raises(DataError):  # the new run stops at loading its (missing) dataset
         train(model="mlp", dataset=str(tmp_path / "no-such-dataset"), out=tmp_path, overwrite=True, verbose=0)
     assert not (tmp_path / "checkpoint.keras").exists()
+    assert not (tmp_path / "logs").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_auto_precision() -> None:
@@ -282,6 +286,21 @@ def test_adam_betas_come_from_the_recipe_and_reach_the_optimizer() -> None:
     assert TrainConfig.from_json(old).beta_2 == 0.999
 
 
+def test_weight_decay_reaches_every_optimizer() -> None:
+    from digitrec.train import _optimizer
+
+    assert _optimizer(TrainConfig(model="cnn").resolved(), 10).weight_decay is None  # Adam: none by default
+    assert _optimizer(TrainConfig(model="cnn", optimizer="adamw").resolved(), 10).weight_decay == 5e-4
+    for name in ("adam", "adamw", "sgd", "rmsprop"):
+        cfg = TrainConfig(model="cnn", optimizer=name, weight_decay=0.05).resolved()
+        assert _optimizer(cfg, 10).weight_decay == 0.05
+    with pytest.raises(TrainError, match="weight decay must be >= 0"):
+        TrainConfig(weight_decay=-0.1).resolved()
+    old = TrainConfig(model="cnn").resolved().to_json()
+    del old["weight_decay"]  # a run saved before the option existed
+    assert TrainConfig.from_json(old).weight_decay is None
+
+
 def test_each_epoch_has_its_own_augmentation_whatever_epoch_the_run_starts_at(mnist) -> None:
     # A resumed run (starting at epoch 2) must see exactly the batches an uninterrupted run sees.
     from digitrec.train import _epoch_batches
@@ -404,6 +423,14 @@ def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path
     )
     assert r.stopped_early and r.best_epoch == 1
     assert len(r.history["val_accuracy"]) == 3
+    # --resume on the finished run trains nothing more and keeps its model.
+    from digitrec.models import load_model
+
+    weights = load_model(tmp_path / "es" / "model.keras")[0].get_weights()
+    again = train(out=tmp_path / "es", resume=True, verbose=0, data=load_dataset("mnist"))
+    assert again.stopped_early and again.best_epoch == 1 and again.history == r.history
+    for a, b in zip(weights, load_model(tmp_path / "es" / "model.keras")[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_fit_temperature_finds_the_temperature_of_the_labels() -> None:

@@ -375,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", "--lr", type=float, help="peak learning rate")
     p.add_argument("--beta1", dest="beta_1", type=float, help="Adam's beta_1 (default 0.9)")
     p.add_argument("--beta2", dest="beta_2", type=float, help="Adam's beta_2 (default 0.999)")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        help="decoupled weight decay: each step shrinks the weights by learning rate x this (default: 5e-4 "
+        "with adamw, none otherwise)",
+    )
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument(

@@ -76,6 +76,9 @@ class TrainConfig:
     elastic: float = 0.0  # pixels: typical displacement of a smooth random distortion (0: none)
     class_weight: dict[int, float] | None = None  # loss weight per class, e.g. {9: 2.0}; others 1
     label_smoothing: float = 0.0  # mass moved from the true class to all classes
+    # Decoupled weight decay (AdamW's): each step shrinks every weight by learning rate x this.
+    # None: 5e-4 with adamw, none with the other optimizers.
+    weight_decay: float | None = None
     ema: float = 0.0  # decay per step of a moving average of the weights, which validation and the saved models use
     validation: int = DEFAULT_VALIDATION  # last N training images held out for model selection
     patience: int | None = None  # stop after this many epochs without a better validation accuracy
@@ -117,6 +120,8 @@ class TrainConfig:
             problems.append(f"batch size must be >= 1, got {self.batch_size}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            problems.append(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             problems.append(f"learning rate must be > 0, got {self.learning_rate}")
         for name in ("beta_1", "beta_2"):
@@ -382,13 +387,18 @@ def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     elif cfg.schedule == "step":  # pytorch/examples mnist: StepLR(gamma=0.7) every epoch
         lr = keras.optimizers.schedules.ExponentialDecay(cfg.learning_rate, steps_per_epoch, 0.7, staircase=True)
     # Polyak averaging: the optimizer keeps a moving average of the weights (see `_ema_swap`).
-    ema = {"use_ema": True, "ema_momentum": cfg.ema} if cfg.ema else {}
+    extra: dict[str, Any] = {"use_ema": True, "ema_momentum": cfg.ema} if cfg.ema else {}
+    decay = cfg.weight_decay if cfg.weight_decay is not None else (5e-4 if cfg.optimizer == "adamw" else 0.0)
+    if decay:  # Keras applies it the same way for every optimizer: decoupled, as AdamW does
+        extra["weight_decay"] = decay
     return {
-        "adam": lambda: keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **ema),
-        "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=5e-4, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **ema),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr, **ema),
-        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema),
-        "adadelta": lambda: keras.optimizers.Adadelta(lr, **ema),
+        "adam": lambda: keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **extra),
+        "adamw": lambda: keras.optimizers.AdamW(
+            lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **{"weight_decay": 0, **extra}
+        ),
+        "rmsprop": lambda: keras.optimizers.RMSprop(lr, **extra),
+        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **extra),
+        "adadelta": lambda: keras.optimizers.Adadelta(lr, **extra),
     }[cfg.optimizer]()
 
 
@@ -700,6 +710,11 @@ def train(
                 (run_dir / name).unlink(missing_ok=True)
             for member in run_dir.glob("member-*"):
                 shutil.rmtree(member)
+            shutil.rmtree(run_dir / "logs", ignore_errors=True)  # TensorBoard would mix both runs' curves
+    # A kill during a write leaves its temporary file (the real one is intact): `save_model`'s
+    # ".model-XXXX.keras", `_atomic_json`'s ".NAME.tmp". No other process writes into a run.
+    for stale in [*run_dir.glob(".*-*.keras"), *run_dir.glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)
     log = print if verbose else (lambda *a, **k: None)
     ds = data or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
     if cfg.ensemble > 1:
@@ -737,6 +752,7 @@ def train(
     keras.utils.set_random_seed(cfg.seed)
     history: dict[str, list[float]] = {}
     start_epoch, train_seconds, best_val, best_epoch = 0, 0.0, -1.0, 0
+    stopped_before = False  # a resumed run that early stopping had already ended
     if resume and checkpoint.is_file():
         model, meta = load_model(checkpoint, compile=True)
         trained_on = meta.get("data", {}).get("sha256")
@@ -753,6 +769,8 @@ def train(
         _compile(model, model.optimizer, cfg)
         keras.utils.set_random_seed(cfg.seed + start_epoch)
         log(f"Resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
+        if cfg.patience is not None and start_epoch < cfg.epochs:
+            stopped_before = start_epoch - best_epoch >= cfg.patience
     else:
         if resume:
             log(f"{run_dir}: no checkpoint yet, starting from epoch 1")
@@ -789,7 +807,10 @@ def train(
             self.seconds += time.perf_counter() - t
 
     book = Bookkeeping()
-    if start_epoch < cfg.epochs:
+    if stopped_before:
+        log(f"The run had stopped early (no better validation accuracy for {cfg.patience} epochs): nothing to train")
+        book.stopped_early = True
+    elif start_epoch < cfg.epochs:
         _build_state(model, x_tr[:2], y_tr1[:2])
         batches, steps = _epoch_batches(x_tr, y_tr1, sample_weight, cfg, start_epoch)
         model.fit(
@@ -807,6 +828,7 @@ def train(
         )
         train_seconds += time.perf_counter() - fit_start - book.seconds
     stopped_early = book.stopped_early
+    _atomic_json(run_dir / "history.json", history)  # also after a resume that found no epoch left to train
 
     # Report the selected (best on validation) model, on validation and test: digits only.
     model, meta = load_model(best_path)
