@@ -352,7 +352,8 @@ def test_small_images_are_read_in_the_event_loop_and_large_ones_on_threads(rec, 
     assert seen == [("predict", True), ("predict", False), ("read", False)]
 
 
-def test_the_ui_decodes_uploads_with_digitrecs_own_checks(rec, mnist, tmp_path) -> None:
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])  # a JPEG is decoded at a reduced size first
+def test_the_ui_decodes_uploads_with_digitrecs_own_checks(suffix: str, rec, mnist, tmp_path) -> None:
     """Uploads reach the UI's handlers as file paths: the pixel cap applies before any decoding, and a
     big photo is shown back scaled down, its boxes with it."""
     from digitrec import ui
@@ -364,8 +365,8 @@ def test_the_ui_decodes_uploads_with_digitrecs_own_checks(rec, mnist, tmp_path) 
     (x, y) = mnist[1]
     strip = synth.number_strip([x[i] for i in range(4)], np.random.default_rng(0))
     page = (255 - 255 * np.kron(strip, np.ones((60, 60)))).clip(0, 255).astype(np.uint8)  # 2,160 px high
-    path = tmp_path / "number.png"
-    Image.fromarray(page).save(path)
+    path = tmp_path / f"number{suffix}"
+    Image.fromarray(page).save(path, quality=95)
     (shown, boxes), answer = ui._number(rec, str(path))
     assert answer == "**" + "".join(str(int(v)) for v in y[:4]) + "**"
     assert max(shown.shape[:2]) == ui.SHOW_SIDE and shown.shape[2] == 3

@@ -42,16 +42,18 @@ def _shown(image: np.ndarray | str) -> tuple[np.ndarray, float]:
     if isinstance(image, str):
         with open(image, "rb") as f:
             pil = open_image(f.read(), image)  # size and pixel caps checked before decoding
-        pil.draft("RGB", (SHOW_SIDE, SHOW_SIDE))  # JPEG: decode at a fraction of the size
+        full_side = max(pil.size)  # the boxes' frame: the longer side, whatever the EXIF orientation
+        pil.draft("RGB", (SHOW_SIDE, SHOW_SIDE))  # JPEG: decoded at 1/2, 1/4 or 1/8 of its size
         pil = ImageOps.exif_transpose(pil)
     else:
         pil = Image.fromarray(image)
-    scale = min(1.0, SHOW_SIDE / max(pil.size))
+        full_side = max(pil.size)
     pil = pil.convert("RGBA")
-    if scale < 1.0:
-        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))))
+    if max(pil.size) > SHOW_SIDE:
+        k = SHOW_SIDE / max(pil.size)
+        pil = pil.resize((max(1, round(pil.width * k)), max(1, round(pil.height * k))))
     white = Image.new("RGBA", pil.size, (255, 255, 255, 255))
-    return np.asarray(Image.alpha_composite(white, pil).convert("RGB")), scale
+    return np.asarray(Image.alpha_composite(white, pil).convert("RGB")), max(pil.size) / full_side
 
 
 def _digit(rec: Recognizer, value: Any) -> tuple[dict[str, float], str, np.ndarray | None]:
