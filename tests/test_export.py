@@ -54,9 +54,30 @@ def test_a_stale_onnx_twin_is_not_used(model_copy: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("fmt", ["litert", "saved_model"])
-def test_mobile_and_serving_exports_match_keras(fmt: str, model_copy: Path, tmp_path: Path) -> None:
+def test_mobile_and_serving_exports_match_keras(fmt: str, model_copy: Path, tmp_path: Path, mnist) -> None:
+    from digitrec.export import _run_litert, _run_saved_model
+    from digitrec.models import load_model
+    from digitrec.recognizer import predict_probabilities
+
     path, diff = export_model(model_copy, fmt, tmp_path / f"exported-{fmt}")
     assert path.exists() and diff <= 1e-4
+    # The file written, run in its own runtime on digits other than the export's own check.
+    x = mnist[1][0][1000:1200]
+    got = {"litert": _run_litert, "saved_model": _run_saved_model}[fmt](path, x.astype(np.float32))
+    np.testing.assert_allclose(got, predict_probabilities(load_model(model_copy)[0], x), atol=1e-4)
+
+
+def test_the_export_command_writes_a_verified_file(model_copy: Path, tmp_path: Path, mnist, capsys) -> None:
+    from digitrec.cli import main
+    from digitrec.models import load_model
+    from digitrec.recognizer import predict_probabilities
+
+    out = tmp_path / "cli" / "digits.onnx"
+    assert main(["export", "--model", str(model_copy), "--format", "onnx", "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    x = mnist[1][0][:200]
+    keras_probs = predict_probabilities(load_model(model_copy)[0], x)
+    np.testing.assert_allclose(run_onnx(out, x.astype(np.float32)), keras_probs, atol=1e-4)
 
 
 def test_unknown_format() -> None:
@@ -105,11 +126,12 @@ def test_a_broken_onnx_twin_falls_back_to_keras(model_copy: Path, tmp_path: Path
         load_recognizer(other, engine="onnx")
 
 
-def test_an_export_answering_nan_is_not_written(model_copy: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("fmt", "runner"), [("onnx", "run_onnx"), ("litert", "_run_litert")])
+def test_an_export_answering_nan_is_not_written(fmt: str, runner: str, model_copy: Path, tmp_path: Path, monkeypatch):
     from digitrec import export
 
-    real = export.run_onnx
-    monkeypatch.setattr(export, "run_onnx", lambda path, x: real(path, x) * np.float32("nan"))
+    real = getattr(export, runner)
+    monkeypatch.setattr(export, runner, lambda path, x: real(path, x) * np.float32("nan"))
     with pytest.raises(ExportError, match="disagrees with Keras"):
-        export_model(model_copy, "onnx", tmp_path / "nan.onnx")
-    assert not (tmp_path / "nan.onnx").exists()
+        export_model(model_copy, fmt, tmp_path / f"nan{export.SUFFIX[fmt]}")
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary left

@@ -79,7 +79,9 @@ def test_ece_by_hand() -> None:
 def test_no_mistakes_still_draws(tmp_path: Path) -> None:
     path = plot_mistakes(np.zeros((1, 28, 28), np.uint8), [], list("0123456789"), tmp_path / "m.png")
     with Image.open(path) as im:
-        assert im.format == "PNG"
+        assert im.format == "PNG" and min(im.size) >= 100
+        gray = np.asarray(im.convert("L"))
+    assert gray.std() > 5 and (gray < 128).mean() < 0.2  # dark text on a white page, not a blank image
 
 
 def test_cli_report_and_show(tiny_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

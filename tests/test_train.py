@@ -56,6 +56,9 @@ def test_saved_model_describes_itself(tiny_run) -> None:
 def test_the_best_validation_epoch_is_kept(tiny_run) -> None:
     val = json.loads((tiny_run.run_dir / "history.json").read_text())["val_accuracy"]
     assert tiny_run.best_epoch == int(np.argmax(val)) + 1
+    # The saved model is that epoch's, not the last one's.
+    assert read_metadata(tiny_run.model_path)["epoch"] == tiny_run.best_epoch
+    assert tiny_run.metrics["validation"]["accuracy"] == pytest.approx(max(val), abs=1e-6)
 
 
 def test_config_is_checked() -> None:
@@ -103,7 +106,14 @@ def test_overwrite_removes_the_old_checkpoint(tmp_path: Path) -> None:
     assert not (tmp_path / "logs").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_auto_precision() -> None:
+def test_auto_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    from digitrec import train as train_module
+
+    monkeypatch.setattr(train_module, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})  # a CPU with AMX
+    assert pick_precision("auto", "tensorflow", False, "digitnet") == "bf16"
+    assert pick_precision("auto", "tensorflow", False, "lenet") == "float32"  # slower in bf16 there
+    monkeypatch.setattr(train_module, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})  # no AMX: bf16 is slower
+    assert pick_precision("auto", "tensorflow", False, "digitnet") == "float32"
     assert pick_precision("float32", "tensorflow", False) == "float32"
     assert pick_precision("auto", "jax", False, "cnn") == "float32"
     assert pick_precision("auto", "tensorflow", True, "digitnet") == "bf16"
@@ -135,9 +145,28 @@ def test_elastic_augmentation_is_the_affine_map_plus_a_smooth_distortion(mnist) 
     assert abs(ratio.mean() - 1) < 0.03 and ((ratio > 0.7) & (ratio < 1.4)).all()
 
 
-def test_class_weights_are_validated(tiny_run, mnist) -> None:
+def test_class_weights_are_validated() -> None:
     with pytest.raises(TrainError, match="class weight"):
         TrainConfig(class_weight={-1: 2.0}).resolved()
+
+
+def test_class_weights_reach_the_training_batches(mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from digitrec import train as train_module
+    from digitrec.data import load_dataset
+
+    seen = {}
+    real = train_module._epoch_batches
+
+    def spy(x, y, sample_weight, cfg, first_epoch):
+        seen["labels"], seen["weights"] = y.argmax(1), sample_weight
+        return real(x, y, sample_weight, cfg, first_epoch)
+
+    monkeypatch.setattr(train_module, "_epoch_batches", spy)
+    train(model="mlp", epochs=1, limit=600, validation=100, class_weight={9: 2.0}, out=tmp_path / "cw", verbose=0,
+          data=load_dataset("mnist"))  # fmt: skip
+    labels, weights = seen["labels"], seen["weights"]
+    assert (labels == 9).any() and weights is not None
+    np.testing.assert_array_equal(weights, np.where(labels == 9, 2.0, 1.0))
 
 
 def test_resume_after_sigkill(mnist, tmp_path: Path, digitrec_home: str) -> None:
@@ -452,24 +481,30 @@ def test_fit_temperature_finds_the_temperature_of_the_labels() -> None:
 def test_calibrate_keeps_every_answer_and_lowers_the_validation_loss(tiny_run, mnist, tmp_path) -> None:
     from digitrec.cli import main
     from digitrec.data import split_validation
-    from digitrec.models import read_metadata
+    from digitrec.models import load_model, read_metadata, save_model
     from digitrec.recognizer import load_recognizer
 
+    # Start from a copy that claims a wrong temperature: calibrating must replace it with the fitted one.
+    wrong = tmp_path / "wrong.keras"
+    model, old_meta = load_model(tiny_run.model_path)
+    save_model(model, wrong, {**{k: v for k, v in old_meta.items() if k not in ("format", "format_version")},
+                              "temperature": 5.0})  # fmt: skip
     out = tmp_path / "calibrated.keras"
-    assert main(["calibrate", "--model", str(tiny_run.run_dir), "--out", str(out)]) == 0
+    assert main(["calibrate", "--model", str(wrong), "--out", str(out)]) == 0
     after = load_recognizer(out)
     meta = read_metadata(out)
     assert after.temperature == meta["temperature"] > 0
+    assert meta["temperature"] == pytest.approx(old_meta["temperature"], rel=1e-3) != 5.0
     assert meta["metrics"]["test"]["accuracy"] == pytest.approx(tiny_run.metrics["test"]["accuracy"])
     (xt, yt), _ = mnist
     _, (xv, yv) = split_validation(xt, yt, tiny_run.config.validation)
-    p_raw = load_recognizer(tiny_run.run_dir, engine="keras")
-    p_raw.temperature = 1.0
-    raw, cal = p_raw.predict_arrays(xv), after.predict_arrays(xv)
+    before = load_recognizer(wrong, engine="keras")
+    assert before.temperature == 5.0
+    raw, cal = before.predict_arrays(xv), after.predict_arrays(xv)
     np.testing.assert_array_equal(raw.argmax(1), cal.argmax(1))  # the same answers
     rows = np.arange(len(yv))
     nll = [float(-np.mean(np.log(np.maximum(q[rows, yv], 1e-30)))) for q in (raw, cal)]
-    assert nll[1] <= nll[0] + 1e-9
+    assert nll[1] < nll[0]
 
 
 def test_calibrating_a_run_in_place_rewrites_its_metrics(tiny_run, tmp_path) -> None:
@@ -487,6 +522,16 @@ def test_calibrating_a_run_in_place_rewrites_its_metrics(tiny_run, tmp_path) -> 
     assert main(["calibrate", "--model", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == read_metadata(run / "model.keras")["metrics"]["test"]["accuracy"]
+
+
+def test_the_reject_threshold_is_the_995th_permille_of_rendered_validation_digits() -> None:
+    from digitrec.train import _reject_threshold
+
+    rendered = np.random.default_rng(0).permutation(np.arange(2000) / 2000)
+    r = _reject_threshold(rendered, np.array([0.5, 0.99999]), np.zeros(10), lambda *a: None)
+    assert r["validation_digits_rejected"] == pytest.approx(0.005, abs=1 / 2000)
+    assert r["threshold"] == pytest.approx(0.995, abs=1 / 2000)
+    assert r["validation_non_digits_rejected"] == 0.5 and r["validation_clean_digits_rejected"] == 0.0
 
 
 def test_a_model_with_a_reject_class_gets_its_threshold_from_validation(mnist, tmp_path) -> None:
