@@ -542,3 +542,64 @@ def test_handwriting_fonts_are_found_by_file_or_folder_name(tmp_path, monkeypatc
     (tmp_path / "truetype/dejavu/DejaVuSans.ttf").write_bytes(b"")  # not a handwriting font
     monkeypatch.setattr(synth, "FONT_DIRS", (str(tmp_path),))
     assert [p.name for p in synth.handwriting_fonts()] == ["BecauseWeLearn-Regular.otf", "Humor-Sans.ttf"]
+
+
+# --- from a review of the decoder and the reader (eleventh session) ------------------------------
+
+
+def test_read_boxes_are_in_the_pixels_of_a_large_jpeg(mnist, rec) -> None:
+    """A large JPEG is decoded at reduced size; the boxes must still be in the file's own pixels."""
+    x, y = mnist[1]
+    page = render_on_paper(x[0], size=2400, offset=(300, -200))  # a 7, 1,200 px high
+    boxes = {fmt: rec.read(_encode(Image.fromarray(page), fmt, quality=95)).digits for fmt in ("PNG", "JPEG")}
+    assert [d.digit for d in boxes["PNG"]] == [d.digit for d in boxes["JPEG"]] == [int(y[0])]
+    np.testing.assert_allclose(boxes["JPEG"][0].box, boxes["PNG"][0].box, atol=12)  # 0.5% of the side
+    _, by, _, bh = boxes["PNG"][0].box
+    assert 900 <= by <= 1500 and bh > 600  # the 28x28 field drawn 1,200 px high from row 900: full-size pixels
+
+
+def test_a_page_of_marks_is_refused_quickly(rec) -> None:
+    page = Image.new("L", (640, 640), 255)
+    draw = ImageDraw.Draw(page)
+    for top in range(4, 640, 16):
+        for left in range(2, 640, 5):
+            draw.line([(left, top), (left, top + 10)], fill=0, width=2)
+    with pytest.raises(ImageError, match=f"128 separate marks.*at most {recognizer.MAX_MARKS}"):
+        rec.read(_encode(page, "PNG"), "ticks.png")
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "TGA", "PCX"])
+def test_formats_beyond_the_six_are_refused_unread(fmt: str) -> None:
+    with pytest.raises(ImageError, match="not a supported format: PNG, JPEG, BMP, GIF, TIFF, WEBP"):
+        to_mnist(_encode(Image.new("RGB", (64, 64), "white"), fmt), f"x.{fmt.lower()}")
+
+
+def test_unusual_modes_read_or_give_a_clear_error(mnist, rec) -> None:
+    seven = Image.fromarray(render_on_paper(mnist[1][0][0]))
+    assert rec.predict(_encode(seven.convert("LAB"), "TIFF"), "lab.tif").digit == 7  # read by its lightness
+    with pytest.raises(ImageError, match="la: cannot read pixels of mode La"):
+        rec.predict(seven.convert("LA").convert("La"), "la")
+    mask = np.asarray(seven.convert("L")) < 128  # a bool mask: True is ink, so white on black
+    assert rec.predict(mask).digit == 7
+
+
+def test_a_callers_pil_image_is_left_as_it_was(mnist, rec) -> None:
+    page = Image.fromarray(render_on_paper(mnist[1][0][0], size=1600))
+    jpeg = Image.open(io.BytesIO(_encode(page, "JPEG")))
+    assert rec.predict(jpeg).digit == 7
+    assert jpeg.size == (1600, 1600) and jpeg.mode == "RGB"  # not drafted to a smaller gray image
+    blank = Image.new("RGB", (200, 200), "white")
+    gif = Image.open(io.BytesIO(_encode(page.resize((200, 200)), "GIF", save_all=True, append_images=[blank])))
+    gif.seek(1)
+    assert rec.predict(gif).digit == 7  # the first frame
+    assert gif.tell() == 1
+
+
+def test_a_large_transparent_drawing_reads_like_a_small_one(mnist, rec) -> None:
+    ink = np.kron(mnist[1][0][0], np.ones((100, 100), np.uint8))  # 2,800 px
+    rgba = np.zeros((*ink.shape, 4), np.uint8)
+    rgba[..., 3] = ink
+    big = _encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    small = _encode(Image.fromarray(rgba, "RGBA").resize((280, 280)), "PNG")
+    assert rec.predict(big).digit == rec.predict(small).digit == 7
+    assert rec.read(big).digits[0].box[3] > 1500  # in the image's own pixels

@@ -50,6 +50,9 @@ FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
 MAX_BYTES = 20 * 1024 * 1024  # larger files are refused unread
 MAX_PIXELS = 50_000_000  # refused before decoding; Pillow's own bomb limit is ~89M (and warns at 89M/2)
+# The formats decoded; Pillow knows many more (EPS, which runs Ghostscript, among them), refused unread.
+# (Pillow's JPEG reader also opens the multi-picture JPEGs of phone cameras, as format "MPO".)
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 WORK_SIDE = 640  # images are analysed with their longer side at most this (decoding uses draft for JPEG)
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 # MNIST's own strokes range widely: measured as `_stroke_width` does, over MNIST_STROKE times the
@@ -84,14 +87,15 @@ def open_image(data: bytes, name: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap is checked below
-            pil = Image.open(io.BytesIO(data))
+            pil = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: more pixels than the limit of {MAX_PIXELS} (decompression bomb?)") from None
     except UnidentifiedImageError:
         head = data[:64].lstrip().lower()
         kind = "an SVG or XML file" if head.startswith((b"<svg", b"<?xml")) else None
         kind = kind or ("a PDF" if head.startswith(b"%pdf") else None)
-        raise ImageError(f"{name}: not an image ({kind or 'unrecognized format'})") from None
+        kind = kind or "not a supported format: " + ", ".join(FORMATS)
+        raise ImageError(f"{name}: not an image ({kind})") from None
     except Exception as e:  # Pillow raises many types on malformed headers
         raise ImageError(f"{name}: cannot read the image header ({e})") from None
     w, h = pil.size
@@ -102,39 +106,65 @@ def open_image(data: bytes, name: str) -> Any:
     return pil
 
 
-def _decode(pil: Any, name: str) -> tuple[np.ndarray, bool]:
+def _decode(pil: Any, name: str, own: bool = True) -> tuple[np.ndarray, bool, float]:
     """PIL image -> gray (h, w) in [0, 255], transparency composited to keep the ink visible: uint8 for
-    8-bit images without transparency (most photos and scans), float32 otherwise; and whether it was
-    composited (a transparent background is flat: no lighting to take off)."""
+    8-bit images without transparency (most photos and scans), float32 otherwise; whether it was
+    composited (a transparent background is flat: no lighting to take off); and its pixels per pixel
+    of the image (below 1 when a large image is decoded at reduced size).
+
+    ``own``: the image was opened here, from a file or bytes. A caller's PIL image is left as it was
+    given: decoded at full size, its current frame restored afterwards.
+    """
     from PIL import Image, ImageOps
 
+    full_side = max(pil.size)  # the longer side: the same whatever the EXIF orientation
+    frame = pil.tell()
     try:
-        if getattr(pil, "n_frames", 1) > 1:
+        if frame:
             pil.seek(0)  # animated GIF / multi-page TIFF: the first frame
-        if pil.format == "JPEG":
+        if own and pil.format in ("JPEG", "MPO"):
             # libjpeg decodes colour JPEGs straight to gray (its luma is the same 0.299/0.587/0.114 mix as
             # convert("L")), and a large one at 1/2, 1/4 or 1/8 scale: fast and small.
             pil.draft("L", (2 * WORK_SIDE, 2 * WORK_SIDE) if max(pil.size) > 2 * WORK_SIDE else pil.size)
         pil.load()
-        pil = ImageOps.exif_transpose(pil)
+        image = ImageOps.exif_transpose(pil)
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: too many pixels ({e})") from None
     except Exception as e:  # truncated or corrupt data: Pillow raises OSError, SyntaxError, ValueError...
         raise ImageError(f"{name}: cannot decode the image ({e})") from None
+    finally:
+        if frame:
+            pil.seek(frame)
+    try:
+        gray, composited = _to_gray(image)
+    except (ValueError, OSError) as e:  # a mode Pillow cannot convert (LAB, La...)
+        raise ImageError(f"{name}: cannot read pixels of mode {image.mode} ({e})") from None
+    return gray, composited, max(gray.shape) / full_side
+
+
+def _to_gray(pil: Any) -> tuple[np.ndarray, bool]:
+    """A decoded PIL image -> gray [0, 255] and whether transparency was composited (see `_decode`)."""
     if pil.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(pil, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise ValueError("NaN or infinite pixel values")
         top = float(a.max(initial=0))
         if top > 255:  # 16-bit samples
             a = a * (255.0 / 65535.0)
         elif pil.mode == "F" and top <= 1.0:  # floats in [0, 1]
             a = a * 255.0
         return np.clip(a, 0, 255), False
+    if pil.mode == "LAB":
+        return np.asarray(pil.getchannel("L")), False  # its lightness
     has_alpha = pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info)
     if not has_alpha:
         return np.asarray(pil if pil.mode == "L" else pil.convert("L")), False
-    rgba = np.asarray(pil.convert("RGBA"), dtype=np.float32)
-    alpha = rgba[..., 3] / 255.0
-    gray = rgba[..., :3] @ np.float32([0.299, 0.587, 0.114])
+    rgba = pil.convert("RGBA")
+    if max(rgba.size) > 2 * WORK_SIDE:  # reduced before going to float: 16 bytes a pixel otherwise
+        rgba = rgba.reduce(max(rgba.size) // (2 * WORK_SIDE))
+    a = np.asarray(rgba, dtype=np.float32)
+    alpha = a[..., 3] / 255.0
+    gray = a[..., :3] @ np.float32([0.299, 0.587, 0.114])
     return (gray, False) if alpha.min() >= 0.99 else (_composite(gray, alpha), True)
 
 
@@ -153,19 +183,20 @@ def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def load_image(image: Any, name: str | None = None) -> np.ndarray:
     """Decode a path, bytes, PIL image or array into float32 gray (h, w) in [0, 255].
 
-    Arrays may be (h, w), (h, w, 1|3|4), uint8 in [0, 255] or float in [0, 1]. Every problem is an
-    ImageError that names the input.
+    Arrays may be (h, w), (h, w, 1|3|4), uint8 in [0, 255], float in [0, 1] or bool (True: white).
+    A large JPEG file comes out at 1/2, 1/4 or 1/8 of its size, and so does a large image with
+    transparency. Every problem is an ImageError that names the input.
     """
     return _gray(image, name)[0].astype(np.float32, copy=False)
 
 
-def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool]:
-    """`load_image`, keeping 8-bit gray as uint8 (the ink map is faster on it); and whether a
-    transparent background was composited (see `_decode`)."""
+def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool, float]:
+    """`load_image`, keeping 8-bit gray as uint8 (the ink map is faster on it); whether a transparent
+    background was composited, and the decoded pixels per image pixel (see `_decode`)."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):
-        return _array_gray(image, name or "array")
+        return (*_array_gray(image, name or "array"), 1.0)
     if isinstance(image, (str, os.PathLike)):
         name = name or os.fspath(image)
         try:
@@ -183,7 +214,7 @@ def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool]:
         w, h = image.size
         if w * h > MAX_PIXELS:
             raise ImageError(f"{name}: {w}x{h} pixels is more than the limit of {MAX_PIXELS}")
-        return _decode(image, name)
+        return _decode(image, name, own=False)
     raise ImageError(f"cannot read an image from {type(image).__name__}: give a path, bytes, PIL image or array")
 
 
@@ -196,6 +227,8 @@ def _array_gray(a: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
         raise ImageError(f"{name}: expected a 2-D grayscale or (h, w, 3|4) color array, got shape {a.shape}")
     if a.shape[0] * a.shape[1] > MAX_PIXELS:
         raise ImageError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels is more than the limit of {MAX_PIXELS}")
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * np.uint8(255)  # a mask: True is white
     if a.dtype == np.uint8 and a.ndim == 2:
         return a, False
     was_float = a.dtype.kind == "f"
@@ -338,8 +371,9 @@ def ink_image(image: Any, name: str | None = None) -> InkImage:
     """Decode ``image`` and locate its ink: the shared first half of `to_mnist` and `segment`."""
     import cv2
 
-    gray, composited = _gray(image, name)
+    gray, composited, decoded = _gray(image, name)
     gray, scale = _resize_to_work(gray)
+    scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
     ink, dark_ink, strongest = _ink_map(gray, flat=composited)
     threshold = max(MIN_CONTRAST, RELATIVE_INK * strongest)
     mask = ink >= threshold
@@ -507,7 +541,8 @@ def segment(ii: InkImage) -> list[Component]:
     comps = sorted(ii.components, key=lambda c: c.x)
     if not comps:
         return []
-    line_height = float(np.median([c.h for c in comps if c.mass >= 0.25 * max(d.mass for d in comps)]))
+    heaviest = max(d.mass for d in comps)
+    line_height = float(np.median([c.h for c in comps if c.mass >= 0.25 * heaviest]))
     groups: list[Component] = []
     for c in comps:
         if groups:

@@ -17,6 +17,7 @@ import numpy as np
 from .images import (
     ONE_LIKE,
     Component,
+    ImageError,
     InkImage,
     elongation,
     group_mask,
@@ -58,6 +59,12 @@ READ_REJECT = 0.95
 # a fragment. On 500 numbers of MNIST validation digits: 477 -> 480 right (0.6 and 0.7: also 480); on
 # another 150, 142 either way.
 SHORT_ONE = 0.5
+# A line of digits holds at most this many marks (a line 640 working pixels long holds about 100
+# digits 6 px high, the least `segment` keeps). A 2 KB PNG of thousands of ticks took `read` 10-27 s
+# (every mark is fitted and scored on its own): more marks than this are refused at once. The
+# slowest image found under the bound, 92 ticks as tall as the image (each thickened at full size
+# to MNIST's stroke width), takes about 4.5 s.
+MAX_MARKS = 100
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,11 @@ class Recognizer:
         """Read a line of digits left to right: strokes joined, touching digits split, specks ignored."""
         ii = ink_image(image, name)
         groups = segment(ii)
+        if len(groups) > MAX_MARKS:
+            raise ImageError(
+                f"{name or 'image'}: {len(groups)} separate marks, more than a line of digits holds "
+                f"(at most {MAX_MARKS}): is this a page of text or a texture?"
+            )
         line_height = float(np.median([g.h for g in groups])) if groups else 0.0
         digits = []
         for group in groups:
@@ -337,7 +349,8 @@ def _width_prior(mean_width: float) -> float:
 def _tall_parts(ii: InkImage, group: Component) -> list[Component]:
     """The group's components of at least half its height, each with the small components (a 5's flag,
     a 7's bar) that overlap it most horizontally: digits that overlap without touching."""
-    comps = [c for c in ii.components if c.labels[0] in group.labels]
+    labels = set(group.labels)
+    comps = [c for c in ii.components if c.labels[0] in labels]
     tall = [c for c in comps if c.h >= 0.5 * group.h]
     if len(tall) < 2:
         return []
