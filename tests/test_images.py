@@ -603,3 +603,15 @@ def test_a_large_transparent_drawing_reads_like_a_small_one(mnist, rec) -> None:
     small = _encode(Image.fromarray(rgba, "RGBA").resize((280, 280)), "PNG")
     assert rec.predict(big).digit == rec.predict(small).digit == 7
     assert rec.read(big).digits[0].box[3] > 1500  # in the image's own pixels
+
+
+def test_a_long_line_keeps_its_digits_readable(mnist, rec) -> None:
+    """A line of 80 digits, 108 px high and about 5,400 px long: analysed with its longer side at 640
+    px, its digits were 10 px high, and lines this long lost or split digits."""
+    x, y = mnist[1]
+    pick = np.arange(100, 180)
+    strip = synth.number_strip([x[i] for i in pick], np.random.default_rng(0), touching=0.0)
+    page = (255 - np.kron(strip, np.ones((3, 3))) * 230).clip(0, 255).astype(np.uint8)
+    text = rec.read(_encode(Image.fromarray(page), "PNG")).text
+    truth = "".join(str(int(v)) for v in y[pick])
+    assert len(text) == 80 and sum(a == b for a, b in zip(text, truth, strict=True)) >= 78, (text, truth)

@@ -54,6 +54,7 @@ MAX_PIXELS = 50_000_000  # refused before decoding; Pillow's own bomb limit is ~
 # (Pillow's JPEG reader also opens the multi-picture JPEGs of phone cameras, as format "MPO".)
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 WORK_SIDE = 640  # images are analysed with their longer side at most this (decoding uses draft for JPEG)
+LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 # MNIST's own strokes range widely: measured as `_stroke_width` does, over MNIST_STROKE times the
 # digit's side, 1% of 5,000 training digits are under 0.64, 10% under 0.79, 90% under 1.47 and 99%
@@ -160,8 +161,9 @@ def _to_gray(pil: Any) -> tuple[np.ndarray, bool]:
     if not has_alpha:
         return np.asarray(pil if pil.mode == "L" else pil.convert("L")), False
     rgba = pil.convert("RGBA")
-    if max(rgba.size) > 2 * WORK_SIDE:  # reduced before going to float: 16 bytes a pixel otherwise
-        rgba = rgba.reduce(max(rgba.size) // (2 * WORK_SIDE))
+    factor = int(np.sqrt(rgba.width * rgba.height)) // (2 * WORK_SIDE)
+    if factor >= 2:  # reduced before going to float (16 bytes a pixel) to about 4 x WORK_SIDE^2 pixels
+        rgba = rgba.reduce(factor)
     a = np.asarray(rgba, dtype=np.float32)
     alpha = a[..., 3] / 255.0
     gray = a[..., :3] @ np.float32([0.299, 0.587, 0.114])
@@ -273,11 +275,16 @@ class InkImage:
     dark_ink: bool  # True: dark ink on light paper
 
 
-def _resize_to_work(gray: np.ndarray) -> tuple[np.ndarray, float]:
+def _resize_to_work(gray: np.ndarray, line: bool = False) -> tuple[np.ndarray, float]:
+    """The image at the size it is analysed at, and its scale. ``line``: a line of digits, which may
+    be long: its digits, as tall as its shorter side at most, keep LINE_SIDE pixels where the pixel
+    budget allows (with the longer side at WORK_SIDE, 80 digits in one line became 9 px high)."""
     import cv2
 
     h, w = gray.shape
     scale = min(1.0, WORK_SIDE / max(h, w))
+    if line:
+        scale = max(scale, min(1.0, LINE_SIDE / min(h, w), WORK_SIDE / float(np.sqrt(h * w))))
     if scale < 1.0:
         gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return gray, scale
@@ -367,12 +374,13 @@ def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, fl
     return ink, bool(dark_ink), min(max(top - bias, 0.0), 1.0)
 
 
-def ink_image(image: Any, name: str | None = None) -> InkImage:
-    """Decode ``image`` and locate its ink: the shared first half of `to_mnist` and `segment`."""
+def ink_image(image: Any, name: str | None = None, line: bool = False) -> InkImage:
+    """Decode ``image`` and locate its ink: the shared first half of `to_mnist` and `segment`.
+    ``line``: the image holds a line of digits (see `_resize_to_work`)."""
     import cv2
 
     gray, composited, decoded = _gray(image, name)
-    gray, scale = _resize_to_work(gray)
+    gray, scale = _resize_to_work(gray, line)
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
     ink, dark_ink, strongest = _ink_map(gray, flat=composited)
     threshold = max(MIN_CONTRAST, RELATIVE_INK * strongest)

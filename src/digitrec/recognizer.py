@@ -217,7 +217,7 @@ class Recognizer:
 
     def read(self, image: Any, name: str | None = None) -> Reading:
         """Read a line of digits left to right: strokes joined, touching digits split, specks ignored."""
-        ii = ink_image(image, name)
+        ii = ink_image(image, name, line=True)
         groups = segment(ii)
         if len(groups) > MAX_MARKS:
             raise ImageError(
