@@ -98,3 +98,14 @@ def test_uploading_a_photo(page, tmp_path: Path, mnist) -> None:
     page.screenshot(path=str(_out(tmp_path) / "ui-uploaded-two.png"), full_page=True)
     assert page.locator("#verdict").inner_text().strip().startswith(str(int(y[1])))
     assert np.asarray(Image.open(_out(tmp_path) / "ui-uploaded-two.png")).std() > 5
+
+
+def test_reading_a_number(page, tmp_path: Path) -> None:
+    """The Number tab: an uploaded photo of a number (a test fixture) is read, and the boxes are shown."""
+    number = Path(__file__).parent / "data" / "number-57007803.jpg"
+    page.get_by_role("tab", name="Number").click()
+    page.locator("#number input[type=file]").set_input_files(str(number))
+    text = page.locator("#number-text")
+    text.get_by_text("57007803").wait_for(timeout=30_000)
+    page.screenshot(path=str(_out(tmp_path) / "ui-number.png"), full_page=True)
+    assert text.inner_text().strip() == "57007803"
