@@ -380,3 +380,20 @@ def test_the_ui_routes_refuse_a_declared_body_over_the_limit(client: TestClient)
     r = client.post("/gradio_api/upload", files={"files": ("big.png", b"\0" * 2_500_000)})
     assert r.status_code == 413 and "over" in r.json()["error"]
     assert client.get("/healthz").status_code == 200
+
+
+def test_uploads_are_decoded_as_the_librarys_own_files(client: TestClient, mnist, monkeypatch) -> None:
+    """A large JPEG upload is decoded at reduced size, as a file given to the library is (a PIL image
+    from a caller is decoded at full size)."""
+    from digitrec import images
+
+    seen = []
+    real = images._decode
+    monkeypatch.setattr(images, "_decode", lambda pil, name, own=True: seen.append(own) or real(pil, name, own))
+    photo = Image.fromarray(render_on_paper(mnist[1][0][0], size=1600))
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG")
+    for path in ("/v1/predict", "/v1/read"):
+        r = client.post(path, files={"file": ("big.jpg", buf.getvalue(), "image/jpeg")})
+        assert r.status_code == 200 and str(r.json().get("digit", r.json().get("text"))) == "7"
+    assert seen == [True, True]

@@ -143,7 +143,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = model_dir / f"evaluation-{args.split}.json"
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(metrics, indent=2))
+        tmp = out.with_name(f".{out.name}.tmp")  # renamed into place: never half a file
+        tmp.write_text(json.dumps(metrics, indent=2))
+        os.replace(tmp, out)
     if args.json:
         _print_json(metrics)
     else:
