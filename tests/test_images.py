@@ -558,14 +558,17 @@ def test_read_boxes_are_in_the_pixels_of_a_large_jpeg(mnist, rec) -> None:
     assert 900 <= by <= 1500 and bh > 600  # the 28x28 field drawn 1,200 px high from row 900: full-size pixels
 
 
-def test_a_page_of_marks_is_refused_quickly(rec) -> None:
+def test_a_page_of_marks_is_refused_quickly(rec, tmp_path: Path) -> None:
     page = Image.new("L", (640, 640), 255)
     draw = ImageDraw.Draw(page)
     for top in range(4, 640, 16):
         for left in range(2, 640, 5):
             draw.line([(left, top), (left, top + 10)], fill=0, width=2)
-    with pytest.raises(ImageError, match=f"128 separate marks.*at most {recognizer.MAX_MARKS}"):
+    with pytest.raises(ImageError, match=f"ticks.png: 128 separate marks.*at most {recognizer.MAX_MARKS}"):
         rec.read(_encode(page, "PNG"), "ticks.png")
+    page.save(tmp_path / "ticks.png")
+    with pytest.raises(ImageError, match=f"^{tmp_path / 'ticks.png'}: 128 separate marks"):  # named by its path
+        rec.read(tmp_path / "ticks.png")
 
 
 @pytest.mark.parametrize("fmt", ["ICO", "TGA", "PCX"])

@@ -220,8 +220,9 @@ class Recognizer:
         ii = ink_image(image, name, line=True)
         groups = segment(ii)
         if len(groups) > MAX_MARKS:
+            label = name or (os.fspath(image) if isinstance(image, (str, os.PathLike)) else "image")
             raise ImageError(
-                f"{name or 'image'}: {len(groups)} separate marks, more than a line of digits holds "
+                f"{label}: {len(groups)} separate marks, more than a line of digits holds "
                 f"(at most {MAX_MARKS}): is this a page of text or a texture?"
             )
         line_height = float(np.median([g.h for g in groups])) if groups else 0.0
