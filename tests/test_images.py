@@ -618,3 +618,11 @@ def test_a_long_line_keeps_its_digits_readable(mnist, rec) -> None:
     text = rec.read(_encode(Image.fromarray(page), "PNG")).text
     truth = "".join(str(int(v)) for v in y[pick])
     assert len(text) == 80 and sum(a == b for a, b in zip(text, truth, strict=True)) >= 78, (text, truth)
+
+
+def test_a_phone_cameras_multi_picture_jpeg_is_read(mnist, rec) -> None:
+    """Many phones write MPO files (a JPEG with more pictures after it): Pillow's JPEG reader opens them."""
+    seven = Image.fromarray(render_on_paper(mnist[1][0][0], size=300))
+    data = _encode(seven, "MPO", save_all=True, append_images=[Image.new("RGB", (300, 300), "white")])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    assert rec.predict(data, "phone.jpg").digit == 7
