@@ -147,16 +147,16 @@ def drive(url: str, images: list[tuple[bytes, int]], concurrency: int, seconds: 
                 conn.request("POST", target.path, body, {"Content-Type": ctype})
                 r = conn.getresponse()
                 payload = r.read()
-                ok = r.status == 200
-            except OSError:
-                ok, payload = False, b""
+                answer = json.loads(payload) if r.status == 200 else None
+            except (OSError, http.client.HTTPException, ValueError):  # no answer, cut short, not JSON
+                answer = None
                 conn.close()
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
             dt = time.perf_counter() - t
             with lock:
-                if ok:
+                if isinstance(answer, dict):
                     latencies.append(dt)
-                    right += json.loads(payload).get("digit") == label
+                    right += answer.get("digit") == label
                 else:
                     errors += 1
         conn.close()

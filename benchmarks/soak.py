@@ -115,7 +115,7 @@ def main() -> int:
                     r = conn.getresponse()
                     payload = r.read()
                     status = r.status
-                except OSError:
+                except (OSError, http.client.HTTPException):  # refused, reset, cut short: no answer
                     status, payload = 0, b""
                     conn.close()
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -146,7 +146,7 @@ def main() -> int:
         f"server resident memory: {rss_start:.0f} MB after warm-up, {rss_end:.0f} MB at the end "
         f"({rss_end - rss_start:+.0f} MB)"
     )
-    return 0 if five == 0 and bad_not_4xx == 0 and alive else 1
+    return 0 if five == 0 and bad_not_4xx == 0 and wrong == 0 and alive else 1
 
 
 if __name__ == "__main__":
