@@ -238,6 +238,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.client == "wrk" and shutil.which("wrk") is None:
         ap.error("--client wrk needs wrk on the PATH (Debian: apt-get install wrk)")
+    try:
+        import flask  # noqa: F401  (the reference server runs in its own process; fail here, not after a wait)
+    except ImportError:
+        ap.error("the reference server needs Flask: make install-dev (or pip install flask)")
     load = drive_wrk if args.client == "wrk" else drive
     workers = ["--workers", str(args.workers)]
 
