@@ -98,8 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import PRESETS, TrainConfig, train
 
     verbose: int | str = 0 if args.json and not sys.stdout.isatty() else "auto"
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if args.resume:
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
         given = {
             k for k, v in vars(args).items() if k in fields | {"preset", "out", "overwrite"} and v not in (None, False)
         }
@@ -108,7 +108,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CommandError(f"--resume continues a run with its own settings; do not pass {options}")
         result = train(out=args.resume, resume=True, verbose=verbose)
     else:
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
         values = dict(PRESETS[args.preset]) if args.preset else {}
         values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
         values["class_weight"] = _class_weights(args.class_weight)
@@ -142,10 +141,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
         out = model_dir / f"evaluation-{args.split}.json"
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")  # renamed into place: never half a file
-        tmp.write_text(json.dumps(metrics, indent=2))
-        os.replace(tmp, out)
+        from .data import _atomic_write
+
+        _atomic_write(out, json.dumps(metrics, indent=2).encode())  # renamed into place: never half a file
     if args.json:
         _print_json(metrics)
     else:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .data import _atomic_write
+
 __all__ = [
     "build_report",
     "plot_confusion",
@@ -287,7 +289,7 @@ def build_report(
     metrics, x, y, ds = evaluate_split(rec, dataset, data_dir, split)
     metrics["model"] = _shown_path(rec.path)
     names = ds.class_names
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2).encode())
 
     figures: list[tuple[str, Path, str]] = [
         ("Sample digits", plot_samples(x, y, names, out / "samples.png", title=f"{ds.name} {split}: samples"), ""),
@@ -340,12 +342,5 @@ def build_report(
         f"<body>{''.join(sections)}</body></html>"
     )
     report = out / "report.html"
-    _write_text(report, page)
+    _atomic_write(report, page.encode("utf-8"))  # an interrupted report never leaves half a file
     return report
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write to a temporary name, then rename: a report interrupted never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
