@@ -385,6 +385,17 @@ def test_a_blank_page_is_no_digit(rec) -> None:
     assert rec.read(np.full((50, 200), 255, np.uint8)).text == ""
 
 
+def test_a_preprocessed_image_gets_the_answer_of_its_image(mnist, rec) -> None:
+    # The UI shows what the model saw and answers from it, so it must be `predict`'s answer exactly.
+    for digit in mnist[1][0][:3]:
+        page = render_on_paper(digit)
+        assert rec.predict_preprocessed(to_mnist(page)) == rec.predict(page)
+    blank = rec.predict_preprocessed(np.zeros((28, 28), np.uint8))
+    assert blank.digit is None and "blank" in blank.reason
+    with pytest.raises(ValueError, match="one preprocessed image"):
+        rec.predict_preprocessed(np.zeros((2, 28, 28), np.uint8))
+
+
 def test_a_dash_is_not_read_as_a_digit(rec, mnist) -> None:
     # A zip code with a dash: the dash is not a digit.
     (x, y) = mnist[1]

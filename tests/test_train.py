@@ -99,11 +99,13 @@ def test_overwrite_removes_the_old_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "checkpoint.keras").write_bytes(b"old run")
     (tmp_path / "logs" / "train").mkdir(parents=True)  # the old run's TensorBoard curves
     (tmp_path / ".model-x1y2.keras").write_bytes(b"half a model")  # left by a kill during a save
-    (tmp_path / ".history.json.tmp").write_text("{")
+    (tmp_path / ".history.json.tmp").write_text("{")  # an older version's temporary name
+    (tmp_path / "history.json.k2j4.tmp").write_text("{")
     with pytest.raises(DataError):  # the new run stops at loading its (missing) dataset
         train(model="mlp", dataset=str(tmp_path / "no-such-dataset"), out=tmp_path, overwrite=True, verbose=0)
     assert not (tmp_path / "checkpoint.keras").exists()
     assert not (tmp_path / "logs").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_auto_precision(monkeypatch: pytest.MonkeyPatch) -> None:

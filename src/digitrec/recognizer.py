@@ -211,9 +211,15 @@ class Recognizer:
 
     def predict(self, image: Any, name: str | None = None) -> Prediction:
         """A file path, bytes, PIL image or array holding one digit -> the digit, or None if there is none."""
-        field_ = to_mnist(image, name)  # what the model sees; `digitrec preprocess` writes it
+        return self.predict_preprocessed(to_mnist(image, name))  # what the model sees: `digitrec preprocess`
+
+    def predict_preprocessed(self, field_: np.ndarray) -> Prediction:
+        """One image already through `images.to_mnist` (uint8 (28, 28)) -> the same answer as `predict`
+        gives for the image; for callers that also show what the model saw, without preprocessing twice."""
+        if np.shape(field_) != (28, 28):
+            raise ValueError(f"expected one preprocessed image of shape (28, 28), got {np.shape(field_)}")
         probs, reject = self.scores(field_)
-        return self._answer(probs[0], float(reject[0]), empty=not field_.any())
+        return self._answer(probs[0], float(reject[0]), empty=not np.any(field_))
 
     def read(self, image: Any, name: str | None = None) -> Reading:
         """Read a line of digits left to right: strokes joined, touching digits split, specks ignored."""

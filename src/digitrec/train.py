@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import DEFAULT_VALIDATION, Dataset, load_dataset, split_validation
+from .data import DEFAULT_VALIDATION, Dataset, _atomic_write, load_dataset, split_validation
 from .models import (
     DEFAULT_MODEL,
     MODELS,
@@ -443,12 +443,7 @@ def _build_state(model: Any, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, json.dumps(obj, indent=2).encode())
 
 
 def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
@@ -735,8 +730,9 @@ def train(
                 shutil.rmtree(member)
             shutil.rmtree(run_dir / "logs", ignore_errors=True)  # TensorBoard would mix both runs' curves
     # A kill during a write leaves its temporary file (the real one is intact): `save_model`'s
-    # ".model-XXXX.keras", `_atomic_json`'s ".NAME.tmp". No other process writes into a run.
-    for stale in [*run_dir.glob(".*-*.keras"), *run_dir.glob(".*.tmp")]:
+    # ".model-XXXX.keras", `_atomic_json`'s "NAME.json.XXXX.tmp" (".NAME.tmp" before the twelfth
+    # session). No other process writes into a run.
+    for stale in [*run_dir.glob(".*-*.keras"), *run_dir.glob(".*.tmp"), *run_dir.glob("*.json.*.tmp")]:
         stale.unlink(missing_ok=True)
     log = print if verbose else (lambda *a, **k: None)
     ds = data or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))

@@ -61,8 +61,8 @@ def _digit(rec: Recognizer, value: Any) -> tuple[dict[str, float], str, np.ndarr
     if image is None:
         return {}, "Draw a digit, or upload or paste an image.", None
     try:
-        seen = to_mnist(image)
-        answer = rec.predict(image)
+        seen = to_mnist(image)  # shown back, and answered without decoding the image again
+        answer = rec.predict_preprocessed(seen)
     except ImageError as e:
         return {}, f"Cannot read this image: {e}", None
     labels = {str(d): p for d, p in enumerate(answer.probabilities)}
