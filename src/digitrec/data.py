@@ -357,10 +357,21 @@ def verify_mnist(arrays: Arrays, source: str) -> None:
             )
 
 
+def usual_permissions(path: str | os.PathLike) -> None:
+    """Give a file from ``tempfile.mkstemp`` (0600) the permissions of any new file: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync, rename. A kill at any
+    moment leaves the old file or the new one, never part of one; the file gets the permissions of
+    any file the process creates (the umask's), not mkstemp's owner-only 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        usual_permissions(tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import usual_permissions
+
 __all__ = [
     "MODELS",
     "ModelError",
@@ -320,9 +322,7 @@ def save_model(model: Any, path: str | os.PathLike, metadata: dict[str, Any]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.stem + "-", suffix=".keras")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is as readable as any other file
+    usual_permissions(tmp)  # mkstemp makes 0600; a model file is as readable as any other file
     try:
         model.save(tmp)
         meta = {"format": "digitrec", "format_version": FORMAT_VERSION, **metadata}

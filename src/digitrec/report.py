@@ -252,6 +252,8 @@ def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, An
         "data preparation (s)": round(metadata["prepare_seconds"], 1) if "prepare_seconds" in metadata else None,
         "temperature (calibration)": round(metadata["temperature"], 4) if "temperature" in metadata else None,
         "rejection threshold": round(metadata["reject"]["threshold"], 4) if "reject" in metadata else None,
+        # the percentile of the rendered validation digits' scores it is (models since the twelfth session)
+        "rejection percentile": metadata.get("reject", {}).get("percentile"),
         "device": training.get("device"),
         "training precision": training.get("precision"),  # the saved model computes in float32
         "machine": training.get("machine"),
