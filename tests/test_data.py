@@ -251,7 +251,7 @@ def test_atomic_writes_give_the_usual_permissions(tmp_path: Path) -> None:
     # to anyone else, unlike every other file the process makes.
     old = os.umask(0o022)
     try:
-        data._atomic_write(tmp_path / "metrics.json", b"{}")
+        data.atomic_write(tmp_path / "metrics.json", b"{}")
     finally:
         os.umask(old)
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644

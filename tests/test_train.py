@@ -322,6 +322,8 @@ def test_weight_decay_reaches_every_optimizer() -> None:
 
     assert _optimizer(TrainConfig(model="cnn").resolved(), 10).weight_decay is None  # Adam: none by default
     assert _optimizer(TrainConfig(model="cnn", optimizer="adamw").resolved(), 10).weight_decay == 5e-4
+    # AdamW told to decay nothing must not fall back on its own default (0.004)
+    assert _optimizer(TrainConfig(model="cnn", optimizer="adamw", weight_decay=0.0).resolved(), 10).weight_decay == 0
     for name in ("adam", "adamw", "sgd", "rmsprop"):
         cfg = TrainConfig(model="cnn", optimizer=name, weight_decay=0.05).resolved()
         assert _optimizer(cfg, 10).weight_decay == 0.05

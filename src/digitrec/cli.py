@@ -141,9 +141,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
         out = model_dir / f"evaluation-{args.split}.json"
     if out is not None:
-        from .data import _atomic_write
+        from .data import atomic_write
 
-        _atomic_write(out, json.dumps(metrics, indent=2).encode())  # renamed into place: never half a file
+        atomic_write(out, json.dumps(metrics, indent=2).encode())  # renamed into place: never half a file
     if args.json:
         _print_json(metrics)
     else:

@@ -192,7 +192,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     body += np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
     if compress or (compress is None and path.suffix == ".gz"):
         body = gzip.compress(body, compresslevel=6)
-    _atomic_write(path, body)
+    atomic_write(path, body)
     return path
 
 
@@ -364,7 +364,7 @@ def usual_permissions(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync, rename. A kill at any
     moment leaves the old file or the new one, never part of one; the file gets the permissions of
     any file the process creates (the umask's), not mkstemp's owner-only 0600."""
@@ -386,7 +386,7 @@ def _save_npz(path: Path, arrays: Arrays) -> None:
     (x_train, y_train), (x_test, y_test) = arrays
     buf = io.BytesIO()
     np.savez_compressed(buf, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _user_data_dir(data_dir: str | os.PathLike | None) -> Path | None:

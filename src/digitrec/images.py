@@ -192,15 +192,24 @@ def load_image(image: Any, name: str | None = None) -> np.ndarray:
     return _gray(image, name)[0].astype(np.float32, copy=False)
 
 
+def input_name(image: Any, name: str | None = None) -> str:
+    """How errors name an input: the caller's ``name``, else a file's path, else "array" or "image"."""
+    if name:
+        return name
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    return "array" if isinstance(image, np.ndarray) else "image"
+
+
 def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool, float]:
     """`load_image`, keeping 8-bit gray as uint8 (the ink map is faster on it); whether a transparent
     background was composited, and the decoded pixels per image pixel (see `_decode`)."""
     from PIL import Image
 
+    name = input_name(image, name)
     if isinstance(image, np.ndarray):
-        return (*_array_gray(image, name or "array"), 1.0)
+        return (*_array_gray(image, name), 1.0)
     if isinstance(image, (str, os.PathLike)):
-        name = name or os.fspath(image)
         try:
             size = os.path.getsize(image)
             if size > MAX_BYTES:
@@ -209,7 +218,6 @@ def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool, float]:
                 image = f.read()
         except OSError as e:
             raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
-    name = name or "image"
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _decode(open_image(bytes(image), name), name)
     if isinstance(image, Image.Image):

@@ -23,6 +23,7 @@ from .images import (
     group_mask,
     group_to_mnist,
     ink_image,
+    input_name,
     merge_components,
     segment,
     to_mnist,
@@ -226,9 +227,8 @@ class Recognizer:
         ii = ink_image(image, name, line=True)
         groups = segment(ii)
         if len(groups) > MAX_MARKS:
-            label = name or (os.fspath(image) if isinstance(image, (str, os.PathLike)) else "image")
             raise ImageError(
-                f"{label}: {len(groups)} separate marks, more than a line of digits holds "
+                f"{input_name(image, name)}: {len(groups)} separate marks, more than a line of digits holds "
                 f"(at most {MAX_MARKS}): is this a page of text or a texture?"
             )
         line_height = float(np.median([g.h for g in groups])) if groups else 0.0

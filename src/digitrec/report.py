@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import _atomic_write
+from .data import atomic_write
 
 __all__ = [
     "build_report",
@@ -291,7 +291,7 @@ def build_report(
     metrics, x, y, ds = evaluate_split(rec, dataset, data_dir, split)
     metrics["model"] = _shown_path(rec.path)
     names = ds.class_names
-    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2).encode())
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2).encode())
 
     figures: list[tuple[str, Path, str]] = [
         ("Sample digits", plot_samples(x, y, names, out / "samples.png", title=f"{ds.name} {split}: samples"), ""),
@@ -344,5 +344,5 @@ def build_report(
         f"<body>{''.join(sections)}</body></html>"
     )
     report = out / "report.html"
-    _atomic_write(report, page.encode("utf-8"))  # an interrupted report never leaves half a file
+    atomic_write(report, page.encode("utf-8"))  # an interrupted report never leaves half a file
     return report

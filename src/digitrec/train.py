@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import DEFAULT_VALIDATION, Dataset, _atomic_write, load_dataset, split_validation
+from .data import DEFAULT_VALIDATION, Dataset, atomic_write, load_dataset, split_validation
 from .models import (
     DEFAULT_MODEL,
     MODELS,
@@ -390,13 +390,13 @@ def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     # Polyak averaging: the optimizer keeps a moving average of the weights (see `_ema_swap`).
     extra: dict[str, Any] = {"use_ema": True, "ema_momentum": cfg.ema} if cfg.ema else {}
     decay = cfg.weight_decay if cfg.weight_decay is not None else (5e-4 if cfg.optimizer == "adamw" else 0.0)
-    if decay:  # Keras applies it the same way for every optimizer: decoupled, as AdamW does
+    # Keras applies weight decay the same way for every optimizer: decoupled, as AdamW does. AdamW always
+    # gets ours (its own default, 0.004, is not ours); the others only when there is some.
+    if decay or cfg.optimizer == "adamw":
         extra["weight_decay"] = decay
     return {
         "adam": lambda: keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **extra),
-        "adamw": lambda: keras.optimizers.AdamW(
-            lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **{"weight_decay": 0, **extra}
-        ),
+        "adamw": lambda: keras.optimizers.AdamW(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **extra),
         "rmsprop": lambda: keras.optimizers.RMSprop(lr, **extra),
         "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **extra),
         "adadelta": lambda: keras.optimizers.Adadelta(lr, **extra),
@@ -444,7 +444,7 @@ def _build_state(model: Any, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, json.dumps(obj, indent=2).encode())
+    atomic_write(path, json.dumps(obj, indent=2).encode())
 
 
 def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
