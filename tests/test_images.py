@@ -171,6 +171,25 @@ def test_a_fat_stroke_on_a_transparent_canvas_stays_solid(width: int, rec) -> No
     assert rec.predict(_encode(canvas, "PNG")).digit == 1
 
 
+@pytest.mark.parametrize("brush", [12, 14])
+def test_a_brush_so_fat_that_loops_fill_in_still_reads(brush: int, mnist, rec) -> None:
+    # 8s drawn 130 px high with a brush of radius 12-14 px: the loops fill in, and the "stroke" is the
+    # whole blob. Thinned all the way to MNIST's width, only the blob's cores were left (17 and 14 of
+    # these 20 read as 8); thinning now takes at most one MNIST stroke width off.
+    import cv2
+
+    (x, y) = mnist[1]
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * brush + 1, 2 * brush + 1))
+    read = []
+    for i in np.flatnonzero(y == 8)[:20]:
+        ink = np.zeros((220, 220), np.float32)
+        ink[45:175, 45:175] = np.asarray(Image.fromarray(x[i]).resize((130, 130), Image.Resampling.BICUBIC)) / 255
+        rgba = np.zeros((220, 220, 4), np.uint8)
+        rgba[..., 3] = np.clip((cv2.dilate(ink, disc) - 0.3) * 4 * 255, 0, 255).astype(np.uint8)
+        read.append(rec.predict(_encode(Image.fromarray(rgba, "RGBA"), "PNG")).digit)
+    assert read.count(8) >= 19, read
+
+
 # --- hand-made cases -------------------------------------------------------------------------------
 
 
