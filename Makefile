@@ -47,8 +47,10 @@ format: install-dev
 	$(BIN)/ruff format src tests benchmarks
 
 # The model shipped in the package (src/digitrec/assets/default.keras): the default recipe, seed 0.
+# The shipped model was trained in float32 (what --precision auto picks on a CPU without AMX); on a CPU
+# with AMX auto picks bfloat16, which makes another model of the same recipe: so float32 here.
 default-model: install
-	$(BIN)/digitrec train --preset best --seed 0 --out runs/default --overwrite
+	$(BIN)/digitrec train --preset best --seed 0 --precision float32 --out runs/default --overwrite
 	mkdir -p src/digitrec/assets
 	cp runs/default/model.keras src/digitrec/assets/default.keras
 	$(BIN)/digitrec export --format onnx
