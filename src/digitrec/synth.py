@@ -23,6 +23,7 @@ __all__ = [
     "handwriting_fonts",
     "number_strip",
     "scribble",
+    "validation_letter_fonts",
 ]
 
 # Letters that a person could read as a digit (O/0, l/1, S/5, Z/2, B/8, g/9, b/6, ...) are not negatives.
@@ -244,10 +245,18 @@ def letter_fonts() -> list[Path]:
     """The fonts of the training letters (the "not a digit" class): matplotlib's DejaVu Sans and Sans
     Mono and its four Computer Modern faces (roman, sans, italic, typewriter), always installed.
 
-    Never the fonts of the benchmark's letters (handwriting fonts and DejaVu Serif), nor STIX, kept to
-    check rejection on letters no model was trained on.
+    Never the fonts of the benchmark's letters (handwriting fonts and DejaVu Serif), nor STIX, whose
+    letters validate rejection (`validation_letter_fonts`).
     """
     d = _matplotlib_fonts()
     mono = sorted(d.glob("DejaVuSansMono*.ttf"))
     modern = [d / f"cm{face}10.ttf" for face in ("r", "ss", "ti", "tt") if (d / f"cm{face}10.ttf").is_file()]
     return dejavu_fonts("Sans") + mono + modern
+
+
+def validation_letter_fonts() -> list[Path]:
+    """The fonts of the letters that choose the "not a digit" threshold on validation data: matplotlib's
+    four STIX General faces, always installed, never used for training or by the benchmark."""
+    d = _matplotlib_fonts()
+    faces = ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf")
+    return [d / f for f in faces if (d / f).is_file()]
