@@ -58,15 +58,9 @@ LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this,
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 # MNIST's own strokes range widely: measured as `_stroke_width` does, over MNIST_STROKE times the
 # digit's side, 1% of 5,000 training digits are under 0.64, 10% under 0.79, 90% under 1.47 and 99%
-# under 1.96. Strokes thicker than its 90th percentile (a fat canvas brush) are thinned to THIN_TO.
-# Until 2026-11-22 only strokes over 2.0 were thinned, to 1.5: canvases drawn with strokes of 1.5-2
-# were misread at 0.85% and 2-3 at 1.2%, against 0.36% under 1.5 (2,000 validation canvases, the
-# model then shipped). With the three models of that recipe held fixed, on 4,000 validation canvases
-# / 2,000 photos misread or rejected (sums over the three): thinning over 2.0 to 1.5: 113 / 37; over
-# 1.5 to 1.3: 93 / 37; to 1.2: 90 / 41; to 1.0: 90 / 45; over 1.6 to 1.2: 94 / 40; over 1.4 to 1.2:
-# 86 / 41. 2,500 validation numbers (the shipped model): 2,411 -> 2,415 right.
-THIN_ABOVE = 1.5
-THIN_TO = 1.3
+# under 1.96. Only strokes outside that range are made thinner or thicker, and only into it.
+THIN_ABOVE = 2.0  # thicker strokes (a fat canvas brush) are thinned to THIN_TO (MNIST's 90th percentile)
+THIN_TO = 1.5
 # ...but thinning takes at most THIN_AT_MOST of MNIST's stroke width off a stroke (half from each side).
 # With a brush so fat that a digit's loops fill in, the "stroke" is the whole blob, and eroding it to
 # THIN_TO left only the blob's cores (an 8 became two dots): with the shipped model held fixed, 4,000
