@@ -150,7 +150,8 @@ def validation_negatives(
     be: a quarter each clothing (from ``fashion``, e.g. held-out Fashion-MNIST training images),
     letters in `synth.validation_letter_fonts`, doodles, and blank pages. A blank page usually comes
     out as an empty field (which `Recognizer` rejects without asking the model); about one in twenty
-    leaves some ink (a ruled line's end, noise), like a user's. Without ``fashion``, doodles and blank pages take its share.
+    leaves some ink (a ruled line's end, noise), like a user's. Without ``fashion``, doodles and blank
+    pages take its share.
 
     The generator of `negatives`, in the training fonts and without the photo, made the validation
     rates optimistic: it accepted 0-1.7% of its non-digits where the benchmark's, in other fonts and
