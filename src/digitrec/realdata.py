@@ -157,12 +157,7 @@ def validation_negatives(
     rates optimistic: it accepted 0-1.7% of its non-digits where the benchmark's, in other fonts and
     photographed, were accepted 4-11% (the 2026-11-22 notes).
     """
-    tasks = []
-    for start in range(0, n, CHUNK):
-        count = min(CHUNK, n - start)
-        pool = None if fashion is None else fashion[rng.choice(len(fashion), min(count, len(fashion)), replace=False)]
-        tasks.append((start, count, int(rng.integers(2**63)), pool))
-    return _pool_map(_render_validation_negatives, tasks, workers)
+    return _pool_map(_render_validation_negatives, _negative_tasks(n, rng, fashion), workers)
 
 
 def negatives(
@@ -173,10 +168,15 @@ def negatives(
     About half from ``fashion`` (white-on-black 28x28 images, e.g. Fashion-MNIST training images)
     when given, the rest letters, doodles, blobs and noise.
     """
+    return _pool_map(_render_negatives, _negative_tasks(n, rng, fashion), workers)
+
+
+def _negative_tasks(n: int, rng: np.random.Generator, fashion: np.ndarray | None) -> list[tuple]:
+    """The thread pool's tasks for ``n`` non-digits: (start, count, seed, clothing pool) per CHUNK."""
     tasks = []
     for start in range(0, n, CHUNK):
         count = min(CHUNK, n - start)
-        # Each task gets only the clothing images it may draw from, not the whole array.
-        pool = None if fashion is None else fashion[rng.choice(len(fashion), size=count, replace=False)]
+        # Each task gets only the clothing images it may draw from, not the whole array (at most all of them).
+        pool = None if fashion is None else fashion[rng.choice(len(fashion), min(count, len(fashion)), replace=False)]
         tasks.append((start, count, int(rng.integers(2**63)), pool))
-    return _pool_map(_render_negatives, tasks, workers)
+    return tasks
