@@ -327,7 +327,7 @@ WEAK = 0.5  # ...and so is a wider one that reads whole with at least this confi
 # is 0.52, its answers less sure, and a sliver between two touching 0s (read "1" at 0.998) beat the
 # clean cut (tests/data/number-268600.jpg). On 2,500 validation numbers at T = 0.52: 0.99 -> 2,410
 # right, 0.985 -> 2,411, 0.98 -> 2,409 (0.99 at T = 0.46: 2,408); rescaled for the temperature as
-# (1 - p) ** (0.46 / 0.52), 1% becomes about 1.8%.
+# (1 - p) ** (0.459 / 0.524), 1% becomes about 1.8%.
 SPLIT_PRIOR = 0.985
 # Fitted into 20x20, any stroke cut from a wider digit reads as a "1" (the right half of a 0, the
 # stem of a 4): a cut piece read as "1" whose ink is not as thin as a 1's (`elongation` at least

@@ -567,15 +567,15 @@ def _reject_threshold(
     candidates = []
     for q in REJECT_PERCENTILES:
         t = float(np.quantile(score_rendered, q))
-        cost = float(np.mean((score_rendered >= t) | ~right)) + NON_DIGIT_WEIGHT * float(np.mean(score_neg < t))
-        candidates.append((cost, t, q))
+        digit_errors = float(np.mean((score_rendered >= t) | ~right))
+        candidates.append((digit_errors + NON_DIGIT_WEIGHT * float(np.mean(score_neg < t)), t, q, digit_errors))
     # min() keeps the first of equal keys: the lowest percentile (rounding hides float noise in the sums)
-    cost, threshold, q = min(candidates, key=lambda c: round(c[0], 9))
+    cost, threshold, q, digit_errors = min(candidates, key=lambda c: round(c[0], 9))
     result = {
         "threshold": threshold,
         "percentile": round(100 * q, 1),
         "validation_cost": cost,
-        "validation_digit_errors": float(np.mean((score_rendered >= threshold) | ~right)),
+        "validation_digit_errors": digit_errors,
         "validation_digits_rejected": float(np.mean(score_rendered >= threshold)),
         "validation_clean_digits_rejected": float(np.mean(score_clean >= threshold)),
         "validation_non_digits_rejected": float(np.mean(score_neg >= threshold)),
