@@ -392,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--elastic", type=float, help="augmentation: smooth random distortion, typical shift in pixels (default 0)"
     )
+    p.add_argument("--shear", type=float, help="augmentation: largest slant in degrees (default 0)")
+    p.add_argument(
+        "--stroke", type=float, help="augmentation: largest thickening or thinning, fraction of a pixel (default 0)"
+    )
     p.add_argument(
         "--class-weight", action="append", metavar="CLASS=W", help="loss weight for a class, e.g. 9=2 (repeatable)"
     )

@@ -75,6 +75,8 @@ class TrainConfig:
     shift: float = 0.1  # fraction of the image side: largest shift either way
     zoom: float = 0.1  # largest relative change of scale either way
     elastic: float = 0.0  # pixels: typical displacement of a smooth random distortion (0: none)
+    shear: float = 0.0  # degrees: largest slant either way when augmenting (0: none)
+    stroke: float = 0.0  # largest fraction of a one-pixel thickening or thinning of the strokes (0: none)
     class_weight: dict[int, float] | None = None  # loss weight per class, e.g. {9: 2.0}; others 1
     label_smoothing: float = 0.0  # mass moved from the true class to all classes
     # Decoupled weight decay (AdamW's): each step shrinks every weight by learning rate x this.
@@ -154,8 +156,14 @@ class TrainConfig:
                 "augmentation: rotation and elastic must be >= 0, shift and zoom in [0, 1); got "
                 f"rotation {self.rotation}, shift {self.shift}, zoom {self.zoom}, elastic {self.elastic}"
             )
-        if self.elastic > 0 and self.augment is False:
-            problems.append("elastic distortion is part of the augmentation: add --augment, or leave --elastic out")
+        if not 0 <= self.shear < 45 or not 0 <= self.stroke <= 1:
+            problems.append(
+                f"augmentation: shear must be in [0, 45) degrees and stroke in [0, 1]; got "
+                f"shear {self.shear}, stroke {self.stroke}"
+            )
+        for name in ("elastic", "shear", "stroke"):
+            if getattr(self, name) > 0 and self.augment is False:
+                problems.append(f"--{name} is part of the augmentation: add --augment, or leave --{name} out")
         if (self.pairs or 0) > 0 and self.negatives == 0:
             problems.append("touching pairs go into the 'not a digit' class: add --negatives N, or leave --pairs out")
         for k, w in (self.class_weight or {}).items():
@@ -306,48 +314,75 @@ def augment_images(
     shift: float = 0.1,
     zoom: float = 0.1,
     elastic: float = 0.0,
+    shear: float = 0.0,
+    stroke: float = 0.0,
 ) -> np.ndarray:
-    """Random affine transform of each uint8 image (n, h, w): rotation (deg), shift (fraction), zoom;
-    and with ``elastic`` > 0 a smooth random distortion on top (Simard et al., 2003), its
-    displacements about ``elastic`` pixels (standard deviation). One interpolation per image."""
+    """Random affine transform of each uint8 image (n, h, w): rotation (deg), shift (fraction), zoom,
+    and with ``shear`` > 0 a slant of up to that many degrees either way; with ``elastic`` > 0 a smooth
+    random distortion on top (Simard et al., 2003), its displacements about ``elastic`` pixels
+    (standard deviation). One interpolation per image. Then, with ``stroke`` > 0, each image's strokes
+    are thickened or thinned by a random fraction (up to ``stroke``) of a one-pixel dilation or erosion."""
     import cv2
 
     n, h, w = x.shape
     angles = rng.uniform(-rotation, rotation, n)
     scales = rng.uniform(1 - zoom, 1 + zoom, n)
     shifts = rng.uniform(-shift, shift, (n, 2)) * (w, h)
+    # Drawn only when asked for, after the draws above: without them, the same seed gives the same images.
+    shears = rng.uniform(-shear, shear, n) if shear > 0 else np.zeros(n)
+    strokes = rng.uniform(-stroke, stroke, n).astype(np.float32) if stroke > 0 else None
     out = np.empty_like(x)
     center = (w / 2 - 0.5, h / 2 - 0.5)
     if elastic <= 0:
         for i in range(n):
-            m = _affine(center, angles[i], scales[i], shifts[i])
+            m = _affine(center, angles[i], scales[i], shifts[i], shears[i])
             out[i] = cv2.warpAffine(x[i], m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-        return out
+        return out if strokes is None else restroke(out, strokes)
     # Where each output pixel samples the input: the inverse affine map plus a displacement field,
     # bilinearly interpolated from random displacements at ELASTIC_GRID x ELASTIC_GRID control points.
     grid = rng.normal(0.0, elastic, (n, 2, ELASTIC_GRID, ELASTIC_GRID)).astype(np.float32)
     uy, ux = _interpolation_matrix(h, ELASTIC_GRID), _interpolation_matrix(w, ELASTIC_GRID)
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    inverse = np.stack(
+        [cv2.invertAffineTransform(_affine(center, angles[i], scales[i], shifts[i], shears[i])) for i in range(n)]
+    ).astype(np.float32)  # (n, 2, 3): where each output pixel comes from
     for start in range(0, n, 4096):  # (chunk, h, w) maps: about 25 MB at a time for 28x28
         k = slice(start, min(start + 4096, n))
-        # The inverse of getRotationMatrix2D's map, p' = s R (p - c) + c + t, is p = R^T (p' - c - t) / s + c.
-        theta, s = np.radians(angles[k]), scales[k]
-        cos = (np.cos(theta) / s).astype(np.float32)[:, None, None]
-        sin = (np.sin(theta) / s).astype(np.float32)[:, None, None]
-        dx = xx - (center[0] + shifts[k, 0, None, None]).astype(np.float32)
-        dy = yy - (center[1] + shifts[k, 1, None, None]).astype(np.float32)
+        a = inverse[k, :, :, None, None]  # (chunk, 2, 3, 1, 1)
         field = uy @ grid[k] @ ux.T  # (chunk, 2, h, w)
-        map_x = cos * dx - sin * dy + field[:, 0] + np.float32(center[0])
-        map_y = sin * dx + cos * dy + field[:, 1] + np.float32(center[1])
+        maps = a[:, :, 0] * xx + a[:, :, 1] * yy + a[:, :, 2] + field
         for j, i in enumerate(range(k.start, k.stop)):
-            out[i] = cv2.remap(x[i], map_x[j], map_y[j], cv2.INTER_LINEAR, borderValue=0)
+            out[i] = cv2.remap(x[i], maps[j, 0], maps[j, 1], cv2.INTER_LINEAR, borderValue=0)
+    return out if strokes is None else restroke(out, strokes)
+
+
+def restroke(x: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    """Thicken (``amount`` > 0) or thin (< 0) the strokes of each uint8 image (n, h, w): a blend, by
+    ``|amount|`` (at most 1), towards the image's grey-level dilation or erosion by one pixel (over the
+    pixel and its four neighbours)."""
+    out = np.empty_like(x)
+    for start in range(0, len(x), 8192):  # five (chunk, h, w) float32 copies: about 130 MB at a time for 28x28
+        k = slice(start, min(start + 8192, len(x)))
+        f = x[k].astype(np.float32)
+        p = np.pad(f, ((0, 0), (1, 1), (1, 1)))
+        near = np.stack([f, p[:, :-2, 1:-1], p[:, 2:, 1:-1], p[:, 1:-1, :-2], p[:, 1:-1, 2:]])
+        t = amount[k, None, None]
+        target = np.where(t > 0, near.max(axis=0), near.min(axis=0))
+        out[k] = np.clip(np.rint(f + np.abs(t) * (target - f)), 0, 255).astype(np.uint8)
     return out
 
 
-def _affine(center: tuple[float, float], angle: float, scale: float, shift: np.ndarray) -> np.ndarray:
+def _affine(
+    center: tuple[float, float], angle: float, scale: float, shift: np.ndarray, shear: float = 0.0
+) -> np.ndarray:
+    """The forward 2x3 map of a slant by ``shear`` degrees (the top of the image to the right for > 0),
+    then a rotation by ``angle`` and a zoom by ``scale`` about ``center``, then a shift."""
     import cv2
 
     m = cv2.getRotationMatrix2D(center, float(angle), float(scale))
+    if shear:
+        k = np.tan(np.radians(shear))
+        m = m @ np.array([[1.0, -k, k * center[1]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     m[:, 2] += shift
     return m
 
@@ -630,7 +665,11 @@ def _py_epoch_batches(
 
         def _draw(self) -> None:
             rng = np.random.default_rng([cfg.seed, self.epoch])
-            self.x = augment_images(x, rng, cfg.rotation, cfg.shift, cfg.zoom, cfg.elastic) if cfg.augment else x
+            self.x = (
+                augment_images(x, rng, cfg.rotation, cfg.shift, cfg.zoom, cfg.elastic, cfg.shear, cfg.stroke)
+                if cfg.augment
+                else x
+            )
             self.order = rng.permutation(len(x))
 
         def __len__(self) -> int:
