@@ -127,9 +127,7 @@ def main() -> int:
             non_digits.append(synth.as_photo(fashion[int(rng.integers(len(fashion)))], rng))
             kinds.append("fashion")
         elif kind == 1 and letter_fonts:
-            letter = synth.NON_DIGIT_LETTERS[int(rng.integers(len(synth.NON_DIGIT_LETTERS)))]
-            glyph = synth.font_glyph(letter, letter_fonts[int(rng.integers(len(letter_fonts)))])
-            non_digits.append(synth.as_photo(glyph, rng, fill=(0.3, 0.7)))
+            non_digits.append(synth.as_photo(synth.letter_glyph(rng, letter_fonts), rng, fill=(0.3, 0.7)))
             kinds.append("letter")
         elif kind == 2:
             non_digits.append(synth.as_photo(synth.scribble(rng), rng))

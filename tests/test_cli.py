@@ -34,6 +34,8 @@ SUBCOMMANDS = {
         "--shift",
         "--zoom",
         "--elastic",
+        "--shear",
+        "--stroke",
         "--class-weight",
         "--label-smoothing",
         "--ema",

@@ -16,7 +16,7 @@ import pytest
 
 from digitrec.images import digit_to_mnist
 from digitrec.models import read_metadata
-from digitrec.train import TrainConfig, TrainError, augment_images, pick_precision, train
+from digitrec.train import TrainConfig, TrainError, augment_images, pick_precision, restroke, train
 
 
 def test_training_on_a_subset_learns(tiny_run) -> None:
@@ -78,6 +78,12 @@ def test_config_is_checked() -> None:
         TrainConfig(augment=True, elastic=-1.0).resolved()
     with pytest.raises(TrainError, match=r"shift 1\.5"):
         TrainConfig(shift=1.5).resolved()
+    with pytest.raises(TrainError, match="--shear is part of the augmentation"):
+        TrainConfig(model="cnn", shear=10.0).resolved()
+    with pytest.raises(TrainError, match="shear 50"):
+        TrainConfig(augment=True, shear=50.0).resolved()
+    with pytest.raises(TrainError, match=r"stroke 1\.5"):
+        TrainConfig(augment=True, stroke=1.5).resolved()
 
 
 def test_recipe_fills_unset_fields() -> None:
@@ -145,6 +151,54 @@ def test_elastic_augmentation_is_the_affine_map_plus_a_smooth_distortion(mnist) 
     ratio = distorted.reshape(200, -1).sum(1) / affine.reshape(200, -1).sum(1)
     # ...but the digit keeps its ink: a smooth field stretches some strokes and squeezes others.
     assert abs(ratio.mean() - 1) < 0.03 and ((ratio > 0.7) & (ratio < 1.4)).all()
+
+
+def _slant(images: np.ndarray) -> np.ndarray:
+    """Horizontal shift of the ink per pixel upwards, from the ink's second moments (a least-squares line)."""
+    yy, xx = np.mgrid[:28, :28]
+    w = images.astype(np.float64)
+    m = w.sum((1, 2))
+    my, mx = (w * yy).sum((1, 2)) / m, (w * xx).sum((1, 2)) / m
+    cov = (w * (yy - my[:, None, None]) * (xx - mx[:, None, None])).sum((1, 2)) / m
+    var = (w * (yy - my[:, None, None]) ** 2).sum((1, 2)) / m
+    return -cov / var  # image rows grow downwards: a lean to the right has x falling as y grows
+
+
+def test_shear_slants_by_the_drawn_angle() -> None:
+    n = 40
+    bars = np.zeros((n, 28, 28), np.uint8)
+    bars[:, 4:24, 13:15] = 255  # upright bars
+    out = augment_images(bars, np.random.default_rng(7), rotation=0, shift=0, zoom=0, shear=20)
+    # The angles are drawn after the rotation, zoom and shift ones (so a run without shear draws as before).
+    rng = np.random.default_rng(7)
+    rng.uniform(0, 0, n), rng.uniform(1, 1, n), rng.uniform(0, 0, (n, 2))
+    angles = rng.uniform(-20, 20, n)
+    np.testing.assert_allclose(_slant(out), np.tan(np.radians(angles)), atol=0.03)
+    assert np.abs(angles).max() > 10  # the test saw real slants
+    plain = augment_images(bars, np.random.default_rng(7), rotation=0, shift=0, zoom=0)
+    assert (plain == bars).all()
+
+
+def test_restroke_thickens_and_thins_without_moving_the_digit(mnist) -> None:
+    x = mnist[0][0][:200]
+    ink = x.reshape(200, -1).astype(np.int64).sum(1)
+    ones = np.ones(200, np.float32)
+    assert (restroke(x, 0 * ones) == x).all()
+    half, full = restroke(x, 0.5 * ones), restroke(x, ones)
+    thin = restroke(x, -0.5 * ones)
+    assert (half >= x).all() and (full >= half).all() and (thin <= x).all()  # monotone, pixel by pixel
+    grown = half.reshape(200, -1).astype(np.int64).sum(1) / ink
+    shrunk = thin.reshape(200, -1).astype(np.int64).sum(1) / ink
+    assert 1.2 < grown.mean() < 1.8 and 0.5 < shrunk.mean() < 0.85
+    # Ink is added or taken at the strokes' edges only: the centre of mass stays put.
+    yy = np.arange(28)
+    for img in (half, thin):
+        cy = (img.sum(2) * yy).sum(1) / img.sum((1, 2))
+        np.testing.assert_allclose(cy, (x.sum(2) * yy).sum(1) / x.sum((1, 2)), atol=0.5)
+    # Through augment_images, each image gets its own amount.
+    out = augment_images(x, np.random.default_rng(1), rotation=0, shift=0, zoom=0, stroke=0.5)
+    change = out.reshape(200, -1).astype(np.int64).sum(1) / ink
+    assert (change > 1.05).sum() > 50 and (change < 0.95).sum() > 50
 
 
 def test_class_weights_are_validated() -> None:

@@ -110,9 +110,7 @@ def _negative(k: int, rng: np.random.Generator, fonts: list, fashion: np.ndarray
         mask = item > 0.1
         return digit_to_mnist(item, mask) if mask.any() else np.zeros((28, 28), np.uint8)
     if kind < 6 and fonts:  # letters
-        letter = synth.NON_DIGIT_LETTERS[int(rng.integers(len(synth.NON_DIGIT_LETTERS)))]
-        glyph = synth.font_glyph(letter, fonts[int(rng.integers(len(fonts)))], size=int(rng.integers(40, 97)))
-        return to_mnist(np.pad(glyph, 8))
+        return to_mnist(np.pad(synth.letter_glyph(rng, fonts, sizes=(40, 97)), 8))
     if kind < 7:  # doodles
         return to_mnist(synth.scribble(rng))
     # blobs of noise: textures and smudges a threshold lets through
@@ -129,9 +127,7 @@ def _render_validation_negatives(start: int, count: int, seed: int, fashion: np.
         if kind == 0 and fashion is not None:  # clothing and shoes
             data = synth.as_photo(fashion[int(rng.integers(len(fashion)))], rng)
         elif kind == 1 and fonts:  # letters, in fonts that neither training nor the benchmark uses
-            letter = synth.NON_DIGIT_LETTERS[int(rng.integers(len(synth.NON_DIGIT_LETTERS)))]
-            glyph = synth.font_glyph(letter, fonts[int(rng.integers(len(fonts)))])
-            data = synth.as_photo(glyph, rng, fill=(0.3, 0.7))
+            data = synth.as_photo(synth.letter_glyph(rng, fonts), rng, fill=(0.3, 0.7))
         elif kind == 2 or (kind < 2 and rng.random() < 0.5):  # doodles, photographed or drawn on a canvas
             ink = synth.scribble(rng)
             data = synth.as_canvas(ink, rng) if rng.random() < 0.3 else synth.as_photo(ink, rng)

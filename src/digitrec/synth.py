@@ -21,6 +21,7 @@ __all__ = [
     "dejavu_fonts",
     "font_glyph",
     "handwriting_fonts",
+    "letter_glyph",
     "number_strip",
     "scribble",
     "validation_letter_fonts",
@@ -202,6 +203,15 @@ def font_glyph(text: str, font: str | Path, rng: np.random.Generator | None = No
     ImageDraw.Draw(canvas).text((size // 2, size // 3), text, fill=255, font=f)
     a = np.asarray(canvas, dtype=np.float32)
     return _crop(a)
+
+
+def letter_glyph(rng: np.random.Generator, fonts: list[Path], sizes: tuple[int, int] | None = None) -> np.ndarray:
+    """A random letter of NON_DIGIT_LETTERS in a random one of ``fonts`` (at a random size in
+    [sizes[0], sizes[1]) when given, else 96), as `font_glyph` draws it. The draws (letter, font, size)
+    come in that order: the training non-digits and the benchmark's are made with this."""
+    letter = NON_DIGIT_LETTERS[int(rng.integers(len(NON_DIGIT_LETTERS)))]
+    font = fonts[int(rng.integers(len(fonts)))]
+    return font_glyph(letter, font, size=96 if sizes is None else int(rng.integers(*sizes)))
 
 
 def blank_page(rng: np.random.Generator) -> bytes:
