@@ -666,7 +666,16 @@ def _py_epoch_batches(
         def _draw(self) -> None:
             rng = np.random.default_rng([cfg.seed, self.epoch])
             self.x = (
-                augment_images(x, rng, cfg.rotation, cfg.shift, cfg.zoom, cfg.elastic, cfg.shear, cfg.stroke)
+                augment_images(
+                    x,
+                    rng,
+                    rotation=cfg.rotation,
+                    shift=cfg.shift,
+                    zoom=cfg.zoom,
+                    elastic=cfg.elastic,
+                    shear=cfg.shear,
+                    stroke=cfg.stroke,
+                )
                 if cfg.augment
                 else x
             )
