@@ -72,6 +72,12 @@ THICKEN_BELOW = 0.6  # thinner strokes (a fine pen on a big photo) are grown to 
 ONE_LIKE = 0.25  # a field whose ink spreads less than this across its main axis as along it reads as a 1
 MIN_CONTRAST = 0.12  # ink weaker than this fraction of full contrast is never ink (texture, noise)
 RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's strongest ink (ruled lines)
+# Ink is measured against the room the paper leaves it (its level for dark ink, 255 less it for light),
+# but never less than this many levels: a blank sheet of bright paper taken for a board with light ink
+# (its polarity is a toss-up) had 30-45 levels of room, so its sensor noise became "chalk" at 0.15-0.2
+# of full contrast, and 6 of 2,000 blank pages (`synth.blank_page`) were read as numbers with 32;
+# none with 64. Photographed paper and boards leave far more.
+MIN_HEADROOM = 64.0
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
 MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
 
@@ -348,6 +354,27 @@ def _percentile(a: np.ndarray, q: float) -> float:
     return float(part[k] + (pos - k) * (part[k1] - part[k]))
 
 
+def _paper_trend(g: np.ndarray) -> np.ndarray:
+    """The paper's lighting gradient, less its mean level: float32 (h, w), a plane fitted to the means
+    of ``g`` (uint8) over a 16x16 grid of blocks, leaving out the blocks that ink pulls off it (three
+    rounds, each keeping those within three robust standard deviations of the last fit)."""
+    import cv2
+
+    h, w = g.shape
+    n = 16
+    v = cv2.resize(g, (n, n), interpolation=cv2.INTER_AREA).astype(np.float64).ravel()
+    cy, cx = np.meshgrid((np.arange(n) + 0.5) / n - 0.5, (np.arange(n) + 0.5) / n - 0.5, indexing="ij")
+    a = np.stack([np.ones(n * n), cx.ravel(), cy.ravel()], 1)
+    keep = np.ones(n * n, bool)
+    for _ in range(3):
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        r = np.abs(v - a @ coef)
+        keep = r <= 3.0 * 1.4826 * np.median(r[keep]) + 1.0
+    yy = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h - 0.5
+    xx = (np.arange(w, dtype=np.float32)[None, :] + 0.5) / w - 0.5
+    return np.float32(coef[1]) * xx + np.float32(coef[2]) * yy
+
+
 def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, float]:
     """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour; the polarity;
     and the 99.9th percentile of the ink (the strongest ink, ignoring a few hot pixels).
@@ -361,15 +388,23 @@ def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, fl
     g = cv2.GaussianBlur(gray, (3, 3), 0) if min(h, w) >= 16 else gray
     qs = (0.5, 50, 99.5)
     levels = g if g.dtype == np.uint8 else np.rint(g).astype(np.uint8)  # to within half a level
+    morphology = min(h, w) >= 24 and not flat
+    if morphology:
+        # The morphology below is taken on the paper made level: its window, cut short at the image's
+        # edge, sees only the lighter side of a lighting gradient there, and took the darker edge for
+        # ink (a blank gradient from 60 to 200 read "1111"). A level page also shows its polarity.
+        trend = _paper_trend(levels)
+        levels = np.clip(np.rint(levels - trend), 0, 255).astype(np.uint8)
     lo, median, hi = _percentiles_u8(levels, qs)
     dark_ink = (median - lo) >= (hi - median)  # ink is the minority far from the typical (paper) level
     # Background by morphology with a kernel wider than any stroke: a closing removes dark strokes
     # (leaving the paper), an opening removes light ones (leaving the board).
-    if min(h, w) >= 24 and not flat:
+    if morphology:
         k = max(3, int(0.2 * min(h, w)) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
         op = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
-        background = cv2.blur(cv2.morphologyEx(g, op, kernel), (k, k)).astype(np.float32)
+        background = cv2.blur(cv2.morphologyEx(levels, op, kernel), (k, k)).astype(np.float32)
+        background += trend
     else:
         # Tiny images (an MNIST-sized array), and a composited transparent background (a canvas
         # drawing): the background is the typical level. The morphology would also take a brush
@@ -377,9 +412,9 @@ def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, fl
         background = np.full(g.shape, median, np.float32)
     g = g.astype(np.float32, copy=False)
     if dark_ink:
-        ink = (background - g) / np.maximum(background, 32.0)  # relative darkening: robust to shade
+        ink = (background - g) / np.maximum(background, MIN_HEADROOM)  # relative darkening: robust to shade
     else:
-        ink = (g - background) / np.maximum(255.0 - background, 32.0)
+        ink = (g - background) / np.maximum(255.0 - background, MIN_HEADROOM)
     # The closing (opening) rides on the peaks of the sensor noise, so bare paper reads as faint ink;
     # most pixels are paper, so their typical level is that bias: take it off.
     sample = ink[::2, ::2] if ink.size >= 4 * 4096 else ink  # every 4th pixel: the same levels, 3x faster
