@@ -430,6 +430,19 @@ def test_bright_blank_pages_are_not_read_as_chalk(rec) -> None:
     assert [rec.read(p).text for p in pages] == [""] * 4
 
 
+@pytest.mark.parametrize("angle", [0, 30, 200])
+def test_the_paper_plane_is_found_under_the_ink(angle: int, mnist) -> None:
+    from digitrec.images import _paper_trend
+
+    h = w = 300
+    darkness = 235.0 - render_on_paper(mnist[1][0][8], size=w, offset=(40, 50))[..., 0]  # a 5, off-centre
+    page = np.clip(_lit_page(angle, 90, 230, h, w) - darkness, 0, 255).astype(np.uint8)
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    span = abs(c) * (w - 1) / w + abs(s) * (h - 1) / h  # the range of t in _lit_page
+    expected = np.array([c, s]) * (230 - 90) / span  # levels per image width, per image height
+    np.testing.assert_allclose(_paper_trend(page), expected, atol=2.0)  # of a 140-level gradient
+
+
 def test_a_digit_by_the_dark_edge_of_a_gradient_keeps_its_field(mnist, rec) -> None:
     # The other side of the two tests above: levelling the paper must not take ink from a digit near
     # the darker edge (the plane is fitted to blocks the ink does not pull off it).
