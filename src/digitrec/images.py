@@ -6,8 +6,9 @@ preprocessing cannot drift apart. The steps:
 1. decode: PNG, JPEG, BMP, GIF (first frame), TIFF, WebP; EXIF orientation; 16-bit, palette, CMYK;
    transparency composited so that ink drawn on a transparent canvas stays visible. Size and pixel
    caps are checked before any pixel is decoded; large JPEGs are decoded at reduced size (draft).
-2. ink map: detect polarity (dark ink on paper, or chalk on a board), divide out the background
-   (lighting gradients, tinted paper) and get ink strength in [0, 1] per pixel.
+2. ink map: level the paper (take off the plane of its lighting gradient), detect polarity (dark ink
+   on paper, or chalk on a board), divide out the background (lighting, tinted paper) and get ink
+   strength in [0, 1] per pixel.
 3. ink mask: a threshold relative to the strongest ink, so paper texture, noise and faint ruled lines
    are not ink; specks and page-wide lines are dropped.
 4. MNIST normalization, as MNIST itself was made: each digit's ink, stroke width adjusted to MNIST's,
