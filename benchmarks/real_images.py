@@ -52,9 +52,14 @@ def main() -> int:
     from digitrec import synth
     from digitrec.data import DataError, load_dataset, load_mnist
     from digitrec.images import to_mnist
+    from digitrec.models import ModelError
     from digitrec.recognizer import load_recognizer
 
-    rec = load_recognizer(args.model)
+    try:
+        rec = load_recognizer(args.model)
+    except ModelError as e:  # a clear line, not a traceback: the message names the file and the problem
+        print(f"real_images.py: {e}", file=sys.stderr)
+        return 2
     _, (x_test, y_test) = load_mnist()
     rng = np.random.default_rng(args.seed)
     fonts = synth.handwriting_fonts()
