@@ -80,6 +80,8 @@ RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's st
 # of full contrast, and 6 of 2,000 blank pages (`synth.blank_page`) were read as numbers with 32;
 # none with 64. Photographed paper and boards leave far more.
 MIN_HEADROOM = 64.0
+TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
+BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
 MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
 
@@ -387,9 +389,6 @@ def _plane(slope: tuple[float, float], h: int, w: int) -> np.ndarray:
     return np.float32(slope[0]) * xx + np.float32(slope[1]) * yy
 
 
-TREND_GRID = 16
-
-
 @functools.lru_cache(maxsize=64)
 def _trend_design(h: int, w: int) -> np.ndarray:
     """The plane's design matrix for `_paper_trend`'s blocks: (1, x, y) of each block's centre, in
@@ -398,9 +397,6 @@ def _trend_design(h: int, w: int) -> np.ndarray:
     ys = (np.arange(n) + 0.5) * (h // n) / h - 0.5
     xs = (np.arange(n) + 0.5) * (w // n) / w - 0.5
     return np.stack([np.ones(n * n), np.tile(xs, n), np.repeat(ys, n)], 1)
-
-
-BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 
 
 def _polarity(levels: np.ndarray) -> tuple[bool, float]:
@@ -414,13 +410,14 @@ def _background(levels: np.ndarray) -> tuple[np.ndarray, bool]:
     """The paper's (or board's) level under the ink of ``levels`` (uint8, at least 24 px a side):
     float32, the same shape; and the polarity (True: dark ink).
 
-    Both are taken on the image reduced by a whole factor (the background is smooth; the morphology
-    took 2.4 ms of a 500 px photo's 4.1 ms ink map at full size) and made level (a plane fitted to the
-    paper taken off): the morphology's window, cut short at the image's edge, sees only the lighter
-    side of a lighting gradient there, and took the darker edge for ink (a blank gradient from 60 to
-    200 read "1111"); and a gradient, not the ink, could set the tails of the levels the polarity is
-    read from. Then morphology with a kernel wider than any stroke: a closing removes dark strokes
-    (leaving the paper), an opening removes light ones (leaving the board); then a box blur as wide.
+    Both are read from the paper made level (a plane fitted to the paper taken off): the morphology's
+    window, cut short at the image's edge, sees only the lighter side of a lighting gradient there,
+    and took the darker edge for ink (a blank gradient from 60 to 200 read "1111"); and a gradient,
+    not the ink, could set the tails of the levels the polarity is read from. The background is taken
+    on the image reduced by a whole factor (it is smooth; the morphology took 2.4 ms of a 500 px
+    photo's 4.1 ms ink map at full size), the polarity at full size. Morphology with a kernel wider
+    than any stroke: a closing removes dark strokes (leaving the paper), an opening removes light ones
+    (leaving the board); then a box blur as wide.
     """
     import cv2
 
