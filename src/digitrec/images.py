@@ -77,8 +77,8 @@ RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's st
 # Ink is measured against the room the paper leaves it (its level for dark ink, 255 less it for light),
 # but never less than this many levels: a blank sheet of bright paper taken for a board with light ink
 # (its polarity is a toss-up) had 30-45 levels of room, so its sensor noise became "chalk" at 0.15-0.2
-# of full contrast, and 6 of 2,000 blank pages (`synth.blank_page`) were read as numbers with 32;
-# none with 64. Photographed paper and boards leave far more.
+# of full contrast: with 32, 3 of 2,000 blank pages (`synth.blank_page`) were still read as numbers
+# after the levelling; none with 64. Photographed paper and boards leave far more.
 MIN_HEADROOM = 64.0
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
@@ -366,7 +366,8 @@ def _paper_trend(g: np.ndarray) -> tuple[float, float]:
     import cv2
 
     h, w = g.shape
-    bh, bw = h // TREND_GRID, w // TREND_GRID  # whole blocks: OpenCV's fast path (a stray edge row is left out)
+    # Whole blocks, OpenCV's fast path: up to TREND_GRID - 1 edge rows or columns are left out.
+    bh, bw = h // TREND_GRID, w // TREND_GRID
     v = cv2.resize(g[: bh * TREND_GRID, : bw * TREND_GRID], (TREND_GRID, TREND_GRID), interpolation=cv2.INTER_AREA)
     v = v.astype(np.float64).ravel()
     a = _trend_design(h, w)
