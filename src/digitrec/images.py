@@ -84,6 +84,20 @@ TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this 
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
 MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
+# Printed form rules (see `_form_rules`): in a line of digits, a straight line at least RULE_LENGTH
+# times as long as the marks are high is a rule (an underline, a comb's base, a row of boxes' top
+# and bottom): no digit's stroke is as long.
+RULE_LENGTH = 1.5
+RULE_SPAN = 0.9  # ...and at least this fraction of the line's ink as wide: rules span the field
+RULE_SLOPE = 0.36  # ...within 20 degrees of the horizontal
+# A frame (a box around a digit, or around a row of them) is a component whose outline is a
+# quadrilateral each of whose sides has ink along at least FRAME_COVER of its length, and whose
+# corners are within FRAME_CORNER degrees of square; hollow: its ink covers under half of it.
+FRAME_COVER = 0.85
+FRAME_CORNER = 25.0
+FRAME_MIN = 12  # pixels of the working image: smaller components are never frames
+FRAME_LINE = 0.15  # a frame's lines are thin: `_line_pixels`' radius (about their width) at most this of its side
+ROW_OF_BOXES = 1.6  # a frame this many times as wide as high (or more) holds several boxes
 
 
 class ImageError(Exception):
@@ -495,7 +509,14 @@ def ink_image(image: Any, name: str | None = None, line: bool = False) -> InkIma
     # once shifted back into the whole image.
     y0, y1, x0, x1 = _bbox(mask)  # type: ignore[misc]  # the mask has ink
     y0, x0 = y0 - y0 % 2, x0 - x0 % 2  # OpenCV labels 2x2 blocks: keep them aligned with the image's
-    n, sub, stats, _ = cv2.connectedComponentsWithStats(mask[y0:y1, x0:x1].astype(np.uint8), connectivity=8)
+    crop = mask[y0:y1, x0:x1]
+    n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+    rules = _form_rules(crop, sub, stats, line)
+    if rules is not None:  # printed lines of a form are not ink: take them off and label again
+        crop &= ~rules
+        n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+        if n == 1:
+            return InkImage(ink, np.zeros_like(mask), np.zeros(ink.shape, np.int32), (), scale, dark_ink)
     stats[:, cv2.CC_STAT_LEFT] += x0
     stats[:, cv2.CC_STAT_TOP] += y0
     crop_ink = ink[y0:y1, x0:x1]  # the labelled crop's ink
@@ -523,6 +544,185 @@ def ink_image(image: Any, name: str | None = None, line: bool = False) -> InkIma
     labels = np.zeros(mask.shape, np.int32)
     labels[y0:y1, x0:x1] = sub
     return InkImage(ink, labels > 0, labels, tuple(keep), scale, dark_ink)
+
+
+def _form_rules(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, line: bool) -> np.ndarray | None:
+    """The pixels of ``mask`` (bool, labelled as ``labels`` with OpenCV's ``stats``) that are printed
+    form lines rather than handwriting, or None if there are none.
+
+    - Frames (any image): a box around a digit, or around a row of boxes. The box's straight sides
+      go, and so do the straight bars joined to it that span its height (the sides a row of boxes
+      shares).
+    - Rules (``line``: a line of digits): straight lines within 20 degrees of the horizontal, at
+      least RULE_LENGTH times as long as the marks are high (an underline, a comb's base, the top
+      and bottom of a row of boxes), with the straight bars joined to them that are short (a comb's
+      teeth) or that join two of them (the sides of boxes).
+
+    A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
+    """
+    out = np.zeros(mask.shape, np.uint8)
+    if line:
+        _rules(mask, stats, out)
+    for i in range(1, len(stats)):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if w >= FRAME_MIN and h >= FRAME_MIN and area <= 0.5 * w * h:
+            frame = _frame(labels[y : y + h, x : x + w] == i)
+            if frame is not None:
+                out[y : y + h, x : x + w] |= frame
+    return out.view(bool) & mask if out.any() else None
+
+
+def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
+    """Mark in ``out`` (uint8, 1: rule) the rules of a line of digits (see `_form_rules`); ``stats``:
+    OpenCV's statistics of ``mask``'s components."""
+    import cv2
+
+    # How high the marks are: the components not much wider than high (not a rule and what touches
+    # it), the heavier ones; with none, the whole ink's height.
+    boxes = stats[1:]
+    marks = boxes[(boxes[:, 2] <= 2 * boxes[:, 3]) & (boxes[:, 3] >= MIN_DIGIT_HEIGHT)]
+    marks = marks[marks[:, 4] >= 0.1 * marks[:, 4].max()] if len(marks) else marks
+    height = float(np.median(marks[:, 3])) if len(marks) else float(mask.shape[0])
+    # A rule runs under (or over) most of the line: two digits' strokes joined in a line (a 5's flag
+    # and a 7's bar, a 2's base and a 6) are straight for a part of it at most.
+    length = int(max(RULE_LENGTH * height, RULE_SPAN * mask.shape[1], 3 * MIN_DIGIT_HEIGHT))
+    m8 = mask.view(np.uint8)
+    found = cv2.HoughLinesP(m8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
+    if found is None:
+        return
+    traces = []
+    for x0, y0, x1, y1 in found.reshape(-1, 4):
+        if abs(int(y1) - int(y0)) <= RULE_SLOPE * abs(int(x1) - int(x0)):
+            trace = np.zeros_like(m8)
+            cv2.line(trace, (int(x0), int(y0)), (int(x1), int(y1)), 1, 1)
+            traces.append(trace)
+    if not traces:
+        return
+    band, r = _line_pixels(m8, np.bitwise_or.reduce(traces))
+    # Each a printed line: along nearly all of it, ink on long straight runs (a line the transform
+    # drew across thick strokes crosses runs as short as they are thick).
+    near = cv2.dilate(band, np.ones((5, 5), np.uint8))
+    kept = [t for t in traces if near[t > 0].mean() >= FRAME_COVER]
+    if not kept:
+        return
+    if len(kept) < len(traces):
+        band, r = _line_pixels(m8, np.bitwise_or.reduce(kept))
+    out |= band
+    # The bars joined to the rules: a comb's teeth (short), the sides of boxes (joining two rules).
+    n, sub, bar_stats, _ = cv2.connectedComponentsWithStats(m8 & (1 - band), connectivity=8)
+    near = cv2.dilate(band, np.ones((5, 5), np.uint8))
+    joined = []
+    for i in range(1, n):
+        x, y, w, h, _area = (int(v) for v in bar_stats[i])
+        piece = sub[y : y + h, x : x + w] == i
+        touching = near[y : y + h, x : x + w] & piece
+        if touching.any():
+            rows = np.flatnonzero(touching.any(axis=1))
+            joined.append((x, y, w, h, piece, rows[0] <= 0.2 * h and rows[-1] >= 0.8 * h))
+    if not len(marks) and len(joined) >= 2:
+        # No mark apart from the rules and what touches them (an empty comb, or every digit on the
+        # line): a tooth is short against the spacing of what stands on the line instead.
+        centres = sorted(x + w / 2 for x, _, w, *_ in joined)
+        height = float(np.median(np.diff(centres)))
+    for x, y, w, h, piece, joins_two in joined:
+        if (joins_two and _is_bar(piece, r)) or (h < 0.5 * height and _is_bar(piece, r, elongated=False)):
+            out[y : y + h, x : x + w] |= piece.view(np.uint8)
+        elif joins_two and (bar := _cross_bar(piece, h)) is not None:  # a digit touching a box's side
+            out[y : y + h, x : x + w] |= bar
+
+
+def _line_pixels(m8: np.ndarray, drawn: np.ndarray, axes: str = "h") -> tuple[np.ndarray, int]:
+    """The ink of ``m8`` (uint8 0/1) that belongs to the printed lines traced one pixel wide in
+    ``drawn`` (uint8 0/1), and a radius that reaches across them: the ink near the traces on runs
+    along them ("h": horizontal runs, "v": vertical, "hv": either) twice as long as the line is
+    wide, so that strokes crossing the line or resting on it stay."""
+    import cv2
+
+    dist = cv2.distanceTransform(m8, cv2.DIST_L2, 3)
+    half = _percentile(cv2.dilate(dist, np.ones((5, 5), np.uint8))[drawn > 0], 50)  # the line's half width
+    r = int(np.ceil(2 * half)) + 1  # a trace may lie along either edge of the printed line
+    near = cv2.dilate(drawn, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) & m8
+    k = max(3, round(4 * half))
+    band = np.zeros_like(m8)
+    for axis, kernel in (("h", (1, k)), ("v", (k, 1))):
+        if axis in axes:
+            band |= cv2.morphologyEx(near, cv2.MORPH_OPEN, np.ones(kernel, np.uint8))
+    return band, r
+
+
+def _cross_bar(piece: np.ndarray, span: float) -> np.ndarray | None:
+    """In ``piece`` (bool), a digit joined to a box's side: the side's pixels (uint8), found as a
+    straight line within 20 degrees of the vertical at least 0.8 ``span`` long; None if there is none."""
+    import cv2
+
+    p8 = piece.view(np.uint8)
+    length = max(3, int(0.8 * span))
+    found = cv2.HoughLinesP(p8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
+    if found is None:
+        return None
+    drawn = np.zeros_like(p8)
+    for x0, y0, x1, y1 in found.reshape(-1, 4):
+        if abs(int(x1) - int(x0)) <= RULE_SLOPE * abs(int(y1) - int(y0)):
+            cv2.line(drawn, (int(x0), int(y0)), (int(x1), int(y1)), 1, 1)
+    return _line_pixels(p8, drawn, "v")[0] if drawn.any() else None
+
+
+def _is_bar(piece: np.ndarray, r: int, elongated: bool = True) -> bool:
+    """Whether ``piece`` (bool) is about as wide as a printed line at most (``r``: `_line_pixels`'
+    radius, the line's width and a pixel) and, if ``elongated``, at least twice as long: a straight bar."""
+    import cv2
+
+    pts = np.column_stack(np.nonzero(piece)[::-1]).astype(np.float32)
+    (_, _), (a, b), _ = cv2.minAreaRect(pts)
+    return min(a, b) <= r + 2 and (not elongated or max(a, b) >= 2 * min(a, b))
+
+
+def _frame(comp: np.ndarray) -> np.ndarray | None:
+    """If ``comp`` (bool, one component's box) is a frame (see `_form_rules`), its pixels to take off
+    (uint8, 1: frame); else None."""
+    import cv2
+
+    c8 = comp.view(np.uint8)
+    contours, _ = cv2.findContours(c8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    outline = cv2.convexHull(max(contours, key=cv2.contourArea))
+    quad = cv2.approxPolyDP(outline, 0.04 * cv2.arcLength(outline, True), True)[:, 0].astype(np.float64)
+    if len(quad) != 4 or cv2.contourArea(quad.astype(np.float32)) < 0.5 * comp.size:
+        return None
+    sides = [quad[(k + 1) % 4] - quad[k] for k in range(4)]
+    for k in range(4):
+        a, b = sides[k - 1], sides[k]
+        cos = abs(float(a @ b)) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)
+        if cos > np.sin(np.radians(FRAME_CORNER)):
+            return None  # not square enough at a corner
+    edges = np.zeros_like(c8)
+    cv2.polylines(edges, [np.rint(quad).astype(np.int32)], True, 1, 1)
+    band, r = _line_pixels(c8, edges, "hv")
+    if r > FRAME_LINE * min(np.linalg.norm(s) for s in sides):
+        return None  # printed lines are thin for the box they make; a letter's strokes are not
+    # Each side is a printed line: straight ink along nearly all of it (a letter's outline, a
+    # digit's curve, is straight along a part at most).
+    near = cv2.dilate(band, np.ones((5, 5), np.uint8))
+    h, w = comp.shape
+    for k in range(4):
+        t = np.linspace(0.0, 1.0, max(8, int(np.linalg.norm(sides[k]))))
+        pts = np.rint(quad[k] + t[:, None] * sides[k]).astype(int)
+        if near[np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)].mean() < FRAME_COVER:
+            return None
+    # The bars that were joined to the frame and span its height: the sides a row of boxes shares.
+    # (A single box has none: a 1 joined to it stays.)
+    lengths = [float(np.linalg.norm(s)) for s in sides]
+    if max(lengths) < ROW_OF_BOXES * min(lengths):
+        return band
+    n, sub, stats, _ = cv2.connectedComponentsWithStats(c8 & (1 - band), connectivity=8)
+    span = min(lengths) - 2 * r  # the frame's height inside
+    for i in range(1, n):
+        x, y, bw, bh, _area = (int(v) for v in stats[i])
+        piece = sub[y : y + bh, x : x + bw] == i
+        if max(bw, bh) >= 0.8 * span and _is_bar(piece, r):
+            band[y : y + bh, x : x + bw] |= piece.view(np.uint8)
+        elif bh >= 0.8 * span and (bar := _cross_bar(piece, span)) is not None:  # a digit touching a side
+            band[y : y + bh, x : x + bw] |= bar
+    return band
 
 
 # --- 4. MNIST normalization ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "blank_page",
     "dejavu_fonts",
     "font_glyph",
+    "form_field",
     "handwriting_fonts",
     "letter_glyph",
     "number_strip",
@@ -180,6 +181,63 @@ def number_strip(digits: list[np.ndarray], rng: np.random.Generator, touching: f
         np.maximum(region, p[: region.shape[0], : region.shape[1]], out=region)
         x += p.shape[1]
     return strip
+
+
+FORM_STYLES = ("boxes", "row", "comb", "underline")
+
+
+def form_field(digits: list[np.ndarray], rng: np.random.Generator, style: str = "boxes") -> np.ndarray:
+    """Several 28x28 MNIST digits written into a printed form field, as one white-on-black array
+    (the rules as ink too, as on a photocopied form):
+
+    - "boxes": a box around each digit, apart;
+    - "row": a row of boxes that share their sides;
+    - "comb": a base line with a short tick between the digits;
+    - "underline": a base line under all of them.
+
+    Each digit sits at a random place in its cell; on a base line a third of them touch it.
+    """
+    if style not in FORM_STYLES:
+        raise ValueError(f"unknown form style {style!r}; one of {', '.join(FORM_STYLES)}")
+    import cv2
+
+    cell_w, cell_h = int(rng.integers(28, 35)), int(rng.integers(30, 37))
+    gap = int(rng.integers(4, 9)) if style == "boxes" else 0
+    rule = 1  # printed lines are thin: a tenth of a millimetre to a third on boxes of 5-10 mm
+    strength = rng.uniform(0.6, 1.0)  # printed rules lighter or as dark as the pen
+    n = len(digits)
+    margin = 6
+    h = cell_h + 2 * margin
+    w = n * cell_w + (n - 1) * gap + 2 * margin
+    page = np.zeros((h, w), np.float32)
+    for i, d in enumerate(digits):
+        x0 = margin + i * (cell_w + gap)
+        part = _crop(d).astype(np.float32) / 255.0
+        ph, pw = part.shape
+        room_y = cell_h - ph - 2 * rule
+        y = margin + rule + int(rng.integers(0, max(1, room_y)))
+        if style in ("comb", "underline") and rng.random() < 1 / 3:
+            y = margin + cell_h - ph + rule  # resting on the line
+        x = x0 + rule + int(rng.integers(0, max(1, cell_w - pw - 2 * rule)))
+        region = page[y : y + ph, x : x + pw]
+        np.maximum(region, part[: region.shape[0], : region.shape[1]], out=region)
+    lines = np.zeros_like(page)
+    top, bottom = margin, margin + cell_h
+    if style == "boxes":
+        for i in range(n):
+            x0 = margin + i * (cell_w + gap)
+            cv2.rectangle(lines, (x0, top), (x0 + cell_w, bottom), 1.0, rule)
+    elif style == "row":
+        cv2.rectangle(lines, (margin, top), (w - margin, bottom), 1.0, rule)
+        for i in range(1, n):
+            cv2.line(lines, (margin + i * cell_w, top), (margin + i * cell_w, bottom), 1.0, rule)
+    else:
+        cv2.line(lines, (margin // 2, bottom), (w - margin // 2, bottom), 1.0, rule)
+        if style == "comb":
+            for i in range(n + 1):
+                x = margin + i * cell_w
+                cv2.line(lines, (x, bottom - cell_h // 4), (x, bottom), 1.0, rule)
+    return np.maximum(page, strength * lines) * 255.0
 
 
 def handwriting_fonts() -> list[Path]:
