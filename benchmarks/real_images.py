@@ -164,14 +164,14 @@ def main() -> int:
         else:
             non_digits.append(synth.blank_page(rng))
             kinds.append("blank")
-    answers = [rec.predict(d) for d in non_digits]
-    rejected = np.array([a.digit is None for a in answers])
-    kinds_arr = np.array(kinds)
-    results["non-digits rejected"] = {
-        "images": len(non_digits),
-        "accuracy": float(rejected.mean()),
-        **{f"{kind}_rejected": float(rejected[kinds_arr == kind].mean()) for kind in sorted(set(kinds))},
-    }
+    if non_digits:  # --non-digits 0: no row (a mean of nothing is not 0%)
+        rejected = np.array([rec.predict(d).digit is None for d in non_digits])
+        kinds_arr = np.array(kinds)
+        results["non-digits rejected"] = {
+            "images": len(non_digits),
+            "accuracy": float(rejected.mean()),
+            **{f"{kind}_rejected": float(rejected[kinds_arr == kind].mean()) for kind in sorted(set(kinds))},
+        }
 
     digit_sets = [v for k, v in results.items() if "rejected" in v and k != "non-digits rejected"]
     total = sum(int(v["images"]) for v in digit_sets)
@@ -193,7 +193,8 @@ def main() -> int:
         print(f"{name:<48} {r['images']:>6} {float(r['accuracy']) * 100:8.2f}% {rejected} {naive} {ms_text}")
     print('rejected: the digits answered "not a digit" (counted wrong under digitrec)')
     print("ms/image: decode + preprocess (digit sets), or the whole read (numbers), one process")
-    print(json.dumps(results["non-digits rejected"]))
+    if non_digits:
+        print(json.dumps(results["non-digits rejected"]))
     if forms:
         print(json.dumps(results["numbers in form fields, exact string"]))
     return 0

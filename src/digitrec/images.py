@@ -10,7 +10,8 @@ preprocessing cannot drift apart. The steps:
    on paper, or chalk on a board), divide out the background (lighting, tinted paper) and get ink
    strength in [0, 1] per pixel.
 3. ink mask: a threshold relative to the strongest ink, so paper texture, noise and faint ruled lines
-   are not ink; specks and page-wide lines are dropped.
+   are not ink; specks and page-wide lines are dropped, and so are a form's printed lines (boxes,
+   combs, underlines: `_form_rules`).
 4. MNIST normalization, as MNIST itself was made: each digit's ink, stroke width adjusted to MNIST's,
    fitted into a 20x20 box preserving aspect ratio (anti-aliased), centred by centre of mass in 28x28.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "FORM_STYLES",
     "as_canvas",
     "as_photo",
     "blank_page",
