@@ -450,6 +450,16 @@ def test_digits_resting_on_a_rule_keep_their_strokes(mnist, rec) -> None:
     assert rec.read(_form_page(ink)).text == "1741"
 
 
+def test_a_solid_block_between_two_rules_is_no_crash(rec) -> None:
+    # Found by fuzzing: a piece with no paper inside its own box gave OpenCV's distance transform
+    # nothing to measure to (distances of ~1e20), and `read` raised a TypeError from a kernel size.
+    page = np.full((200, 600), 240, np.uint8)
+    page[40:44, 20:580] = page[150:154, 20:580] = 20  # two rules
+    page[44:150, 300:340] = 20  # a solid block joining them
+    assert rec.read(page).text == ""
+    assert rec.predict(page).digit is None
+
+
 def test_printed_line_detection_leaves_digits_and_letters_alone(mnist, monkeypatch) -> None:
     # A digit or a letter is never a frame: its preprocessed field is the same with the detection off.
     # (The training data rendered through `to_mnist` is unchanged by it.)

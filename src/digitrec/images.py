@@ -645,7 +645,10 @@ def _line_pixels(m8: np.ndarray, drawn: np.ndarray, axes: str = "h") -> tuple[np
     wide, so that strokes crossing the line or resting on it stay."""
     import cv2
 
-    dist = cv2.distanceTransform(m8, cv2.DIST_L2, 3)
+    # Distances to the nearest paper, with paper all round: a piece that fills its own box (a solid
+    # bar) has no paper inside it, and OpenCV then gives a distance of about 1e20.
+    dist = cv2.distanceTransform(cv2.copyMakeBorder(m8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2, 3)
+    dist = dist[1:-1, 1:-1]
     half = _percentile(cv2.dilate(dist, np.ones((5, 5), np.uint8))[drawn > 0], 50)  # the line's half width
     r = int(np.ceil(2 * half)) + 1  # a trace may lie along either edge of the printed line
     near = cv2.dilate(drawn, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) & m8
