@@ -597,23 +597,18 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
     found = cv2.HoughLinesP(m8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
     if found is None:
         return
-    traces = []
-    for x0, y0, x1, y1 in found.reshape(-1, 4):
-        if abs(int(y1) - int(y0)) <= RULE_SLOPE * abs(int(x1) - int(x0)):
-            trace = np.zeros_like(m8)
-            cv2.line(trace, (int(x0), int(y0)), (int(x1), int(y1)), 1, 1)
-            traces.append(trace)
-    if not traces:
+    segments = [s for s in found.reshape(-1, 4).astype(np.int64) if abs(s[3] - s[1]) <= RULE_SLOPE * abs(s[2] - s[0])]
+    if not segments:
         return
-    band, r = _line_pixels(m8, np.bitwise_or.reduce(traces))
+    band, r = _line_pixels(m8, _trace(m8.shape, segments))
     # Each a printed line: along nearly all of it, ink on long straight runs (a line the transform
     # drew across thick strokes crosses runs as short as they are thick).
     near = cv2.dilate(band, np.ones((5, 5), np.uint8))
-    kept = [t for t in traces if near[t > 0].mean() >= FRAME_COVER]
+    kept = [s for s in segments if _along(near, s[:2], s[2:]) >= FRAME_COVER]
     if not kept:
         return
-    if len(kept) < len(traces):
-        band, r = _line_pixels(m8, np.bitwise_or.reduce(kept))
+    if len(kept) < len(segments):
+        band, r = _line_pixels(m8, _trace(m8.shape, kept))
     out |= band
     # The bars joined to the rules: a comb's teeth (short), the sides of boxes (joining two rules).
     n, sub, bar_stats, _ = cv2.connectedComponentsWithStats(m8 & (1 - band), connectivity=8)
@@ -636,6 +631,24 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
             out[y : y + h, x : x + w] |= piece.view(np.uint8)
         elif joins_two and (bar := _cross_bar(piece, h)) is not None:  # a digit touching a box's side
             out[y : y + h, x : x + w] |= bar
+
+
+def _trace(shape: tuple[int, ...], segments: list[np.ndarray]) -> np.ndarray:
+    """Line segments (x0, y0, x1, y1) drawn one pixel wide: uint8 (h, w), 1 on them."""
+    import cv2
+
+    drawn = np.zeros(shape, np.uint8)
+    for x0, y0, x1, y1 in segments:
+        cv2.line(drawn, (int(x0), int(y0)), (int(x1), int(y1)), 1, 1)
+    return drawn
+
+
+def _along(a: np.ndarray, p: np.ndarray, q: np.ndarray) -> float:
+    """The mean of ``a`` over points a pixel apart on the segment from ``p`` to ``q`` ((x, y) each)."""
+    h, w = a.shape
+    t = np.linspace(0.0, 1.0, max(8, int(np.hypot(*(q - p)))))
+    pts = np.rint(p + t[:, None] * (q - p)).astype(int)
+    return float(a[np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)].mean())
 
 
 def _line_pixels(m8: np.ndarray, drawn: np.ndarray, axes: str = "h") -> tuple[np.ndarray, int]:
@@ -670,11 +683,8 @@ def _cross_bar(piece: np.ndarray, span: float) -> np.ndarray | None:
     found = cv2.HoughLinesP(p8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
     if found is None:
         return None
-    drawn = np.zeros_like(p8)
-    for x0, y0, x1, y1 in found.reshape(-1, 4):
-        if abs(int(x1) - int(x0)) <= RULE_SLOPE * abs(int(y1) - int(y0)):
-            cv2.line(drawn, (int(x0), int(y0)), (int(x1), int(y1)), 1, 1)
-    return _line_pixels(p8, drawn, "v")[0] if drawn.any() else None
+    upright = [s for s in found.reshape(-1, 4).astype(np.int64) if abs(s[2] - s[0]) <= RULE_SLOPE * abs(s[3] - s[1])]
+    return _line_pixels(p8, _trace(p8.shape, upright), "v")[0] if upright else None
 
 
 def _is_bar(piece: np.ndarray, r: int, elongated: bool = True) -> bool:
@@ -712,12 +722,8 @@ def _frame(comp: np.ndarray) -> np.ndarray | None:
     # Each side is a printed line: straight ink along nearly all of it (a letter's outline, a
     # digit's curve, is straight along a part at most).
     near = cv2.dilate(band, np.ones((5, 5), np.uint8))
-    h, w = comp.shape
-    for k in range(4):
-        t = np.linspace(0.0, 1.0, max(8, int(np.linalg.norm(sides[k]))))
-        pts = np.rint(quad[k] + t[:, None] * sides[k]).astype(int)
-        if near[np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)].mean() < FRAME_COVER:
-            return None
+    if any(_along(near, quad[k], quad[(k + 1) % 4]) < FRAME_COVER for k in range(4)):
+        return None
     # The bars that were joined to the frame and span its height: the sides a row of boxes shares.
     # (A single box has none: a 1 joined to it stays.)
     lengths = [float(np.linalg.norm(s)) for s in sides]
