@@ -97,9 +97,11 @@ READ_SIDE = 320
 RULE_LENGTH = 1.5
 RULE_SPAN = 0.9  # ...and at least this fraction of the line's ink as wide: rules span the field
 RULE_SLOPE = 0.36  # ...within 20 degrees of the horizontal
-# A frame (a box around a digit, or around a row of them) is a component whose outline is a
-# quadrilateral each of whose sides has ink along at least FRAME_COVER of its length, and whose
-# corners are within FRAME_CORNER degrees of square; hollow: its ink covers under half of it.
+# A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
+# quadrilateral with corners within FRAME_CORNER degrees of square, each side straight ink along at
+# least FRAME_COVER of its length (rules are checked the same way); hollow: its ink covers under
+# half of its box. On 3,000 training letters the test found no frame; with ink within 2 px of the
+# sides instead of straight ink, 24 ("a", "w", "U").
 FRAME_COVER = 0.85
 FRAME_CORNER = 25.0
 FRAME_MIN = 12  # pixels of the working image: smaller components are never frames
