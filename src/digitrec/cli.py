@@ -462,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "read",
         help="read a line of handwritten digits (a zip code, an amount) in each image",
-        description="Read the digits of each image left to right, with a box per digit. "
+        description="Read the digits of each image left to right, with a box per digit. The printed "
+        "lines of a form field (a box per digit, a row of boxes, a comb, an underline) are not read. "
         "Exit code 1 if any file failed.",
     )
     image_args(p)
