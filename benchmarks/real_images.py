@@ -192,7 +192,7 @@ def main() -> int:
         ms_text = f"{ms:9.1f}" if ms is not None else "        -"
         print(f"{name:<48} {r['images']:>6} {float(r['accuracy']) * 100:8.2f}% {rejected} {naive} {ms_text}")
     print('rejected: the digits answered "not a digit" (counted wrong under digitrec)')
-    print("ms/image: decode + preprocess (digit sets), or the whole read (numbers), one process")
+    print("ms/image: decode + preprocess (digit sets), or the whole read (numbers, form fields), one process")
     if non_digits:
         print(json.dumps(results["non-digits rejected"]))
     if forms:

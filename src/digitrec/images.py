@@ -596,10 +596,7 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
     # and a 7's bar, a 2's base and a 6) are straight for a part of it at most.
     length = int(max(RULE_LENGTH * height, RULE_SPAN * mask.shape[1], 3 * MIN_DIGIT_HEIGHT))
     m8 = mask.view(np.uint8)
-    found = cv2.HoughLinesP(m8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
-    if found is None:
-        return
-    segments = [s for s in found.reshape(-1, 4).astype(np.int64) if abs(s[3] - s[1]) <= RULE_SLOPE * abs(s[2] - s[0])]
+    segments = _hough_segments(m8, length, upright=False)
     if not segments:
         return
     band, r = _line_pixels(m8, _trace(m8.shape, segments))
@@ -611,10 +608,10 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
         return
     if len(kept) < len(segments):
         band, r = _line_pixels(m8, _trace(m8.shape, kept))
+        near = cv2.dilate(band, np.ones((5, 5), np.uint8))
     out |= band
     # The bars joined to the rules: a comb's teeth (short), the sides of boxes (joining two rules).
     n, sub, bar_stats, _ = cv2.connectedComponentsWithStats(m8 & (1 - band), connectivity=8)
-    near = cv2.dilate(band, np.ones((5, 5), np.uint8))
     joined = []
     for i in range(1, n):
         x, y, w, h, _area = (int(v) for v in bar_stats[i])
@@ -633,6 +630,21 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
             out[y : y + h, x : x + w] |= piece.view(np.uint8)
         elif joins_two and (bar := _cross_bar(piece, h)) is not None:  # a digit touching a box's side
             out[y : y + h, x : x + w] |= bar
+
+
+def _hough_segments(m8: np.ndarray, length: int, upright: bool) -> list[np.ndarray]:
+    """The straight lines of ``m8`` (uint8 0/1) at least ``length`` long (gaps up to a tenth of it),
+    within 20 degrees of the horizontal (or, ``upright``, of the vertical): segments (x0, y0, x1, y1)."""
+    import cv2
+
+    found = cv2.HoughLinesP(m8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
+    if found is None:
+        return []
+    segments = found.reshape(-1, 4).astype(np.int64)
+    across, along = (segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
+    if upright:
+        across, along = along, across
+    return list(segments[np.abs(along) <= RULE_SLOPE * np.abs(across)])
 
 
 def _trace(shape: tuple[int, ...], segments: list[np.ndarray]) -> np.ndarray:
@@ -678,14 +690,9 @@ def _line_pixels(m8: np.ndarray, drawn: np.ndarray, axes: str = "h") -> tuple[np
 def _cross_bar(piece: np.ndarray, span: float) -> np.ndarray | None:
     """In ``piece`` (bool), a digit joined to a box's side: the side's pixels (uint8), found as a
     straight line within 20 degrees of the vertical at least 0.8 ``span`` long; None if there is none."""
-    import cv2
 
     p8 = piece.view(np.uint8)
-    length = max(3, int(0.8 * span))
-    found = cv2.HoughLinesP(p8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
-    if found is None:
-        return None
-    upright = [s for s in found.reshape(-1, 4).astype(np.int64) if abs(s[2] - s[0]) <= RULE_SLOPE * abs(s[3] - s[1])]
+    upright = _hough_segments(p8, max(3, int(0.8 * span)), upright=True)
     return _line_pixels(p8, _trace(p8.shape, upright), "v")[0] if upright else None
 
 
@@ -711,15 +718,15 @@ def _frame(comp: np.ndarray) -> np.ndarray | None:
     if len(quad) != 4 or cv2.contourArea(quad.astype(np.float32)) < 0.5 * comp.size:
         return None
     sides = [quad[(k + 1) % 4] - quad[k] for k in range(4)]
+    lengths = [float(np.linalg.norm(s)) for s in sides]
     for k in range(4):
-        a, b = sides[k - 1], sides[k]
-        cos = abs(float(a @ b)) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)
+        cos = abs(float(sides[k - 1] @ sides[k])) / (lengths[k - 1] * lengths[k] + 1e-9)
         if cos > np.sin(np.radians(FRAME_CORNER)):
             return None  # not square enough at a corner
     edges = np.zeros_like(c8)
     cv2.polylines(edges, [np.rint(quad).astype(np.int32)], True, 1, 1)
     band, r = _line_pixels(c8, edges, "hv")
-    if r > FRAME_LINE * min(np.linalg.norm(s) for s in sides):
+    if r > FRAME_LINE * min(lengths):
         return None  # printed lines are thin for the box they make; a letter's strokes are not
     # Each side is a printed line: straight ink along nearly all of it (a letter's outline, a
     # digit's curve, is straight along a part at most).
@@ -728,7 +735,6 @@ def _frame(comp: np.ndarray) -> np.ndarray | None:
         return None
     # The bars that were joined to the frame and span its height: the sides a row of boxes shares.
     # (A single box has none: a 1 joined to it stays.)
-    lengths = [float(np.linalg.norm(s)) for s in sides]
     if max(lengths) < ROW_OF_BOXES * min(lengths):
         return band
     n, sub, stats, _ = cv2.connectedComponentsWithStats(c8 & (1 - band), connectivity=8)
