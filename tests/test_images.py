@@ -378,6 +378,30 @@ def test_reading_a_zip_code_with_a_speck_and_boxes(mnist, rec) -> None:
         assert 0 <= bx < page.shape[1] and 0 <= by < page.shape[0] and bw > 10 and bh > 40
 
 
+def test_lines_one_above_the_other_are_read_apart(mnist, rec) -> None:
+    # A zip code over an amount: read as one line, the two came out interleaved by position
+    # ("73442" over "7531" read "773543112"). Each line is read on its own, top to bottom.
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(3)
+    right = []
+    for _ in range(8):
+        top, bottom = rng.choice(len(x), 5, replace=False), rng.choice(len(x), 4, replace=False)
+        strips = [synth.number_strip([x[i] for i in pick], rng) for pick in (top, bottom)]
+        page = np.zeros((strips[0].shape[0] + strips[1].shape[0] + 20, max(s.shape[1] for s in strips) + 20), np.uint8)
+        page[5 : 5 + strips[0].shape[0], 10 : 10 + strips[0].shape[1]] = strips[0]
+        page[15 + strips[0].shape[0] : -5, 10 : 10 + strips[1].shape[1]] = strips[1]
+        reading = rec.read(synth.as_photo(page, rng, size=400))
+        text = "\n".join("".join(str(int(y[i])) for i in pick) for pick in (top, bottom))
+        right.append(reading.text == text)
+        lines = reading.text.split("\n")
+        if len(lines) == 2:  # the digits come line by line, each line left to right
+            assert [d.digit for d in reading.digits] == [int(c) for c in "".join(lines)]
+            assert max(d.box[1] for d in reading.digits[: len(lines[0])]) < min(
+                d.box[1] for d in reading.digits[len(lines[0]) :]
+            )
+    assert sum(right) >= 6, right
+
+
 def test_strokes_of_one_digit_are_joined(rec) -> None:
     # A 5 written in two strokes: the flag does not touch the body.
     page = Image.new("L", (300, 300), 255)
@@ -772,10 +796,11 @@ def test_a_page_of_marks_is_refused_quickly(rec, tmp_path: Path) -> None:
     for top in range(4, 640, 16):
         for left in range(2, 640, 5):
             draw.line([(left, top), (left, top + 10)], fill=0, width=2)
-    with pytest.raises(ImageError, match=f"ticks.png: 128 separate marks.*at most {recognizer.MAX_MARKS}"):
+    # 40 rows of 128 ticks: 40 lines (each tick a mark of its own; as one line, 128 marks of 40 ticks)
+    with pytest.raises(ImageError, match=f"ticks.png: 5120 separate marks.*at most {recognizer.MAX_MARKS}"):
         rec.read(_encode(page, "PNG"), "ticks.png")
     page.save(tmp_path / "ticks.png")
-    with pytest.raises(ImageError, match=f"^{tmp_path / 'ticks.png'}: 128 separate marks"):  # named by its path
+    with pytest.raises(ImageError, match=f"^{tmp_path / 'ticks.png'}: 5120 separate marks"):  # named by its path
         rec.read(tmp_path / "ticks.png")
 
 

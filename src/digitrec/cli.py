@@ -223,7 +223,8 @@ def cmd_read(args: argparse.Namespace) -> int:
 
     def show(row: dict[str, Any]) -> str:
         confidences = " ".join(f"{d['confidence']:.2f}" for d in row["digits"])
-        return f"{row['text'] or '(no digits)'}  [{confidences}]"
+        text = row["text"].replace("\n", " / ")  # lines one above the other, top to bottom
+        return f"{text or '(no digits)'}  [{confidences}]"
 
     return _answer_files(args, rec.read, show)
 
@@ -462,9 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "read",
         help="read a line of handwritten digits (a zip code, an amount) in each image",
-        description="Read the digits of each image left to right, with a box per digit. The printed "
-        "lines of a form field (a box per digit, a row of boxes, a comb, an underline) are not read. "
-        "Exit code 1 if any file failed.",
+        description="Read the digits of each image left to right, with a box per digit. Lines one above "
+        "the other are read apart, top to bottom (in --json's text, separated by a newline; in the "
+        "table, by ' / '). The printed lines of a form field (a box per digit, a row of boxes, a comb, "
+        "an underline) are not read. Exit code 1 if any file failed.",
     )
     image_args(p)
     p.set_defaults(func=cmd_read)

@@ -26,7 +26,7 @@ import functools
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "merge_components",
     "open_image",
     "segment",
+    "split_lines",
     "to_mnist",
 ]
 
@@ -876,6 +877,42 @@ def merge_components(a: Component, b: Component, mass: float | None = None) -> C
     x0, y0 = min(a.x, b.x), min(a.y, b.y)
     x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
     return Component(x0, y0, x1 - x0, y1 - y0, a.mass + b.mass if mass is None else mass, a.labels + b.labels)
+
+
+# Lines of digits one above the other (a zip code over an amount) are read apart: the digit-sized
+# marks' vertical extents, merged where they overlap or lie closer than LINE_GAP of the marks'
+# height, make one band per line. Read as one line, two lines came out interleaved by position.
+LINE_GAP = 0.2
+
+
+def split_lines(ii: InkImage) -> list[InkImage]:
+    """The image's lines of digits, top to bottom, each with only its own components (``ii`` itself
+    when there is one). A line is a band of rows holding digit-sized marks (at least half the median
+    height of the heavier marks) with a gap of at least LINE_GAP of that height to the next band;
+    smaller marks go with the nearest band. A slanted line, whose marks overlap their neighbours,
+    stays one band."""
+    comps = ii.components
+    if len(comps) < 2:
+        return [ii]
+    heaviest = max(c.mass for c in comps)
+    height = float(np.median([c.h for c in comps if c.mass >= 0.25 * heaviest]))
+    bands: list[list[int]] = []  # [top, bottom) of each band, top to bottom
+    for c in sorted((c for c in comps if c.h >= 0.5 * height), key=lambda c: c.y):
+        if bands and c.y < bands[-1][1] + LINE_GAP * height:
+            bands[-1][1] = max(bands[-1][1], c.y + c.h)
+        else:
+            bands.append([c.y, c.y + c.h])
+    if len(bands) < 2:
+        return [ii]
+
+    def distance(c: Component, band: list[int]) -> float:
+        centre = c.y + c.h / 2
+        return max(band[0] - centre, centre - band[1], 0.0)
+
+    members: list[list[Component]] = [[] for _ in bands]
+    for c in comps:
+        members[min(range(len(bands)), key=lambda k: distance(c, bands[k]))].append(c)
+    return [replace(ii, components=tuple(m)) for m in members]
 
 
 def segment(ii: InkImage) -> list[Component]:

@@ -26,6 +26,7 @@ from .images import (
     input_name,
     merge_components,
     segment,
+    split_lines,
     to_mnist,
 )
 from .models import ModelError, file_sha256, load_model, read_metadata, resolve_model_path
@@ -64,7 +65,8 @@ SHORT_ONE = 0.5
 # digits 6 px high, the least `segment` keeps). A 2 KB PNG of thousands of ticks took `read` 10-27 s
 # (every mark is fitted and scored on its own): more marks than this are refused at once. The
 # slowest image found under the bound, 92 ticks as tall as the image (each thickened at full size
-# to MNIST's stroke width), takes about 4.5 s.
+# to MNIST's stroke width), takes about 4.5 s. The bound is on the marks of all of an image's lines
+# together (the time goes by marks).
 MAX_MARKS = 100
 
 
@@ -102,7 +104,8 @@ class DigitBox:
 
 @dataclass(frozen=True)
 class Reading:
-    """A line of handwritten digits read left to right."""
+    """A line of handwritten digits read left to right (lines one above the other: top to bottom,
+    separated in ``text`` by a newline)."""
 
     text: str
     digits: list[DigitBox] = field(default_factory=list)
@@ -223,14 +226,27 @@ class Recognizer:
         return self._answer(probs[0], float(reject[0]), empty=not np.any(field_))
 
     def read(self, image: Any, name: str | None = None) -> Reading:
-        """Read a line of digits left to right: strokes joined, touching digits split, specks ignored."""
+        """Read a line of digits left to right: strokes joined, touching digits split, specks ignored.
+        Lines one above the other (`images.split_lines`) are read apart, top to bottom: ``text`` holds
+        them separated by a newline, ``digits`` line by line."""
         ii = ink_image(image, name, line=True)
-        groups = segment(ii)
-        if len(groups) > MAX_MARKS:
+        lines = [(part, segment(part)) for part in split_lines(ii)]
+        marks = sum(len(groups) for _, groups in lines)
+        if marks > MAX_MARKS:
             raise ImageError(
-                f"{input_name(image, name)}: {len(groups)} separate marks, more than a line of digits holds "
-                f"(at most {MAX_MARKS}): is this a page of text or a texture?"
+                f"{input_name(image, name)}: {marks} separate marks, more than `read` takes in one image "
+                f"(at most {MAX_MARKS}, in all its lines): is this a page of text or a texture?"
             )
+        texts, digits = [], []
+        for part, groups in lines:
+            line = self._read_line(part, groups)
+            if line:
+                texts.append("".join(str(d.digit) for d in line))
+                digits += line
+        return Reading("\n".join(texts), digits)
+
+    def _read_line(self, ii: InkImage, groups: list[Component]) -> list[DigitBox]:
+        """The digits of one line's groups, left to right."""
         line_height = float(np.median([g.h for g in groups])) if groups else 0.0
         digits = []
         for group in groups:
@@ -244,7 +260,7 @@ class Recognizer:
                 box = tuple(round(v / ii.scale) for v in (x0, piece.y, x1 - x0, piece.h))
                 digits.append(DigitBox(answer.digit, answer.confidence, box))  # type: ignore[arg-type]
         digits.sort(key=lambda d: d.box[0] + d.box[2] / 2)  # pieces of one group may overlap: centres
-        return Reading("".join(str(d.digit) for d in digits), digits)
+        return digits
 
     def _split(self, ii: InkImage, group: Component, line_height: float) -> list[tuple[Piece, np.ndarray, float]]:
         """One group as the digits it most likely holds: (piece, cut), digit probabilities, reject.

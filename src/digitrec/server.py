@@ -79,7 +79,10 @@ class DigitInLine(BaseModel):
 
 class Reading(BaseModel):
     file: str
-    text: str = Field(description="the digits left to right, e.g. '90210'")
+    text: str = Field(
+        description="the digits left to right, e.g. '90210'; lines one above the other are read apart, "
+        "top to bottom, separated by a newline ('90210\\n1250')"
+    )
     digits: list[DigitInLine]
 
 

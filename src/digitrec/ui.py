@@ -88,7 +88,8 @@ def _number(rec: Recognizer, value: Any) -> tuple[Any, str]:
         for d in reading.digits
         for x, y, w, h in [d.box]
     ]
-    text = f"**{reading.text}**" if reading.text else "No digits found."
+    # Lines one above the other, top to bottom: one per Markdown line (two spaces end a line).
+    text = "  \n".join(f"**{line}**" for line in reading.text.split("\n")) if reading.text else "No digits found."
     return (rgb, boxes), text
 
 
