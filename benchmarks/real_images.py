@@ -14,7 +14,8 @@ Test sets, all made here from sources never used in training or tuning:
 - non-digits: Fashion-MNIST *test* items, letters in handwriting fonts and DejaVu Serif, doodles,
              blank pages (some ruled), as photos. The doodles come from `synth.scribble`, the
              generator of the training doodles (other draws): they measure the training
-             distribution, not an unseen one.
+             distribution, not an unseen one. Given to `predict` (rejected: "not a digit") and to
+             `read` (no number: an empty text).
 The naive path is the tutorials': grayscale, resize to 28x28, scale to [0, 1]; it has no rejection
 and cannot read numbers.
 """
@@ -172,6 +173,15 @@ def main() -> int:
             "accuracy": float(rejected.mean()),
             **{f"{kind}_rejected": float(rejected[kinds_arr == kind].mean()) for kind in sorted(set(kinds))},
         }
+        # The same images through `read`: a line of digits should come back empty.
+        t = time.perf_counter()
+        empty = np.array([rec.read(d).text == "" for d in non_digits])
+        results["non-digits read as no number"] = {
+            "images": len(non_digits),
+            "accuracy": float(empty.mean()),
+            "read_ms": 1000 * (time.perf_counter() - t) / len(non_digits),
+            **{f"{kind}_empty": float(empty[kinds_arr == kind].mean()) for kind in sorted(set(kinds))},
+        }
 
     digit_sets = [v for k, v in results.items() if "rejected" in v and k != "non-digits rejected"]
     total = sum(int(v["images"]) for v in digit_sets)
@@ -192,9 +202,11 @@ def main() -> int:
         ms_text = f"{ms:9.1f}" if ms is not None else "        -"
         print(f"{name:<48} {r['images']:>6} {float(r['accuracy']) * 100:8.2f}% {rejected} {naive} {ms_text}")
     print('rejected: the digits answered "not a digit" (counted wrong under digitrec)')
-    print("ms/image: decode + preprocess (digit sets), or the whole read (numbers, form fields), one process")
+    print("ms/image: decode + preprocess (digit sets), or the whole read (numbers, form fields, non-digits read),")
+    print("one process")
     if non_digits:
         print(json.dumps(results["non-digits rejected"]))
+        print(json.dumps(results["non-digits read as no number"]))
     if forms:
         print(json.dumps(results["numbers in form fields, exact string"]))
     return 0
