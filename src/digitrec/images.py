@@ -879,6 +879,13 @@ def merge_components(a: Component, b: Component, mass: float | None = None) -> C
     return Component(x0, y0, x1 - x0, y1 - y0, a.mass + b.mass if mass is None else mass, a.labels + b.labels)
 
 
+def _marks_height(comps: tuple[Component, ...] | list[Component]) -> float:
+    """The median height of the heavier components (a quarter of the heaviest's ink or more): how
+    high a line's marks are, not counting specks and flags. ``comps``: at least one."""
+    heaviest = max(c.mass for c in comps)
+    return float(np.median([c.h for c in comps if c.mass >= 0.25 * heaviest]))
+
+
 # Lines of digits one above the other (a zip code over an amount) are read apart: the digit-sized
 # marks' vertical extents, merged where they overlap or lie closer than LINE_GAP of the marks'
 # height, make one band per line. Read as one line, two lines came out interleaved by position.
@@ -894,8 +901,7 @@ def split_lines(ii: InkImage) -> list[InkImage]:
     comps = ii.components
     if len(comps) < 2:
         return [ii]
-    heaviest = max(c.mass for c in comps)
-    height = float(np.median([c.h for c in comps if c.mass >= 0.25 * heaviest]))
+    height = _marks_height(comps)
     bands: list[list[int]] = []  # [top, bottom) of each band, top to bottom
     for c in sorted((c for c in comps if c.h >= 0.5 * height), key=lambda c: c.y):
         if bands and c.y < bands[-1][1] + LINE_GAP * height:
@@ -926,8 +932,7 @@ def segment(ii: InkImage) -> list[Component]:
     comps = sorted(ii.components, key=lambda c: c.x)
     if not comps:
         return []
-    heaviest = max(d.mass for d in comps)
-    line_height = float(np.median([c.h for c in comps if c.mass >= 0.25 * heaviest]))
+    line_height = _marks_height(comps)
     groups: list[Component] = []
     for c in comps:
         if groups:
