@@ -613,8 +613,8 @@ def _sticks_out(mask: np.ndarray, rules: np.ndarray) -> bool:
     if box is None:
         return True  # nothing but rules: a blank ruled page
     y0, y1, x0, x1 = box
-    cols = np.flatnonzero(rules.any(axis=0))
-    return min(x0 - int(cols[0]), int(cols[-1]) + 1 - x1) >= STICK_OUT * (y1 - y0)
+    _, _, r0, r1 = _bbox(rules.view(bool))  # type: ignore[misc]  # the caller found rules
+    return min(x0 - r0, r1 - x1) >= STICK_OUT * (y1 - y0)
 
 
 def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
