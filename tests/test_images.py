@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -14,7 +15,16 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from digitrec import recognizer, synth
-from digitrec.images import MAX_PIXELS, ImageError, digit_to_mnist, ink_image, load_image, segment, to_mnist
+from digitrec.images import (
+    MAX_PIXELS,
+    ImageError,
+    digit_to_mnist,
+    elongation,
+    ink_image,
+    load_image,
+    segment,
+    to_mnist,
+)
 from digitrec.recognizer import MAX_CUTS, SPLIT_PRIOR, _best_cuts, _cut_candidates
 from tests.conftest import render_on_paper
 
@@ -731,6 +741,31 @@ def test_huge_photo_is_decoded_small() -> None:
     gray = load_image(data)
     assert max(gray.shape) <= 2000  # JPEG draft decoding: never the full 48 MP
     assert to_mnist(data).max() == 255
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F"])
+def test_large_deep_images_are_reduced_before_they_become_floats(mode: str) -> None:
+    # A 12-megapixel 16-bit PNG or float TIFF compresses to about 100 KB; as float32 it is 48 MB a
+    # copy, and the decoder used to make three such copies at full size (112 MB traced). Reduced by
+    # a whole factor first, as large transparent images already were, no full-size copy is made.
+    h, w = 3000, 4000
+    a = np.full((h, w), 0.9, np.float32)
+    a[1000:2000, 1900:2100] = 0.1  # a dark "1"
+    if mode == "I;16":
+        data = _encode(Image.fromarray((a * 65535).astype(np.uint16)), "PNG", compress_level=1)
+    else:
+        data = _encode(Image.fromarray(a, "F"), "TIFF", compression="tiff_adobe_deflate")
+    tracemalloc.start()
+    try:
+        gray = load_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert gray.shape == (h // 2, w // 2)  # sqrt(12 MP) = 3,464 px: reduced by 2
+    assert peak < h * w * 4  # less than one full-size float32 copy
+    assert abs(float(gray[0, 0]) - 0.9 * 255) < 1 and float(gray[1500 // 2, 1000]) < 0.1 * 255 + 1  # levels kept
+    field = to_mnist(data)
+    assert field.max() == 255 and elongation(field) < 0.25  # the bar found, fitted as a 1
 
 
 @pytest.mark.parametrize(

@@ -173,7 +173,7 @@ def _decode(pil: Any, name: str, own: bool = True) -> tuple[np.ndarray, bool, fl
     ``own``: the image was opened here, from a file or bytes. A caller's PIL image is left as it was
     given: decoded at full size, its current frame restored afterwards.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     full_side = max(pil.size)  # the longer side: the same whatever the EXIF orientation
     frame = pil.tell()
@@ -185,7 +185,9 @@ def _decode(pil: Any, name: str, own: bool = True) -> tuple[np.ndarray, bool, fl
             # convert("L")), and a large one at 1/2, 1/4 or 1/8 scale: fast and small.
             pil.draft("L", (2 * WORK_SIDE, 2 * WORK_SIDE) if max(pil.size) > 2 * WORK_SIDE else pil.size)
         pil.load()
-        image = ImageOps.exif_transpose(pil)
+        image = _upright(pil)
+        if frame and image is pil:
+            image = pil.copy()  # the first frame's pixels: seeking back below reloads the caller's frame
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: too many pixels ({e})") from None
     except Exception as e:  # truncated or corrupt data: Pillow raises OSError, SyntaxError, ValueError...
@@ -200,25 +202,62 @@ def _decode(pil: Any, name: str, own: bool = True) -> tuple[np.ndarray, bool, fl
     return gray, composited, max(gray.shape) / full_side
 
 
+# EXIF orientation -> the transposition that makes the image upright (Pillow's ImageOps.exif_transpose)
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+def _upright(pil: Any) -> Any:
+    """The decoded image turned as its EXIF orientation says: a new image if it must turn, else the
+    image itself (`ImageOps.exif_transpose` copies it then: 196 MB for a 7,000-pixel-square RGB PNG)."""
+    from PIL import Image
+
+    method = _TRANSPOSE.get(pil.getexif().get(_ORIENTATION, 1))
+    return pil.transpose(getattr(Image.Transpose, method)) if method else pil
+
+
+def _reduce_factor(w: int, h: int) -> int:
+    """The whole factor a large image is reduced by (box average) before its pixels become arrays:
+    down to about 4 x WORK_SIDE^2 pixels, at least twice the working image's resolution on each side
+    (a long line of digits keeps more than WORK_SIDE on its long side, see `_resize_to_work`)."""
+    return int(np.sqrt(w * h)) // (2 * WORK_SIDE)
+
+
 def _to_gray(pil: Any) -> tuple[np.ndarray, bool]:
-    """A decoded PIL image -> gray [0, 255] and whether transparency was composited (see `_decode`)."""
+    """A decoded PIL image -> gray [0, 255] and whether transparency was composited (see `_decode`).
+
+    16-bit, 32-bit and float images, and images with transparency, become float32 arrays (4 to 16
+    bytes a pixel): when large, they are reduced first (`_reduce_factor`), so that a 7,000-pixel-square
+    PNG or TIFF that compresses to 100-300 KB does not cost gigabytes. 8-bit images stay uint8 at full
+    size (1 byte a pixel), as JPEGs are decoded at reduced size anyway.
+    """
+    factor = _reduce_factor(pil.width, pil.height)
     if pil.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(pil, dtype=np.float32)
-        if not np.isfinite(a).all():
+        if pil.mode != "F":
+            pil = pil.convert("I")  # exact; Pillow reduces 32-bit modes but not 16-bit ones
+        top = float(pil.getextrema()[1])  # of the whole image, before reducing
+        a = np.array(pil.reduce(factor) if factor >= 2 else pil, dtype=np.float32)  # writable: scaled in place
+        if not np.isfinite(a).all() or not np.isfinite(top):  # NaN and inf survive the box average
             raise ValueError("NaN or infinite pixel values")
-        top = float(a.max(initial=0))
         if top > 255:  # 16-bit samples
-            a = a * (255.0 / 65535.0)
+            a *= 255.0 / 65535.0
         elif pil.mode == "F" and top <= 1.0:  # floats in [0, 1]
-            a = a * 255.0
-        return np.clip(a, 0, 255), False
+            a *= 255.0
+        return np.clip(a, 0, 255, out=a), False
     if pil.mode == "LAB":
         return np.asarray(pil.getchannel("L")), False  # its lightness
     has_alpha = pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info)
     if not has_alpha:
         return np.asarray(pil if pil.mode == "L" else pil.convert("L")), False
-    rgba = pil.convert("RGBA")
-    factor = int(np.sqrt(rgba.width * rgba.height)) // (2 * WORK_SIDE)
+    rgba = pil if pil.mode == "RGBA" else pil.convert("RGBA")  # convert() copies even to the same mode
     if factor >= 2:  # reduced before going to float (16 bytes a pixel) to about 4 x WORK_SIDE^2 pixels
         rgba = rgba.reduce(factor)
     a = np.asarray(rgba, dtype=np.float32)
