@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -95,6 +96,20 @@ def test_every_subcommand_is_tested() -> None:
 def test_python_dash_m_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "digitrec", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("digitrec ")
+
+
+def test_damaged_files_get_an_error_line_and_no_pillow_warnings(tmp_path: Path) -> None:
+    # A TIFF cut short after its header: Pillow warns "Corrupt EXIF data" (with its own source line,
+    # which looks like a crash) before the decoder fails. The user sees only the error naming the file.
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 32), 200, np.uint8)).save(buf, "TIFF")
+    (tmp_path / "cut.tif").write_bytes(buf.getvalue()[:100])
+    cmd = [sys.executable, "-W", "default", "-m", "digitrec", "predict", "--json", str(tmp_path / "cut.tif")]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 1
+    row = json.loads(out.stdout)
+    assert row["file"] == str(tmp_path / "cut.tif") and "cannot decode" in row["error"]
+    assert "Warning" not in out.stderr and "PIL" not in out.stderr, out.stderr
 
 
 def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,6 +24,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 def _quiet_backends() -> None:
     # TensorFlow's C++ INFO lines (oneDNN notices, CPU feature guard) drown the output people need.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .images import quiet_decoder_warnings
+
+    quiet_decoder_warnings()
 
 
 def _class_weights(values: Sequence[str] | None) -> dict[int, float] | None:

@@ -133,6 +133,14 @@ class ImageError(Exception):
 # --- 1. decoding ---------------------------------------------------------------------------------
 
 
+def quiet_decoder_warnings() -> None:
+    """Silence Pillow's warnings about damaged files that it still reads ("Truncated File Read",
+    "Corrupt EXIF data"): each file is either read or refused with an ImageError naming it, and the
+    warnings, printed with Pillow's own source lines, look like a crash. For the applications (the
+    CLI and each server process); a library user's warning filters are left alone."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 def open_image(data: bytes, name: str) -> Any:
     """Encoded image bytes -> a PIL image, its header read and checked (format, size, pixel cap) but its
     pixels not yet decoded: cheap, and every problem so far an ImageError naming ``name``."""

@@ -505,8 +505,11 @@ def app_from_environment() -> Any:
     """The app of one worker process when serving with several (uvicorn imports it by name)."""
     import cv2
 
+    from .images import quiet_decoder_warnings
+
     _bound_heap()
     cv2.setNumThreads(1)
+    quiet_decoder_warnings()
     config = ServerConfig(
         max_upload_bytes=int(os.environ["DIGITREC_MAX_UPLOAD"]),
         max_concurrency=int(os.environ["DIGITREC_MAX_CONCURRENCY"]),
