@@ -837,6 +837,56 @@ def test_decoder_gives_only_image_errors_on_arbitrary_bytes(data: bytes) -> None
         pass
 
 
+def _small_files() -> dict[str, bytes]:
+    """One small valid file per format and mode the decoder handles: the seeds of the mutation fuzz."""
+    a = np.full((40, 32), 230, np.uint8)
+    a[8:32, 14:18] = 20
+    gray = Image.fromarray(a)
+    rgb = Image.merge("RGB", (gray, gray, gray))
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.fromarray(255 - a))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter
+    return {
+        "png-L": _encode(gray, "PNG"),
+        "png-RGBA": _encode(rgba, "PNG"),
+        "png-P-transparent": _encode(rgb.convert("P"), "PNG", transparency=0),
+        "png-16": _encode(Image.fromarray(a.astype(np.uint16) * 257), "PNG"),
+        "jpeg-RGB-exif": _encode(rgb, "JPEG", exif=exif.tobytes()),
+        "jpeg-CMYK": _encode(rgb.convert("CMYK"), "JPEG"),
+        "jpeg-progressive": _encode(rgb, "JPEG", progressive=True),
+        "bmp-P": _encode(rgb.convert("P"), "BMP"),
+        "gif-animated": _encode(gray, "GIF", save_all=True, append_images=[Image.fromarray(255 - a)]),
+        "tiff-lzw": _encode(rgb, "TIFF", compression="tiff_lzw"),
+        "tiff-16": _encode(Image.fromarray(a.astype(np.uint16) * 257), "TIFF"),
+        "webp-lossless-RGBA": _encode(rgba, "WEBP", lossless=True),
+    }
+
+
+SMALL_FILES = _small_files()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SMALL_FILES)),
+    edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8),
+    keep=st.floats(0.05, 1.0),
+)
+def test_decoder_gives_only_image_errors_on_damaged_files(name: str, edits: list, keep: float) -> None:
+    # Arbitrary bytes rarely get past the format check; a valid file with a few bytes changed and
+    # its end perhaps cut off reaches deep into each decoder (chunk lengths, palettes, EXIF, strips).
+    data = bytearray(SMALL_FILES[name])
+    for where, value in edits:
+        data[int(where * len(data))] = value
+    data = bytes(data[: max(1, int(keep * len(data)))])
+    try:
+        gray = load_image(data, name)
+    except ImageError as e:
+        assert str(e).startswith(f"{name}: ")  # every refusal names the file
+    else:
+        assert gray.ndim == 2 and gray.dtype == np.float32 and np.isfinite(gray).all()
+
+
 # --- test-set and training-data generators ---------------------------------------------------------
 
 
