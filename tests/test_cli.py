@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,19 @@ def test_damaged_files_get_an_error_line_and_no_pillow_warnings(tmp_path: Path) 
     row = json.loads(out.stdout)
     assert row["file"] == str(tmp_path / "cut.tif") and "cannot decode" in row["error"]
     assert "Warning" not in out.stderr and "PIL" not in out.stderr, out.stderr
+
+
+def test_keras_commands_do_not_print_tensorflows_start_up_notices(tiny_run, mnist, tmp_path: Path) -> None:
+    # TensorFlow 2.21 prints "oneDNN custom operations are on" (twice, with an absl preamble) whatever
+    # TF_CPP_MIN_LOG_LEVEL says. A run without an ONNX twin is predicted with Keras, so TF loads.
+    assert not (Path(tiny_run.run_dir) / "model.onnx").exists()
+    seven = tmp_path / "seven.png"
+    Image.fromarray(render_on_paper(mnist[1][0][0])).save(seven)
+    cmd = [sys.executable, "-m", "digitrec", "predict", "--json", "--model", str(tiny_run.run_dir), str(seven)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["file"] == str(seven)
+    assert "oneDNN" not in out.stderr and "absl" not in out.stderr, out.stderr
 
 
 def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:

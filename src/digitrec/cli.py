@@ -21,6 +21,10 @@ class CommandError(Exception):
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
+# Commands that always run Keras (predict, read and serve load it only for a model without an ONNX twin).
+KERAS_COMMANDS = frozenset({"models", "train", "evaluate", "export", "calibrate"})
+
+
 def _quiet_backends() -> None:
     # TensorFlow's C++ INFO lines (oneDNN notices, CPU feature guard) drown the output people need.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -560,6 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_backends()
     args = build_parser().parse_args(argv)
     try:
+        if args.command in KERAS_COMMANDS:
+            from .models import import_keras
+
+            import_keras()  # before anything else loads it, so that TensorFlow's start-up notices stay quiet
         return args.func(args)
     except (
         DataError,

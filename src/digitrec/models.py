@@ -300,6 +300,30 @@ def to_float32(model: Any) -> Any:
     return copy
 
 
+def import_keras() -> Any:
+    """``import keras``, quietly when asked to be: with TF_CPP_MIN_LOG_LEVEL at 2 or more (the CLI sets
+    2), whatever TensorFlow's C++ code writes to stderr while it loads is dropped. TensorFlow 2.21
+    prints its oneDNN notice, twice, whatever that level says (tensorflow/tensorflow#100442). A
+    failed import still raises its Python exception; later messages (warnings, errors) still show.
+    Callers that load Keras first call this; every later ``import keras`` finds it loaded."""
+    import sys
+
+    if "keras" in sys.modules or int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") or 0) < 2:
+        import keras
+
+        return keras
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+    return keras
+
+
 # --- saving and loading --------------------------------------------------------------------------
 
 
@@ -404,8 +428,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike, compile: bool = False) -> tuple[Any, dict[str, Any]]:
     """Load a saved model and its metadata. Keras' safe_mode refuses Lambda layers and pickled code."""
-    import keras
-
+    keras = import_keras()
     p = resolve_model_path(path)
     meta = read_metadata(p)
     try:
