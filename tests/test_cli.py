@@ -74,6 +74,7 @@ SUBCOMMANDS = {
         "--workers",
         "--no-ui",
         "--threads",
+        "--cors-origin",
     ],
 }
 

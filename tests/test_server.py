@@ -168,6 +168,35 @@ def test_ui_is_mounted_at_the_root(client: TestClient) -> None:
     assert r.status_code == 200 and "gradio" in r.text.lower()
 
 
+def _cors(client: TestClient, origin: str) -> dict[str, tuple[int, str | None]]:
+    """What a browser on a page of ``origin`` is told by each kind of route: the allowed origin, if any."""
+    preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+    answers = {
+        "api GET": client.get("/v1/model", headers={"Origin": origin}),
+        "api preflight": client.options("/v1/predict", headers=preflight),
+        "ui GET": client.get("/", headers={"Origin": origin}),
+        "ui preflight": client.options("/gradio_api/upload", headers=preflight),
+    }
+    return {k: (r.status_code, r.headers.get("access-control-allow-origin")) for k, r in answers.items()}
+
+
+def test_no_cors_by_default(client: TestClient) -> None:
+    # Gradio's own CORS middleware answered every preflight, the API's included, and allowed any origin
+    # whenever the Host is not localhost (here "testserver"; on a LAN, the machine's name): a page on
+    # any site could drive the server from a visitor's browser.
+    for origin in ("https://evil.example", "http://localhost:3000"):
+        answers = _cors(client, origin)
+        assert all(allowed is None for _, allowed in answers.values()), answers
+        assert answers["api preflight"][0] == 400 and answers["ui preflight"][0] == 400
+    assert client.get("/healthz").status_code == 200
+
+
+def test_cors_allows_only_the_origins_configured(rec) -> None:
+    client = TestClient(create_app(rec, ServerConfig(cors_origins=("https://forms.example",))))
+    assert set(_cors(client, "https://forms.example").values()) == {(200, "https://forms.example")}
+    assert all(allowed is None for _, allowed in _cors(client, "https://evil.example").values())
+
+
 def test_ui_handlers_answer_like_the_api(rec, mnist) -> None:
     """The UI's functions, without a browser: a drawing, a line of digits, nothing, and a bad image."""
     from digitrec.ui import _digit, _number

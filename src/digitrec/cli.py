@@ -279,6 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         ui=not args.no_ui,
         threads=args.threads,
+        cors_origins=tuple(args.cors_origin),
     )
     try:
         serve(args.host, args.port, args.model, config, workers=args.workers)
@@ -544,6 +545,14 @@ def build_parser() -> argparse.ArgumentParser:
         "predictions of images up to 512x512 px run in the event loop",
     )
     p.add_argument("--no-ui", action="store_true", help="serve the API only")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin (e.g. https://forms.example.com) whose pages may call the server from a browser "
+        "(repeatable; default: none, no CORS)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="the model card of a saved model: architecture, data, metrics, machine")

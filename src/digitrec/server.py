@@ -32,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from uvicorn.supervisors.multiprocess import Process
 
@@ -111,6 +112,10 @@ class ServerConfig:
     max_concurrency: int = 64  # requests in flight on /v1/*; more get 503 at once
     body_timeout: float = 30.0  # seconds a client may take to send its whole request body; slower gets 408
     ui: bool = True  # mount the Gradio UI at /
+    # Web pages from these origins (e.g. "https://forms.example.com") may call the API and the UI from
+    # a browser; none by default. Starlette's CORS middleware is always installed, so that Gradio's
+    # own, which otherwise answers every preflight and allows any origin on a non-localhost Host, defers to it.
+    cors_origins: tuple[str, ...] = ()
     # Requests decoded, preprocessed and inferred at once, on that many threads (0: one per core).
     # More threads than cores only fight over the cores and the GIL: on 2 cores, 2 threads served 230
     # requests/s at concurrency 8 and Starlette's default of 40 threads 187 (benchmarks/serve.py).
@@ -383,6 +388,13 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
         description="Handwritten digit recognition: predict a digit, read a number, reject non-digits.",
     )
 
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(config.cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["*"],
+    )
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         missing = [".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()]
@@ -516,6 +528,7 @@ def app_from_environment() -> Any:
         body_timeout=float(os.environ["DIGITREC_BODY_TIMEOUT"]),
         ui=os.environ["DIGITREC_UI"] == "1",
         threads=int(os.environ["DIGITREC_SERVER_THREADS"]),
+        cors_origins=tuple(json.loads(os.environ["DIGITREC_CORS_ORIGINS"])),
     )
     return create_app(load_recognizer(os.environ.get("DIGITREC_MODEL") or None), config)
 
@@ -559,6 +572,7 @@ def serve(
             DIGITREC_BODY_TIMEOUT=str(config.body_timeout),
             DIGITREC_UI="1" if config.ui else "0",
             DIGITREC_SERVER_THREADS=str(config.threads),
+            DIGITREC_CORS_ORIGINS=json.dumps(list(config.cors_origins)),
         )
         listener = listen_socket(host, port)  # a port in use fails here, before any worker starts
         uv_config = uvicorn.Config(
