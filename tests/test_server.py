@@ -180,7 +180,7 @@ def _cors(client: TestClient, origin: str) -> dict[str, tuple[int, str | None]]:
     return {k: (r.status_code, r.headers.get("access-control-allow-origin")) for k, r in answers.items()}
 
 
-def test_no_cors_by_default(client: TestClient) -> None:
+def test_no_cors_by_default(client: TestClient, rec) -> None:
     # Gradio's own CORS middleware answered every preflight, the API's included, and allowed any origin
     # whenever the Host is not localhost (here "testserver"; on a LAN, the machine's name): a page on
     # any site could drive the server from a visitor's browser.
@@ -189,6 +189,11 @@ def test_no_cors_by_default(client: TestClient) -> None:
         assert all(allowed is None for _, allowed in answers.values()), answers
         assert answers["api preflight"][0] == 400 and answers["ui preflight"][0] == 400
     assert client.get("/healthz").status_code == 200
+    api_only = TestClient(create_app(rec, ServerConfig(ui=False)))
+    r = api_only.options(
+        "/v1/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in r.headers
 
 
 def test_cors_allows_only_the_origins_configured(rec) -> None:

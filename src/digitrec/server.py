@@ -113,8 +113,9 @@ class ServerConfig:
     body_timeout: float = 30.0  # seconds a client may take to send its whole request body; slower gets 408
     ui: bool = True  # mount the Gradio UI at /
     # Web pages from these origins (e.g. "https://forms.example.com") may call the API and the UI from
-    # a browser; none by default. Starlette's CORS middleware is always installed, so that Gradio's
-    # own, which otherwise answers every preflight and allows any origin on a non-localhost Host, defers to it.
+    # a browser; none by default. With the UI, Starlette's CORS middleware is installed even with no
+    # origins, so that Gradio's own, which otherwise answers every preflight and allows any origin on
+    # a non-localhost Host, defers to it.
     cors_origins: tuple[str, ...] = ()
     # Requests decoded, preprocessed and inferred at once, on that many threads (0: one per core).
     # More threads than cores only fight over the cores and the GIL: on 2 cores, 2 threads served 230
@@ -388,12 +389,13 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
         description="Handwritten digit recognition: predict a digit, read a number, reject non-digits.",
     )
 
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=list(config.cors_origins),
-        allow_methods=["GET", "POST"],
-        allow_headers=["*"],
-    )
+    if config.ui or config.cors_origins:  # without either, FastAPI alone sends no CORS headers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
