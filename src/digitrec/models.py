@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -308,20 +309,25 @@ def import_keras() -> Any:
     Callers that load Keras first call this; every later ``import keras`` finds it loaded."""
     import sys
 
-    if "keras" in sys.modules or int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") or 0) < 2:
-        import keras
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip()
+    with _KERAS_IMPORT:  # one redirection at a time: a second would save and restore the muted stderr
+        if "keras" in sys.modules or not level.isdigit() or int(level) < 2:
+            import keras
 
+            return keras
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+            import keras
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
         return keras
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        import keras
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-    return keras
+
+
+_KERAS_IMPORT = threading.Lock()
 
 
 # --- saving and loading --------------------------------------------------------------------------
