@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import tracemalloc
 import zlib
@@ -728,6 +729,21 @@ def test_bad_files_are_clear_errors(data: bytes, message: str, tmp_path) -> None
     with pytest.raises(ImageError, match=message) as e:
         load_image(path)
     assert "upload.png" in str(e.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_pipes_devices_and_directories_are_refused_without_blocking(tmp_path: Path) -> None:
+    # Opening a FIFO waits for a writer, and /dev/zero never ends: both used to hang the reader (and
+    # `digitrec predict DIR` finds a FIFO named like an image).
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for path, kind in (
+        (fifo, "a pipe, socket or device"),
+        ("/dev/zero", "a pipe, socket or device"),
+        (tmp_path, "a directory"),
+    ):
+        with pytest.raises(ImageError, match=f"^{path}: not a regular file \\({kind}\\)$"):
+            load_image(path)
 
 
 def test_bomb_limit_is_below_pillows() -> None:

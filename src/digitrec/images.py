@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any
@@ -314,14 +315,7 @@ def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool, float]:
     if isinstance(image, np.ndarray):
         return (*_array_gray(image, name), 1.0)
     if isinstance(image, (str, os.PathLike)):
-        try:
-            size = os.path.getsize(image)
-            if size > MAX_BYTES:
-                raise ImageError(f"{name}: {size} bytes is more than the limit of {MAX_BYTES}")
-            with open(image, "rb") as f:
-                image = f.read()
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
+        image = _read_file(image, name)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _decode(open_image(bytes(image), name), name)
     if isinstance(image, Image.Image):
@@ -330,6 +324,33 @@ def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool, float]:
             raise ImageError(f"{name}: {w}x{h} pixels is more than the limit of {MAX_PIXELS}")
         return _decode(image, name, own=False)
     raise ImageError(f"cannot read an image from {type(image).__name__}: give a path, bytes, PIL image or array")
+
+
+def _read_file(path: str | os.PathLike, name: str) -> bytes:
+    """The bytes of the image file at ``path``, at most MAX_BYTES of them. Only a regular file is read:
+    a FIFO would block the reader for ever and a device such as /dev/zero never ends (both are found
+    by `digitrec predict DIR` when named like images). Opened without blocking, then checked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"not a regular file ({'a directory' if stat.S_ISDIR(info.st_mode) else 'a pipe, socket or device'})"
+    elif info.st_size > MAX_BYTES:
+        problem = f"{info.st_size} bytes is more than the limit of {MAX_BYTES}"
+    if problem:
+        os.close(fd)
+        raise ImageError(f"{name}: {problem}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_BYTES + 1)
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_BYTES:  # it grew after the check
+        raise ImageError(f"{name}: more bytes than the limit of {MAX_BYTES}")
+    return data
 
 
 def _array_gray(a: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
