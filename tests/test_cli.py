@@ -114,6 +114,21 @@ def test_damaged_files_get_an_error_line_and_no_pillow_warnings(tmp_path: Path) 
     assert "Warning" not in out.stderr and "PIL" not in out.stderr, out.stderr
 
 
+def test_a_reader_that_stops_early_ends_predict_quietly(tmp_path: Path) -> None:
+    # `digitrec predict --json DIR | head -1`: the pipe closes after the first line. 400 answers of
+    # about 300 bytes overflow the pipe's 64 KB buffer, so the writer is still writing when it closes.
+    for k in range(400):
+        Image.new("L", (16, 16), 255).save(tmp_path / f"blank{k:03d}.png")
+    cmd = [sys.executable, "-m", "digitrec", "predict", "--json", str(tmp_path)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141
+    assert first["file"].endswith("blank000.png") and err == ""
+
+
 def test_keras_commands_do_not_print_tensorflows_start_up_notices(tiny_run, mnist, tmp_path: Path) -> None:
     # TensorFlow 2.21 prints "oneDNN custom operations are on" (twice, with an absl preamble) whatever
     # TF_CPP_MIN_LOG_LEVEL says. A run without an ONNX twin is predicted with Keras, so TF loads.

@@ -590,6 +590,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as e:
         print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`digitrec predict --json DIR | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped so
     except OSError as e:  # a missing folder, no permission, a full disk: the file and the reason, no traceback
         where = f"{e.filename}: " if e.filename else ""
         print(f"digitrec {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
