@@ -211,26 +211,12 @@ def _decode(pil: Any, name: str, own: bool = True) -> tuple[np.ndarray, bool, fl
     return gray, composited, max(gray.shape) / full_side
 
 
-# EXIF orientation -> the transposition that makes the image upright (Pillow's ImageOps.exif_transpose)
-_ORIENTATION = 0x0112
-_TRANSPOSE = {
-    2: "FLIP_LEFT_RIGHT",
-    3: "ROTATE_180",
-    4: "FLIP_TOP_BOTTOM",
-    5: "TRANSPOSE",
-    6: "ROTATE_270",
-    7: "TRANSVERSE",
-    8: "ROTATE_90",
-}
-
-
 def _upright(pil: Any) -> Any:
-    """The decoded image turned as its EXIF orientation says: a new image if it must turn, else the
-    image itself (`ImageOps.exif_transpose` copies it then: 196 MB for a 7,000-pixel-square RGB PNG)."""
-    from PIL import Image
+    """The decoded image turned as its EXIF orientation says: the image itself when it says nothing to
+    turn (`ImageOps.exif_transpose` returns a copy then: 196 MB for a 7,000-pixel-square RGB PNG)."""
+    from PIL import ExifTags, ImageOps
 
-    method = _TRANSPOSE.get(pil.getexif().get(_ORIENTATION, 1))
-    return pil.transpose(getattr(Image.Transpose, method)) if method else pil
+    return pil if pil.getexif().get(ExifTags.Base.Orientation, 1) == 1 else ImageOps.exif_transpose(pil)
 
 
 def _reduce_factor(w: int, h: int) -> int:
@@ -332,22 +318,19 @@ def _read_file(path: str | os.PathLike, name: str) -> bytes:
     by `digitrec predict DIR` when named like images). Opened without blocking, then checked."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a pipe, socket or device"
+                raise ImageError(f"{name}: not a regular file ({kind})")
+            if info.st_size > MAX_BYTES:
+                raise ImageError(f"{name}: {info.st_size} bytes is more than the limit of {MAX_BYTES}")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(MAX_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
-    info = os.fstat(fd)
-    problem = None
-    if not stat.S_ISREG(info.st_mode):
-        problem = f"not a regular file ({'a directory' if stat.S_ISDIR(info.st_mode) else 'a pipe, socket or device'})"
-    elif info.st_size > MAX_BYTES:
-        problem = f"{info.st_size} bytes is more than the limit of {MAX_BYTES}"
-    if problem:
-        os.close(fd)
-        raise ImageError(f"{name}: {problem}")
-    with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read(MAX_BYTES + 1)
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read: {e.strerror or e}") from None
     if len(data) > MAX_BYTES:  # it grew after the check
         raise ImageError(f"{name}: more bytes than the limit of {MAX_BYTES}")
     return data
