@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from digitrec import recognizer, synth
+from digitrec import images, recognizer, synth
 from digitrec.images import (
     MAX_PIXELS,
     ImageError,
@@ -1001,3 +1001,38 @@ def test_a_phone_cameras_multi_picture_jpeg_is_read(mnist, rec) -> None:
     data = _encode(seven, "MPO", save_all=True, append_images=[Image.new("RGB", (300, 300), "white")])
     assert Image.open(io.BytesIO(data)).format == "MPO"
     assert rec.predict(data, "phone.jpg").digit == 7
+
+
+def _tight_bitmap(digit: np.ndarray, side: int) -> np.ndarray:
+    """An MNIST digit as a scanned form's bitmap: cropped to its ink, stretched to fill a side x side
+    box, binarised, dark ink on white (as UCI and USPS-style sets store theirs)."""
+    import cv2
+
+    rows, cols = np.flatnonzero(digit.any(axis=1) > 0), np.flatnonzero(digit.any(axis=0) > 0)
+    crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32)
+    stretched = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+    return np.where(stretched > 100, 0, 255).astype(np.uint8)
+
+
+def test_tight_stretched_bitmaps_keep_their_polarity_and_are_read(mnist):
+    """A bold digit stretched to fill a 16x16 bitmap has about as much ink as paper: the corners, not
+    the minority, say which is paper; the shipped model then reads such bitmaps of test digits nearly
+    as well as the digits themselves (the paper read as ink fills the field's box and reads as nothing)."""
+    from digitrec.recognizer import load_recognizer
+
+    _, (x, y) = mnist
+    bitmaps = [_tight_bitmap(digit, 16) for digit in x[:200]]
+    assert all(images.ink_image(b).dark_ink for b in bitmaps[:40]), "a dark digit on white was read as light ink"
+    fields = np.stack([images.to_mnist(b) for b in bitmaps])
+    forced = load_recognizer().predict_arrays(fields).argmax(axis=1)
+    assert np.mean(forced == y[:200]) >= 0.9
+
+
+def test_tiny_images_are_enlarged_before_their_strokes_are_measured():
+    """A 16x16 digit is worked on at 64x64 (a whole factor), so the boxes `read` reports still
+    refer to the image as given."""
+    gray = np.full((16, 16), 255, np.uint8)
+    gray[3:13, 7:9] = 0  # a 1, two pixels wide
+    ii = images.ink_image(gray)
+    assert ii.ink.shape == (64, 64) and ii.scale == 4.0
+    assert images.to_mnist(gray).any()

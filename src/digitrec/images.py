@@ -60,6 +60,7 @@ MAX_PIXELS = 50_000_000  # refused before decoding; Pillow's own bomb limit is ~
 # (Pillow's JPEG reader also opens the multi-picture JPEGs of phone cameras, as format "MPO".)
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 WORK_SIDE = 640  # images are analysed with their longer side at most this (decoding uses draft for JPEG)
+SMALL_SIDE = 64  # images with a shorter side below this are enlarged to about it (see `_resize_to_work`)
 LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 # MNIST's own strokes range widely: measured as `_stroke_width` does, over MNIST_STROKE times the
@@ -76,6 +77,9 @@ THIN_TO = 1.5
 THIN_AT_MOST = 1.0
 THICKEN_BELOW = 0.6  # thinner strokes (a fine pen on a big photo) are grown to 1.0 (MNIST's median: 1.1)
 ONE_LIKE = 0.25  # a field whose ink spreads less than this across its main axis as along it reads as a 1
+# When between this share and its complement of the pixels are dark (Otsu), ink and paper are nearly as
+# common, and the corners tell which is paper (`_polarity`): a bold digit cropped tight to its ink.
+DENSE_INK = 0.3
 MIN_CONTRAST = 0.12  # ink weaker than this fraction of full contrast is never ink (texture, noise)
 RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's strongest ink (ruled lines)
 # Ink is measured against the room the paper leaves it (its level for dark ink, 255 less it for light),
@@ -398,6 +402,13 @@ def _resize_to_work(gray: np.ndarray, line: bool = False) -> tuple[np.ndarray, f
     import cv2
 
     h, w = gray.shape
+    if min(h, w) < SMALL_SIDE:
+        # A tiny image (a 16x16 bitmap, an MNIST-sized array) is enlarged by a whole factor first, so that
+        # its strokes are several pixels wide when they are measured, thinned or grown.
+        f = min(-(-SMALL_SIDE // min(h, w)), max(1, WORK_SIDE // max(h, w)))
+        if f > 1:
+            return cv2.resize(gray, (w * f, h * f), interpolation=cv2.INTER_LINEAR), float(f)
+        return gray, 1.0
     scale = min(1.0, WORK_SIDE / max(h, w))
     if line:
         scale = max(scale, min(1.0, LINE_SIDE / min(h, w), WORK_SIDE / float(np.sqrt(h * w))))
@@ -493,9 +504,27 @@ def _trend_design(h: int, w: int) -> np.ndarray:
 
 def _polarity(levels: np.ndarray) -> tuple[bool, float]:
     """Whether the ink is dark (else light), and the typical (paper) level, of ``levels`` (uint8): the
-    ink is the minority far from the typical level."""
+    ink is the minority far from the typical level.
+
+    A digit cropped tight to its ink (a scan's digit field, a bitmap stretched to fill its box) can have
+    as much ink as paper, and then the minority is a coin toss: there the corners decide, since a digit
+    seldom fills them, and the paper level is the typical level of the paper's side of Otsu's threshold.
+    """
+    import cv2
+
     lo, median, hi = _percentiles_u8(levels, (0.5, 50, 99.5))
-    return (median - lo) >= (hi - median), median
+    dark_ink = (median - lo) >= (hi - median)
+    if hi - lo < 2 * 255 * MIN_CONTRAST:
+        return dark_ink, median  # no ink worth the name: the minority rule is as good as any
+    otsu, _ = cv2.threshold(np.ascontiguousarray(levels), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark_share = float(np.count_nonzero(levels <= otsu)) / levels.size
+    if not DENSE_INK <= dark_share <= 1 - DENSE_INK:
+        return dark_ink, median
+    k = max(1, min(levels.shape) // 8)
+    corners = np.concatenate([c.ravel() for c in (levels[:k, :k], levels[:k, -k:], levels[-k:, :k], levels[-k:, -k:])])
+    dark_ink = float(np.median(corners)) > otsu
+    paper = levels[levels > otsu] if dark_ink else levels[levels <= otsu]
+    return dark_ink, _percentiles_u8(paper, (50,))[0]
 
 
 def _background(levels: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -562,6 +591,7 @@ def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, fl
     # most pixels are paper, so their typical level is that bias: take it off.
     sample = ink[::2, ::2] if ink.size >= 4 * 4096 else ink  # every 4th pixel: the same levels, 3x faster
     bias, top = _ink_percentiles(sample, (50, 99.9))
+    bias = min(bias, 0.25 * top)  # where ink is the majority (a bold digit cropped tight), not its level
     ink -= bias
     np.clip(ink, 0.0, 1.0, out=ink)
     return ink, bool(dark_ink), min(max(top - bias, 0.0), 1.0)
@@ -576,7 +606,8 @@ def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bo
     gray, composited, decoded = _gray(image, name)
     gray, scale = _resize_to_work(gray, line)
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
-    ink, dark_ink, strongest = _ink_map(gray, flat=composited)
+    # A tiny image has no lighting to take off, and its strokes may be wider than the background's window.
+    ink, dark_ink, strongest = _ink_map(gray, flat=composited or scale > decoded)
     threshold = max(MIN_CONTRAST, RELATIVE_INK * strongest)
     mask = ink >= threshold
     if strongest < MIN_CONTRAST or not mask.any():
