@@ -118,6 +118,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         values = dict(PRESETS[args.preset]) if args.preset else {}
         values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
         values["class_weight"] = _class_weights(args.class_weight)
+        for name in ("extra_data", "validation_data"):
+            if name in values:
+                values[name] = tuple(values[name])
         result = train(TrainConfig(**values), out=args.out, overwrite=args.overwrite, verbose=verbose)
     if args.json:
         _print_json(result.summary())
@@ -424,7 +427,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="train N members (seeds SEED, SEED+1, ...) and save one model averaging their probabilities",
     )
-    p.add_argument("--dataset", help="mnist (default), fashion-mnist, or a directory of IDX files")
+    p.add_argument(
+        "--extra-data",
+        action="append",
+        metavar="DIR",
+        help="a folder of labelled images (labels.csv: file,label[,writer]) added to the training split (repeatable)",
+    )
+    p.add_argument("--extra-repeat", type=int, help="copies of each extra image per epoch, augmented anew (default 3)")
+    p.add_argument(
+        "--validation-data",
+        action="append",
+        metavar="DIR",
+        help="a labelled folder that joins validation: the best epoch and the 'not a digit' threshold are "
+        "chosen on it too; never trained on (repeatable)",
+    )
+    p.add_argument(
+        "--init",
+        nargs="?",
+        const="default",
+        metavar="MODEL",
+        help="fine-tune: start from this model's weights (default: the shipped model); see --preset finetune",
+    )
+    p.add_argument("--dataset", help="mnist (default), fashion-mnist, a labelled folder, or a directory of IDX files")
     p.add_argument("--data-dir", help="directory with your own copy of the dataset; also $DIGITREC_DATA")
     p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")

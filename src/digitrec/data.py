@@ -40,9 +40,11 @@ __all__ = [
     "MNIST_SHA256",
     "DataError",
     "Dataset",
+    "Labelled",
     "cache_dir",
     "load_dataset",
     "load_idx_pair",
+    "load_labelled",
     "load_mnist",
     "read_idx",
     "split_validation",
@@ -108,6 +110,18 @@ class DataError(Exception):
 
 
 @dataclass(frozen=True)
+class Labelled:
+    """A folder of labelled images (see `load_labelled`), preprocessed as the model sees them."""
+
+    x: np.ndarray  # uint8 (n, 28, 28): each image through `images.to_mnist`
+    y: np.ndarray  # uint8 (n,): digits 0-9
+    files: tuple[str, ...]  # each image's path relative to the folder, as labels.csv names it
+    writers: tuple[str, ...] | None  # labels.csv's optional `writer` column
+    source: str  # the folder
+    sha256: str  # of labels.csv and every image file's bytes: the data as given, before preprocessing
+
+
+@dataclass(frozen=True)
 class Dataset:
     """An MNIST-format dataset: uint8 images (n, 28, 28), uint8 labels (n,), class names and a digest."""
 
@@ -118,6 +132,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     source: str  # where the arrays came from, for messages and model cards
+    whole: bool = False  # one set of images (a labelled folder): its train and test splits are the same images
 
     @property
     def sha256(self) -> str:
@@ -473,6 +488,117 @@ def _load_fashion(data_dir: Path | None) -> Arrays:
 DATASETS = {"mnist": DIGIT_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES}
 
 
+# --- folders of labelled images --------------------------------------------------------------------
+
+LABELS_FILE = "labels.csv"  # columns: file, label, and optionally writer (other columns are ignored)
+MAX_LABELLED = 1_000_000  # rows of labels.csv read at most: a larger set is refused, not half-read
+
+
+def is_labelled_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder of labelled images (it holds a labels.csv)."""
+    return (Path(path) / LABELS_FILE).is_file()
+
+
+def _read_labels(folder: Path) -> tuple[list[str], np.ndarray, tuple[str, ...] | None, bytes]:
+    """labels.csv of ``folder``: the files, labels and writers it lists, and its bytes. Every problem
+    is a DataError naming the file and the row."""
+    import csv
+
+    path = folder / LABELS_FILE
+    try:
+        text = path.read_bytes()
+        rows = list(csv.DictReader(io.StringIO(text.decode("utf-8-sig"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read it ({e})") from None
+    if not rows:
+        raise DataError(f"{path}: no rows; expected a header 'file,label' (optionally 'writer') and a row per image")
+    if len(rows) > MAX_LABELLED:
+        raise DataError(f"{path}: {len(rows)} rows, more than the {MAX_LABELLED} a labelled folder may hold")
+    missing = {"file", "label"} - set(rows[0])
+    if missing:
+        raise DataError(f"{path}: no column {', '.join(sorted(missing))}; the header must name 'file' and 'label'")
+    files, labels, seen = [], [], {}
+    root = folder.resolve()
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        name, label = (row.get("file") or "").strip(), (row.get("label") or "").strip()
+        if label not in DIGIT_CLASSES:
+            raise DataError(f"{path}, line {line}: label {label!r} of {name!r} is not a digit 0-9")
+        if not name or Path(name).is_absolute() or not (root / name).resolve().is_relative_to(root):
+            raise DataError(f"{path}, line {line}: {name!r} is not a path inside {folder}")
+        if name in seen:
+            raise DataError(f"{path}, line {line}: {name!r} is listed twice (first on line {seen[name]})")
+        seen[name] = line
+        files.append(name)
+        labels.append(int(label))
+    writers = tuple((row.get("writer") or "").strip() for row in rows) if "writer" in rows[0] else None
+    return files, np.array(labels, np.uint8), writers, text
+
+
+def _preprocess_files(folder: Path, files: list[str], workers: int | None) -> np.ndarray:
+    """Each file through `images.to_mnist`, on a thread per core (the decoders release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .images import ImageError, to_mnist
+
+    def one(name: str) -> np.ndarray:
+        try:
+            return to_mnist(folder / name, name=str(folder / name))
+        except ImageError as e:
+            raise DataError(f"{e} (listed in {folder / LABELS_FILE})") from None
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        return np.stack(list(pool.map(one, files))) if files else np.empty((0, 28, 28), np.uint8)
+
+
+def load_labelled(
+    path: str | os.PathLike, *, verbose: bool = False, workers: int | None = None, cache: bool = True
+) -> Labelled:
+    """A folder of images with a ``labels.csv`` (``file,label``, optional ``writer``): the format people
+    have when they label their own digits. Each image goes through the one preprocessing path
+    (`images.to_mnist`), as `predict` would see it.
+
+    A missing or unreadable file, a label that is not a digit, a file listed twice or a path outside the
+    folder is a DataError naming it. The preprocessed arrays are cached under `cache_dir()`, keyed by
+    the sha256 of labels.csv and of every image's bytes and by the preprocessing version, so a changed
+    file or a new preprocessing is never served from the cache.
+    """
+    from .images import PREPROCESSING_VERSION
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder (a labelled set is a folder with images and {LABELS_FILE})")
+    if not is_labelled_folder(folder):
+        raise DataError(f"{folder}: no {LABELS_FILE} (columns file,label and optionally writer)")
+    files, y, writers, text = _read_labels(folder)
+    digest = hashlib.sha256(text)
+    for name in files:
+        try:
+            digest.update(hashlib.sha256((folder / name).read_bytes()).digest())
+        except OSError as e:
+            raise DataError(f"{folder / name}: cannot read it ({e.strerror or e}; listed in {LABELS_FILE})") from None
+    sha = digest.hexdigest()
+    cached = cache_dir() / "labelled" / f"{sha}-p{PREPROCESSING_VERSION}.npz"
+    x = None
+    if cache and cached.is_file():
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                x = z["x"] if z["x"].shape == (len(files), 28, 28) and z["x"].dtype == np.uint8 else None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            x = None  # a damaged cache entry is made again
+    if x is None:
+        if verbose:
+            print(f"Preprocessing {len(files)} images of {folder} ...", flush=True)
+        x = _preprocess_files(folder, files, workers)
+        if cache:
+            try:
+                buf = io.BytesIO()
+                np.savez(buf, x=x)
+                atomic_write(cached, buf.getvalue())
+            except OSError:
+                pass  # a read-only cache is not fatal
+    return Labelled(x, y, tuple(files), writers, str(folder), sha)
+
+
 def load_dataset(
     name: str = "mnist",
     data_dir: str | os.PathLike | None = None,
@@ -480,9 +606,11 @@ def load_dataset(
     class_names: tuple[str, ...] | None = None,
     verbose: bool = False,
 ) -> Dataset:
-    """Load an MNIST-format dataset by name ("mnist", "fashion-mnist") or from a directory of IDX files.
+    """Load an MNIST-format dataset by name ("mnist", "fashion-mnist") or from a directory.
 
-    A ``name`` that is an existing directory is read as the four IDX files of a custom dataset.
+    A ``name`` that is a folder with a labels.csv is a folder of labelled images (`load_labelled`): one
+    set, whose train and test splits are the same images. Any other directory is read as the four IDX
+    files of a custom dataset.
     """
     if name == "mnist":
         arrays = load_mnist(data_dir, verbose=verbose)
@@ -491,6 +619,10 @@ def load_dataset(
         user = Path(data_dir) if data_dir is not None else None  # $DIGITREC_DATA names MNIST, not this
         arrays = _load_fashion(user)
         source = str(user or FASHION_MNIST_DIR)
+    elif Path(name).is_dir() and is_labelled_folder(name):
+        labelled = load_labelled(name, verbose=verbose)
+        x, y = labelled.x, labelled.y
+        return Dataset(name, x, y, x, y, DIGIT_CLASSES, f"{labelled.source} (labelled images)", whole=True)
     elif Path(name).is_dir():
         arrays = _load_idx_dir(Path(name))
         if arrays is None:

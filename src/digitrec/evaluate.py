@@ -133,6 +133,11 @@ def format_metrics(m: dict[str, Any], title: str = "") -> str:
     if title:
         lines += [title, "=" * len(title)]
     lines.append(f"accuracy {m['accuracy']:.4f}  ({m['count'] - m['errors']}/{m['count']}, {m['errors']} errors)")
+    if "rejected" in m:
+        lines.append(
+            f"as predict answers: {m['read_right']:.4f} read right, {m['rejected']:.4f} answered 'not a digit' "
+            "(accuracy above is the most likely digit of every image)"
+        )
     lines.append("")
     lines.append(f"{'class':>{width}}  precision  recall     f1  support")
     for row in m["per_class"]:
@@ -190,12 +195,18 @@ def evaluate_split(
 
     meta_data = rec.metadata.get("data", {})
     ds = load_dataset(dataset or meta_data.get("dataset", "mnist"), data_dir)
-    if split == "test":
+    if split == "test" or ds.whole:  # a labelled folder is one set: all of it, whichever split
         x, y = ds.x_test, ds.y_test
     elif split == "validation":
         _, (x, y) = split_validation(ds.x_train, ds.y_train, meta_data.get("validation", 5000))
     else:
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
-    metrics = classification_metrics(y, rec.predict_arrays(x), ds.class_names)
+    probabilities, reject = rec.scores(x)
+    metrics = classification_metrics(y, probabilities, ds.class_names)
     metrics.update(model=str(rec.path), dataset=ds.name, split=split)
+    if rec.reject_class is not None:
+        # As `predict` answers: an image whose P(not a digit) reaches the threshold gets no digit.
+        rejected = reject >= rec.reject_threshold
+        metrics["rejected"] = float(rejected.mean()) if len(y) else 0.0
+        metrics["read_right"] = float(np.mean((probabilities.argmax(axis=1) == y) & ~rejected)) if len(y) else 0.0
     return metrics, x, y, ds

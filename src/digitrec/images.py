@@ -52,6 +52,9 @@ __all__ = [
     "to_mnist",
 ]
 
+# Bumped whenever `to_mnist` gives other fields for the same image: preprocessed arrays cached on disk
+# (`data.load_labelled`) are keyed by it. 2: tiny images enlarged, dense ink's polarity from the corners.
+PREPROCESSING_VERSION = 2
 FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
 MAX_BYTES = 20 * 1024 * 1024  # larger files are refused unread

@@ -243,7 +243,7 @@ def _conv(keras: Any, x: Any, filters: int) -> Any:
     epochs=20,
     batch_size=256,
     augment=True,
-    domain=6000,  # real-image training digits (see realdata.py)
+    domain=8000,  # real-image training digits: 4,000 photos, 2,000 canvases, 2,000 bitmaps (realdata.py)
     negatives=10000,  # "not a digit" examples: the model can say an image holds no digit
 )
 def digitnet(num_classes: int = 10) -> Any:

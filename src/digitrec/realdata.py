@@ -1,6 +1,7 @@
 """Training data for real images: digits as the model sees them after preprocessing, and non-digits.
 
-- `domain_digits`: MNIST *training* digits rendered as photos and canvas drawings (`synth`) and sent
+- `domain_digits`: MNIST *training* digits rendered as photos, canvas drawings and small scanned
+  bitmaps (`synth`) and sent
   back through the one preprocessing path (`images.to_mnist`), so the model learns what real inputs
   look like after normalization (thicker or thinner strokes, blur, JPEG).
 - `negatives`: examples of the "not a digit" class: Fashion-MNIST *training* images, letters that
@@ -62,7 +63,13 @@ def _render_digits(digits: np.ndarray, start: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.empty((len(digits), 28, 28), np.uint8)
     for k, d in enumerate(digits):
-        data = synth.as_canvas(d, rng) if (start + k) % 3 == 2 else synth.as_photo(d, rng)
+        style = (start + k) % 4
+        if style == 2:
+            data = synth.as_canvas(d, rng)
+        elif style == 3:
+            data = synth.as_bitmap(d, rng)
+        else:
+            data = synth.as_photo(d, rng)
         out[k] = _as_seen(data)
     return out
 
@@ -71,7 +78,7 @@ def domain_digits(
     x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator, workers: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` digits drawn from (x, y) without replacement (so at most ``len(x)``), rendered as photos
-    (2/3) or canvas drawings (1/3), preprocessed.
+    (1/2), canvas drawings (1/4) or small scanned bitmaps (1/4, `synth.as_bitmap`), preprocessed.
 
     Rendering and preprocessing take several milliseconds an image, so the work is spread over ``workers``
     threads (default: one per core).

@@ -243,6 +243,13 @@ def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, An
         "dataset": data.get("dataset"),
         "data sha256": data.get("sha256"),
         "validation images": data.get("validation"),
+        "other data (role: folder, images, writers; source; licence as stated)": "; ".join(
+            f"{e['role']}: {e['path']}, {e['images']} images"
+            + (f", {e['writers']} writers" if e.get("writers") else "")
+            + f"; source: {e.get('source', 'not stated')}; licence: {e.get('licence', 'not stated')}"
+            for e in data.get("extra", [])
+        )
+        or None,
         "best epoch": metadata.get("epoch"),
         "ensemble members (seed: test accuracy)": ", ".join(
             f"{m['seed']}: {m['test_accuracy']:.4f}" for m in metadata.get("members", [])
@@ -252,7 +259,7 @@ def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, An
         "data preparation (s)": round(metadata["prepare_seconds"], 1) if "prepare_seconds" in metadata else None,
         "temperature (calibration)": round(metadata["temperature"], 4) if "temperature" in metadata else None,
         "rejection threshold": round(metadata["reject"]["threshold"], 4) if "reject" in metadata else None,
-        # the percentile of the rendered validation digits' scores it is (models since the twelfth session)
+        # the percentile of the rendered validation digits' scores it is (models saved since 2026-11-19)
         "rejection percentile": metadata.get("reject", {}).get("percentile"),
         "device": training.get("device"),
         "training precision": training.get("precision"),  # the saved model computes in float32

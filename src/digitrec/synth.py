@@ -161,6 +161,27 @@ def as_canvas(ink: np.ndarray, rng: np.random.Generator, size: int | None = None
     return buf.getvalue()
 
 
+def as_bitmap(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """White-on-black ink -> a digit as small scanned sets store it: cropped to its ink (or nearly),
+    often stretched to fill its box, 12 to 32 pixels a side, often binarised, dark ink on white (uint8)."""
+    import cv2
+
+    crop = _crop(ink).astype(np.float32)
+    h, w = crop.shape
+    side = int(rng.integers(12, 33))
+    if rng.random() < 0.5:  # stretched to fill a square (or a box of another shape)
+        nh, nw = side, max(2, round(side * rng.uniform(0.6, 1.0)))
+    else:
+        scale = side / max(h, w)
+        nh, nw = max(2, round(h * scale)), max(2, round(w * scale))
+    small = cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_AREA)
+    margin = int(rng.integers(0, 4)) if rng.random() < 0.5 else 0
+    small = np.pad(small, margin)
+    if rng.random() < 0.5:
+        small = np.where(small > rng.uniform(60, 160), 255.0, 0.0)
+    return (255 - np.clip(small, 0, 255)).astype(np.uint8)
+
+
 def number_strip(digits: list[np.ndarray], rng: np.random.Generator, touching: float = 0.1) -> np.ndarray:
     """Several 28x28 MNIST digits side by side, as one white-on-black strip (28 px high)."""
     parts = [_crop(d) for d in digits]

@@ -91,6 +91,10 @@ class TrainConfig:
     negatives: int | None = None  # add N non-digits as an extra "not a digit" class (0: no such class)
     pairs: int | None = None  # with negatives: add N pairs of touching digits to the "not a digit" class
     ensemble: int = 1  # train N members (seeds seed, seed+1, ...) and save one model averaging them
+    extra_data: tuple[str, ...] = ()  # folders of labelled images (labels.csv) added to the training split
+    extra_repeat: int = 3  # copies of each extra image in an epoch, each augmented anew (real data is scarce)
+    validation_data: tuple[str, ...] = ()  # labelled folders that join validation: epoch choice, threshold
+    init: str | None = None  # start from this model's weights (a .keras file or run; "default": the shipped one)
 
     def resolved(self) -> TrainConfig:
         """Fill unset fields from the model's recipe, then from general defaults; check every value."""
@@ -164,6 +168,11 @@ class TrainConfig:
         for name in ("elastic", "shear", "stroke"):
             if getattr(self, name) > 0 and self.augment is False:
                 problems.append(f"--{name} is part of the augmentation: add --augment, or leave --{name} out")
+        if self.extra_repeat < 1:
+            problems.append(f"extra repeat must be >= 1, got {self.extra_repeat}")
+        overlap = {os.path.realpath(p) for p in self.extra_data} & {os.path.realpath(p) for p in self.validation_data}
+        if overlap:
+            problems.append(f"{', '.join(sorted(overlap))}: both training and validation data; a set is one or other")
         if (self.pairs or 0) > 0 and self.negatives == 0:
             problems.append("touching pairs go into the 'not a digit' class: add --negatives N, or leave --pairs out")
         for k, w in (self.class_weight or {}).items():
@@ -184,6 +193,9 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k in known}
         if d.get("class_weight"):
             d["class_weight"] = {int(k): float(v) for k, v in d["class_weight"].items()}
+        for name in ("extra_data", "validation_data"):  # JSON lists
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d).resolved()  # fields added since the run was saved take their defaults
 
 
@@ -203,6 +215,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"model": "fastnet", "epochs": 1, "label_smoothing": 0.1},
     # What `make run` trains: the Keras "simple MNIST convnet" for 3 epochs with a one-cycle schedule.
     "quick": {"model": "cnn", "epochs": 3, "batch_size": 128, "schedule": "onecycle"},
+    # Fine-tuning a trained model (--init, the shipped one by default) on your own writers' digits
+    # (--extra-data): a few epochs at a low rate over them and 10,000 MNIST training digits, with
+    # non-digits so that the "not a digit" class is kept (docs: Adapt to your own writers).
+    "finetune": {
+        "init": "default",
+        "epochs": 4,
+        "learning_rate": 3e-4,
+        "schedule": "cosine",
+        "augment": True,
+        "limit": 10000,
+        "domain": 0,
+        "negatives": 2000,
+        "label_smoothing": 0.1,
+    },
 }
 
 
@@ -524,6 +550,36 @@ def _real_image_data(
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _labelled(path: str, log: Any) -> Any:
+    """A labelled folder (`data.load_labelled`), preprocessed, with a line in the log."""
+    from .data import load_labelled
+
+    labelled = load_labelled(path, verbose=True)
+    writers = f", {len(set(labelled.writers))} writers" if labelled.writers else ""
+    log(f"{path}: {len(labelled.y)} labelled images{writers}")
+    return labelled
+
+
+def _initial_model(cfg: TrainConfig, num_classes: int, precision: str, log: Any) -> Any:
+    """A new model of ``cfg.model``, or with ``cfg.init`` a copy of that trained model to fine-tune."""
+    if cfg.init is None:
+        return build_model(cfg.model, num_classes, precision)
+    from .recognizer import default_model_path
+
+    path = default_model_path() if cfg.init == "default" else resolve_model_path(cfg.init)
+    if path is None:
+        raise TrainError("--init default: this build ships no model; pass --init MODEL")
+    model, meta = load_model(path)
+    outputs = int(model.outputs[0].shape[-1])
+    if outputs != num_classes:
+        raise TrainError(
+            f"--init {path}: the model has {outputs} outputs but this run trains {num_classes} classes "
+            "(a model with a 'not a digit' output needs --negatives N > 0, one without needs --negatives 0)"
+        )
+    log(f"Starting from {path} ({meta.get('architecture', '?')})")
+    return model
+
+
 def _rejection_data(cfg: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, log: Any) -> dict[str, np.ndarray]:
     """Validation images for choosing the "not a digit" threshold: digits rendered as real images
     (from the validation split) and non-digits rendered as real images (held-out Fashion-MNIST,
@@ -538,6 +594,9 @@ def _rejection_data(cfg: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, log:
     # from the top). With 1,000 (5 from the top) the 99.5th varied from 0.05 to 0.28 between seeds of
     # the same recipe.
     domain, domain_labels = realdata.domain_digits(x_val, y_val, 4000, rng)
+    for path in cfg.validation_data:  # real digits of unseen writers stand for real inputs too
+        labelled = _labelled(path, log)
+        domain, domain_labels = np.concatenate([domain, labelled.x]), np.concatenate([domain_labels, labelled.y])
     if cfg.pairs:  # drawn last: the other validation images stay those of a run without pairs
         negatives = np.concatenate([negatives, realdata.touching_pairs(x_val, max(100, cfg.pairs // 10), rng)])
     return {"val_negatives": negatives, "val_domain": domain, "val_domain_labels": domain_labels}
@@ -816,10 +875,17 @@ def train(
     x_extra, y_extra = _real_image_data(cfg, x_tr, y_tr, num_digits, log)
     if x_extra is not None:
         x_tr, y_tr = np.concatenate([x_tr, x_extra]), np.concatenate([y_tr, y_extra])
+    extra_sets = [_labelled(path, log) for path in cfg.extra_data]
+    if extra_sets:
+        x_tr = np.concatenate([x_tr, *(s.x for s in extra_sets for _ in range(cfg.extra_repeat))])
+        y_tr = np.concatenate([y_tr, *(s.y for s in extra_sets for _ in range(cfg.extra_repeat))])
+    validation_sets = [_labelled(path, log) for path in cfg.validation_data]
+    x_fit_val = np.concatenate([x_val, *(s.x for s in validation_sets)])  # the epochs are chosen on all of it
+    y_fit_val = np.concatenate([y_val, *(s.y for s in validation_sets)])
     prepare_seconds = time.perf_counter() - t_prep
     num_classes = num_digits + (1 if cfg.negatives else 0)  # the last class is "not a digit"
     steps_per_epoch = _steps(len(x_tr), cfg.batch_size)
-    y_tr1, y_val1 = _one_hot(y_tr, num_classes), _one_hot(y_val, num_classes)
+    y_tr1, y_val1 = _one_hot(y_tr, num_classes), _one_hot(y_fit_val, num_classes)
     sample_weight = None
     if cfg.class_weight:
         weights = np.ones(num_classes, dtype="float32")
@@ -855,7 +921,7 @@ def train(
     else:
         if resume:
             log(f"{run_dir}: no checkpoint yet, starting from epoch 1")
-        model = build_model(cfg.model, num_classes, precision)
+        model = _initial_model(cfg, num_classes, precision, log)
         _compile(model, _optimizer(cfg, steps_per_epoch), cfg)
     _atomic_json(run_dir / "config.json", cfg.to_json())
 
@@ -902,7 +968,7 @@ def train(
             # A PyDataset's batches are also taken in an order Keras shuffles (the shipped model was
             # trained so); a tf.data pipeline brings its own order, and Keras warns if asked to shuffle.
             shuffle=steps is None,
-            validation_data=(x_val, y_val1),
+            validation_data=(x_fit_val, y_val1),
             validation_batch_size=1000,  # Keras' default, 32, made validation 0.4 s of a 2.5 s fast run
             callbacks=[*_tensorboard(run_dir / "logs"), *(callbacks or []), *_ema_swap(cfg, start_epoch > 0), book],
             verbose=verbose,
@@ -945,7 +1011,14 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
         "input": {"shape": [28, 28], "dtype": "float32", "range": [0, 255], "polarity": "white ink on black"},
         "normalization": "inside the model (layer 'normalize'): feed raw pixel values 0-255",
         "config": cfg.to_json(),
-        "data": {"dataset": ds.name, "sha256": ds.sha256, "source": ds.source, "validation": cfg.validation},
+        "data": {
+            "dataset": ds.name,
+            "sha256": ds.sha256,
+            "source": ds.source,
+            "validation": cfg.validation,
+            "extra": [_data_card(path, "training") for path in cfg.extra_data]
+            + [_data_card(path, "validation") for path in cfg.validation_data],
+        },
         "training": {
             "device": device,
             "precision": precision,
@@ -954,6 +1027,25 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
             "machine": machine_description(),
         },
     }
+
+
+def _data_card(path: str, role: str) -> dict[str, Any]:
+    """What a model card says of a labelled folder it was trained or validated on: its digest, size, and
+    the source and licence lines of the folder's README, as stated there."""
+    from .data import load_labelled
+
+    labelled = load_labelled(path)
+    card: dict[str, Any] = {"path": path, "role": role, "images": len(labelled.y), "sha256": labelled.sha256}
+    if labelled.writers:
+        card["writers"] = len(set(labelled.writers))
+    readme = next((p for p in sorted(Path(path).glob("README*")) if p.is_file()), None)
+    if readme is not None:
+        for line in readme.read_text(errors="replace").splitlines()[:100]:
+            text = line.strip().lstrip("-* ").strip()
+            for key, prefixes in (("source", ("source",)), ("licence", ("licence", "license"))):
+                if key not in card and text.lower().startswith(prefixes):
+                    card[key] = text.split(":", 1)[-1].strip()
+    return card
 
 
 def _finish(
