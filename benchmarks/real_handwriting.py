@@ -1,0 +1,177 @@
+"""Real handwriting from other writers: digitrec against the tutorials' recipe, set by set.
+
+    .venv/bin/python benchmarks/real_handwriting.py [--model M] [--real ../shared/data/real] [--n 2000] [--json]
+
+Sets:
+- cvl-valid:  CVL single digits of 60 writers that no model here trains on (validation only);
+- optdigits:  UCI optdigits, 30 writers, 32x32 binary bitmaps (a training set of the shipped model: for
+              a model trained on it this row is not a held-out score);
+- MNIST test: the 10,000 test digits as MNIST-format arrays;
+- the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
+  MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
+The labelled sets are folders with a labels.csv (`digitrec.data.load_labelled`); the real ones are
+read from ``--real`` (default ../shared/data/real beside the repository) and skipped when absent.
+
+For each set: read right (the answer `predict` gives is the label; a "not a digit" counts wrong),
+rejected, misread, forced answer (the most likely digit, no rejection) and the tutorials' recipe:
+Otsu's threshold, the ink's box fitted into 20x20, centred by its centre of mass in 28x28 (the MNIST
+recipe as tutorials write it), read by the tutorials' CNN (the TensorFlow beginner CNN: Conv 32,
+Pool, Dense 128, Adam, batch 100, 5 epochs, x/255), trained here on the 60,000 MNIST training digits
+(about 40 s; ``--tutorial-model`` reuses one saved by an earlier run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # real_images.py, beside this file
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+def tutorial_field(image: object) -> np.ndarray:
+    """The tutorials' MNIST framing of one image: Otsu, the ink's box into 20x20, centre of mass at the
+    centre of 28x28; white ink on black, uint8."""
+    import cv2
+
+    from digitrec.images import load_image
+
+    gray = np.clip(load_image(image), 0, 255).astype(np.uint8)
+    _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)  # dark ink -> white
+    if np.count_nonzero(ink) > ink.size / 2:  # light ink on dark: the other side of the threshold
+        ink = 255 - ink
+    ys, xs = np.nonzero(ink)
+    if len(ys) == 0:
+        return np.zeros((28, 28), np.uint8)
+    crop = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    h, w = crop.shape
+    s = 20.0 / max(h, w)
+    crop = cv2.resize(crop, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    field = np.zeros((28, 28), np.float32)
+    top, left = (28 - crop.shape[0]) // 2, (28 - crop.shape[1]) // 2
+    field[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
+    total = field.sum()
+    if total > 0:
+        cy = (field.sum(axis=1) @ np.arange(28)) / total
+        cx = (field.sum(axis=0) @ np.arange(28)) / total
+        m = np.float32([[1, 0, 13.5 - cx], [0, 1, 13.5 - cy]])
+        field = cv2.warpAffine(field, m, (28, 28))
+    return np.clip(field, 0, 255).astype(np.uint8)
+
+
+def tutorial_model(path: str | None) -> object:
+    """The tutorials' CNN, trained on MNIST's 60,000 training digits (or loaded from ``path``)."""
+    import keras
+
+    from digitrec.data import load_mnist
+
+    if path and Path(path).is_file():
+        return keras.saving.load_model(path)
+    (x, y), _ = load_mnist()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    print("Training the tutorials' CNN on MNIST (5 epochs) ...", file=sys.stderr, flush=True)
+    model.fit(x[..., None] / 255.0, y, batch_size=100, epochs=5, verbose=0)
+    if path:
+        model.save(path)
+    return model
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    ap.add_argument("--real", default=str(REAL), help=f"folder of the real labelled sets (default {REAL})")
+    ap.add_argument("--n", type=int, default=2000, help="images per generated set (default 2000; 0: none)")
+    ap.add_argument("--seed", type=int, default=2026, help="seed of the generated sets (real_images.py's default)")
+    ap.add_argument("--tutorial-model", help="a .keras file: load the tutorials' CNN from it, or save it there")
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    args = ap.parse_args()
+
+    from digitrec.data import load_labelled, load_mnist
+    from digitrec.images import to_mnist
+    from digitrec.models import ModelError
+    from digitrec.recognizer import load_recognizer
+    from real_images import digit_sets, non_digit_images
+
+    try:
+        rec = load_recognizer(args.model)
+    except ModelError as e:
+        print(f"real_handwriting.py: {e}", file=sys.stderr)
+        return 2
+    tutorial = tutorial_model(args.tutorial_model)
+    results: dict[str, dict[str, float | int]] = {}
+
+    def score(name: str, fields: np.ndarray, labels: np.ndarray, tutorial_fields: np.ndarray) -> None:
+        probs, reject = rec.scores(fields)
+        empty = ~fields.reshape(len(fields), -1).any(axis=1)
+        rejected = empty | (reject >= rec.reject_threshold)
+        forced = probs.argmax(axis=1) == labels
+        tut = tutorial.predict(tutorial_fields[..., None] / 255.0, batch_size=1000, verbose=0).argmax(axis=1)
+        results[name] = {
+            "images": len(labels),
+            "read_right": float(np.mean(forced & ~rejected)),
+            "rejected": float(rejected.mean()),
+            "misread": float(np.mean(~forced & ~rejected)),
+            "forced": float(forced.mean()),
+            "tutorial": float(np.mean(tut == labels)),
+        }
+
+    real = Path(args.real)
+    for name in ("cvl-valid", "optdigits"):
+        folder = real / name
+        if not (folder / "labels.csv").is_file():
+            print(f"{folder}: not found, skipped", file=sys.stderr)
+            continue
+        labelled = load_labelled(folder)
+        tutorial_fields = np.stack([tutorial_field(folder / f) for f in labelled.files])
+        score(name, labelled.x, labelled.y, tutorial_fields)
+
+    _, (x_test, y_test) = load_mnist()
+    score("MNIST test", x_test, y_test, x_test)
+
+    if args.n:
+        rng = np.random.default_rng(args.seed)
+        for name, (images, labels) in digit_sets(x_test, y_test, args.n, rng).items():
+            t = time.perf_counter()
+            fields = np.stack([to_mnist(d) for d in images])
+            score(name, fields, np.asarray(labels), np.stack([tutorial_field(d) for d in images]))
+            results[name]["preprocess_ms"] = 1000 * (time.perf_counter() - t) / len(images)
+        # real_images.py draws its numbers and form fields before its non-digits; these are other draws
+        non_digits, _ = non_digit_images(args.n // 2, rng)
+        answers = [rec.predict(d).digit for d in non_digits]
+        results["non-digits"] = {"images": len(non_digits), "rejected": float(np.mean([a is None for a in answers]))}
+
+    if args.json:
+        print(json.dumps({"model": str(rec.path), "seed": args.seed, "results": results}))
+        return 0
+    print(f"model: {rec.path}")
+    print(f"{'set':<40} {'images':>6} {'right':>7} {'rejected':>8} {'misread':>7} {'forced':>7} {'tutorial':>8}")
+    for name, r in results.items():
+        if "read_right" not in r:
+            print(f"{name:<40} {r['images']:>6} {'':>7} {r['rejected'] * 100:7.2f}%")
+            continue
+        cells = [r[k] * 100 for k in ("read_right", "rejected", "misread", "forced", "tutorial")]
+        print(f"{name:<40} {r['images']:>6} " + " ".join(f"{v:6.2f}%" for v in cells))
+    print("right: the digit predict answers is the label; rejected: answered 'not a digit' (counted wrong);")
+    print("forced: the most likely digit, no rejection; tutorial: Otsu + 20x20 box + centre of mass, tutorial CNN")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Folders of labelled images (labels.csv) as datasets: loading, errors, the cache, training and
+evaluation with them, fine-tuning; and the real handwriting in ../shared when it is there."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitrec import data
+from digitrec.data import DataError, load_dataset, load_labelled
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+needs_real = pytest.mark.skipif(
+    not (REAL / "cvl-valid" / "labels.csv").is_file(),
+    reason=f"the real handwriting sets are not in {REAL} (they are never part of the repository)",
+)
+
+
+def _make_folder(folder: Path, digits: np.ndarray, labels: np.ndarray, writers: bool = True) -> Path:
+    """MNIST digits saved as dark-on-light PNGs of several sizes, with a labels.csv."""
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for k, (d, y) in enumerate(zip(digits, labels, strict=True)):
+        side = (16, 28, 40)[k % 3]
+        Image.fromarray(255 - d).resize((side, side)).save(folder / "images" / f"{k}.png")
+        rows.append({"file": f"images/{k}.png", "label": int(y), "writer": f"w{k % 4}"})
+    with open(folder / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["file", "label", "writer"] if writers else ["file", "label"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder(mnist, tmp_path_factory) -> Path:
+    _, (x, y) = mnist
+    return _make_folder(tmp_path_factory.mktemp("labelled") / "mine", x[:60], y[:60])
+
+
+def test_a_labelled_folder_loads_as_predict_sees_it(folder: Path, mnist, digitrec_home) -> None:
+    from digitrec.images import to_mnist
+
+    _, (_, y) = mnist
+    labelled = load_labelled(folder)
+    assert labelled.x.shape == (60, 28, 28) and labelled.x.dtype == np.uint8
+    np.testing.assert_array_equal(labelled.y, y[:60])
+    assert labelled.writers is not None and set(labelled.writers) == {"w0", "w1", "w2", "w3"}
+    np.testing.assert_array_equal(labelled.x[5], to_mnist(folder / "images" / "5.png"))
+    ds = load_dataset(str(folder))
+    assert ds.whole and len(ds.x_train) == len(ds.x_test) == 60 and ds.sha256
+
+
+def test_the_cache_serves_the_same_arrays_and_notices_a_changed_file(folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    first = load_labelled(folder)
+    entries = list((data.cache_dir() / "labelled").glob(f"{first.sha256}-*.npz"))
+    assert len(entries) == 1
+    np.testing.assert_array_equal(load_labelled(folder).x, first.x)
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(copy / "images" / "0.png")  # blank now
+    changed = load_labelled(copy)
+    assert changed.sha256 != first.sha256 and not changed.x[0].any() and first.x[0].any()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("file,label\nimages/0.png,x\n", "is not a digit"),
+        ("file,label\nimages/0.png,10\n", "is not a digit"),
+        ("file,label\nimages/0.png,1\nimages/0.png,1\n", "listed twice"),
+        ("file,label\nimages/missing.png,3\n", "missing.png"),
+        ("file,label\n../outside.png,3\n", "not a path inside"),
+        ("name,digit\nimages/0.png,3\n", "no column file, label"),
+        ("file,label\n", "no rows"),
+        ("file,label\nimages/broken.png,3\n", "broken.png"),
+    ],
+)
+def test_bad_labelled_folders_are_errors_that_name_the_file(folder: Path, tmp_path: Path, rows, message) -> None:
+    import shutil
+
+    bad = shutil.copytree(folder, tmp_path / "bad")
+    (bad / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (bad / "labels.csv").write_text(rows)
+    with pytest.raises(DataError, match=message):
+        load_labelled(bad)
+
+
+def test_evaluate_on_a_labelled_folder_counts_rejections(folder: Path, capsys) -> None:
+    from digitrec.cli import main
+
+    assert main(["evaluate", "--dataset", str(folder), "--json", "--out", str(folder.parent / "m.json")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["count"] == 60
+    # the shipped model reads these MNIST test digits; read-right counts a rejection as wrong
+    assert metrics["accuracy"] >= 0.95
+    assert metrics["read_right"] <= metrics["accuracy"] and 0 <= metrics["rejected"] <= 0.1
+
+
+def test_extra_data_joins_training_and_the_model_card_names_it(folder: Path, mnist, tmp_path: Path) -> None:
+    from digitrec.models import read_metadata
+    from digitrec.train import TrainConfig, train
+
+    (folder / "README.md").write_text("# mine\n\n- Source: digits I wrote\n- Licence as stated: CC0\n")
+    result = train(
+        TrainConfig(
+            model="fastnet",
+            epochs=1,
+            limit=500,
+            validation=500,
+            precision="float32",
+            extra_data=(str(folder),),
+            extra_repeat=2,
+        ),
+        out=tmp_path / "run",
+        verbose=0,
+        data=load_dataset("mnist"),
+    )
+    meta = read_metadata(result.model_path)
+    (extra,) = meta["data"]["extra"]
+    assert extra["role"] == "training" and extra["images"] == 60 and extra["writers"] == 4
+    assert extra["source"] == "digits I wrote" and extra["licence"] == "CC0"
+    assert meta["config"]["extra_data"] == [str(folder)] and meta["config"]["extra_repeat"] == 2
+
+
+def test_a_folder_cannot_be_both_training_and_validation_data(folder: Path) -> None:
+    from digitrec.train import TrainConfig, TrainError
+
+    with pytest.raises(TrainError, match="both training and validation"):
+        TrainConfig(extra_data=(str(folder),), validation_data=(str(folder) + "/",)).resolved()
+
+
+def test_fine_tuning_starts_from_the_given_model(tiny_run, folder: Path, mnist, tmp_path: Path) -> None:
+    """One epoch from a trained model at a tiny learning rate stays close to it; from scratch it does not
+    come near; and a model with another number of outputs is refused with a clear message."""
+    from digitrec.train import TrainConfig, TrainError, train
+
+    base = tiny_run.metrics["test"]["accuracy"]
+    common = dict(model="seed-cnn", epochs=1, limit=200, validation=1000, precision="float32", learning_rate=1e-5)
+    tuned = train(
+        TrainConfig(**common, init=str(tiny_run.model_path), extra_data=(str(folder),)),
+        out=tmp_path / "tuned",
+        verbose=0,
+        data=load_dataset("mnist"),
+    )
+    scratch = train(TrainConfig(**common), out=tmp_path / "scratch", verbose=0, data=load_dataset("mnist"))
+    assert abs(tuned.metrics["test"]["accuracy"] - base) < 0.03
+    assert scratch.metrics["test"]["accuracy"] < base - 0.3
+    with pytest.raises(TrainError, match="outputs"):
+        train(
+            TrainConfig(**common, init=str(tiny_run.model_path), negatives=50),
+            out=tmp_path / "bad",
+            verbose=0,
+            data=load_dataset("mnist"),
+        )
+
+
+@needs_real
+@pytest.mark.parametrize("name", ["cvl-train", "cvl-valid", "optdigits"])
+def test_the_shared_real_sets_load(name: str) -> None:
+    labelled = load_labelled(REAL / name)
+    assert len(labelled.y) == {"cvl-train": 7000, "cvl-valid": 7000, "optdigits": 2880}[name]
+    assert set(np.unique(labelled.y)) == set(range(10))
+    assert labelled.x.reshape(len(labelled.x), -1).any(axis=1).all(), "every real digit has ink"
