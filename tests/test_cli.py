@@ -304,3 +304,38 @@ def test_serve_with_workers_reports_a_port_in_use(capsys: pytest.CaptureFixture[
         assert main(["serve", "--no-ui", "--workers", "2", "--port", str(port)]) == 1
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "in use" in err
+
+
+def test_every_file_of_a_walk_gets_a_row(mnist, tmp_path: Path) -> None:
+    """A tree with a digit, a FIFO and a dangling link named like images, a loop of links, a name that is
+    not UTF-8 and a branch 1,200 levels deep: each gets its answer or an error naming it, under a strict
+    UTF-8 output, with no traceback."""
+    _, (x, _) = mnist
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    Image.fromarray(render_on_paper(x[0])).save(tree / "sub" / "seven.png")
+    os.mkfifo(tree / "sub" / "fifo.png")
+    (tree / "dangling.png").symlink_to(tree / "nowhere.png")
+    (tree / "sub" / "loop").symlink_to(tree)
+    (tree / os.fsdecode(b"bad\xff.png")).write_bytes(b"not an image")
+    deep = tree
+    for _ in range(1200):  # os.makedirs recurses once per level
+        deep = deep / "d"
+        deep.mkdir()
+    Image.fromarray(render_on_paper(x[0])).save(deep / "deep.png")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    out = subprocess.run(
+        [sys.executable, "-m", "digitrec", "predict", "--json", str(tree)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert "Traceback" not in out.stderr, out.stderr
+    rows = {Path(r["file"]).name: r for r in map(json.loads, out.stdout.splitlines())}
+    assert rows["seven.png"]["digit"] == 7 and rows["deep.png"]["digit"] == 7
+    assert "not a regular file" in rows["fifo.png"]["error"]
+    assert "No such file" in rows["dangling.png"]["error"]
+    assert "loop" in rows["loop"]["error"]
+    assert "bad\\xff.png" in rows and "error" in rows["bad\\xff.png"]
+    assert out.returncode == 1  # some files failed

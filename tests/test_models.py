@@ -125,3 +125,26 @@ def test_a_model_without_digest_is_refused(tmp_path: Path) -> None:
     _rewrite(path, {"digitrec.json": json.dumps({"format": "digitrec"}).encode()})
     with pytest.raises(ModelError, match="no content digest"):
         read_metadata(path)
+
+
+def test_a_metadata_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """A model file of a few hundred KB whose metadata entry inflates to 64 MB (zeros, deflated): refused
+    from the zip's directory, with memory far below what inflating it would take."""
+    import tracemalloc
+
+    path = save_model(build_model("mlp"), tmp_path / "m.keras", {"architecture": "mlp"})
+    with zipfile.ZipFile(path) as z:
+        entries = {n: z.read(n) for n in z.namelist() if n != "digitrec.json"}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+        z.writestr("digitrec.json", b" " * (64 * 1024 * 1024))
+    assert path.stat().st_size < 2 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match="inflates to 67108864 bytes"):
+            read_metadata(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024
