@@ -918,7 +918,7 @@ def test_handwriting_fonts_are_found_by_file_or_folder_name(tmp_path, monkeypatc
     assert [p.name for p in synth.handwriting_fonts()] == ["BecauseWeLearn-Regular.otf", "Humor-Sans.ttf"]
 
 
-# --- from a review of the decoder and the reader (eleventh session) ------------------------------
+# --- from a review of the decoder and the reader (2026-11-22) ------------------------------
 
 
 def test_read_boxes_are_in_the_pixels_of_a_large_jpeg(mnist, rec) -> None:

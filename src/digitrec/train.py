@@ -696,7 +696,7 @@ def _epoch_batches(
 
     One ``fit()`` call then runs all the epochs. (With one call per epoch, TensorFlow's input
     iterator was torn down after each, and that teardown sat idle for 7-10 s after about half the
-    epochs: measured with a throw-away script, no CPU used; epochs of digitnet went from ~19 s to ~16 s.)
+    epochs: measured 2026-11-21 with a one-off timing script, no CPU used; epochs of digitnet went from ~19 s to ~16 s.)
     Epoch k's images are the same whatever epoch the run started or resumed at.
 
     A PyDataset goes without ``steps_per_epoch``: given it, Keras keeps for the next epoch the
@@ -764,7 +764,7 @@ def _tf_epoch_batches(
     ``fit()`` shuffles the order of a PyDataset's batches as well; this pipeline keeps its own.
 
     A PyDataset reaches TensorFlow through ``Dataset.from_generator``, whose teardown at the end of
-    ``fit()`` stalled for 0.3-1.8 s in about half of the one-epoch runs measured (throw-away script,
+    ``fit()`` stalled for 0.3-1.8 s in about half of the one-epoch runs measured (a one-off timing,
     fresh processes); a one-epoch ``fast`` run trains for about 2.5 s.
     """
     import tensorflow as tf
@@ -850,7 +850,7 @@ def train(
             shutil.rmtree(run_dir / "logs", ignore_errors=True)  # TensorBoard would mix both runs' curves
     # A kill during a write leaves its temporary file (the real one is intact): `save_model`'s
     # ".model-XXXX.keras", `_atomic_json`'s "NAME.json.XXXX.tmp" for the run's own JSON files
-    # (".NAME.tmp" before the twelfth session). Only those: `digitrec evaluate` may be writing its
+    # (".NAME.tmp" in runs written by earlier versions). Only those: `digitrec evaluate` may be writing its
     # own file into the run meanwhile.
     stale_json = [p for name in RUN_JSON for p in run_dir.glob(f"{name}.*.tmp")]
     for stale in [*run_dir.glob(".*-*.keras"), *run_dir.glob(".*.tmp"), *stale_json]:
