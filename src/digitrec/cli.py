@@ -393,8 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--dataset",
             default=dataset_default,
-            help="mnist, fashion-mnist, or a directory of IDX files"
-            + (f" (default: {dataset_default})" if dataset_default else " (default: the model's own)"),
+            help="mnist, fashion-mnist, a folder of labelled images (labels.csv: file,label), or a directory of "
+            "IDX files" + (f" (default: {dataset_default})" if dataset_default else " (default: the model's own)"),
         )
         p.add_argument(
             "--data-dir", help="directory with your own copy (mnist.npz or the 4 IDX files); also $DIGITREC_DATA"

@@ -73,11 +73,12 @@ MAX_MARKS = 100
 # reading's score by a third (LONE_MARGIN times it is higher). Cut into slivers, a shoe, a letter or
 # a doodle read as sure 1s and 7s ("1111"). And a line where more than LINE_REJECT of the digits read
 # have a P(not a digit) at `predict`'s threshold or above is no line of digits. On validation images
-# (a one-off measurement, 2026-11-23, see docs/experiments.md): of 800 non-digits (Fashion-MNIST items held out from training, letters in
-# the validation fonts, doodles, blank pages), `read` answered digits for 533 before, 163 now (with
-# LONE_MARGIN 1.0: 105, but 34 of 600 photographed groups of two or three touching validation digits
-# read nothing; 0.5: 190); those 600 groups 551 right before and after, 2,500 numbers 2,407 before and
-# after, 1,000 lone photographed digits 988 -> 986 (the two `predict` rejects too), 1,000 canvases 984.
+# (a one-off measurement, 2026-11-23, see docs/experiments.md): of 800 non-digits (Fashion-MNIST items
+# held out from training, letters in the validation fonts, doodles, blank pages), `read` answered
+# digits for 533 before, 163 now (with LONE_MARGIN 1.0: 105, but 34 of 600 photographed groups of two
+# or three touching validation digits read nothing; 0.5: 190); those 600 groups 551 right before and
+# after, 2,500 numbers 2,407 before and after, 1,000 lone photographed digits 988 -> 986 (the two
+# `predict` rejects too), 1,000 canvases 984.
 LONE_MARGIN = 0.75
 LINE_REJECT = 0.5
 

@@ -535,7 +535,7 @@ def _real_image_data(
     rng = np.random.default_rng([cfg.seed, 7])
     xs, ys = [], []
     if cfg.domain:
-        log(f"Rendering {min(cfg.domain, len(x_tr))} training digits as photos and canvas drawings ...")
+        log(f"Rendering {min(cfg.domain, len(x_tr))} training digits as photos, canvas drawings and bitmaps ...")
         xd, yd = realdata.domain_digits(x_tr, y_tr, cfg.domain, rng)
         xs.append(xd)
         ys.append(yd)
