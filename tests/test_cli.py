@@ -324,13 +324,20 @@ def test_every_file_of_a_walk_gets_a_row(mnist, tmp_path: Path) -> None:
         deep.mkdir()
     Image.fromarray(render_on_paper(x[0])).save(deep / "deep.png")
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
-    out = subprocess.run(
-        [sys.executable, "-m", "digitrec", "predict", "--json", str(tree)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "digitrec", "predict", "--json", str(tree)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:  # deepest first: shutil.rmtree (and pytest's clean-up of old temporary folders) recurses
+        for _ in range(1200):
+            for entry in deep.iterdir():
+                entry.unlink()
+            deep.rmdir()
+            deep = deep.parent
     assert "Traceback" not in out.stderr, out.stderr
     rows = {Path(r["file"]).name: r for r in map(json.loads, out.stdout.splitlines())}
     assert rows["seven.png"]["digit"] == 7 and rows["deep.png"]["digit"] == 7

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from digitrec import synth
+from digitrec import recognizer, synth
+from digitrec.images import ImageError
 from digitrec.server import ServerConfig, create_app
 from tests.conftest import render_on_paper
 from tests.test_images import _png_header_only, _truncated
@@ -122,7 +123,7 @@ def test_overload_gets_a_fast_503(rec) -> None:
         return rec.run(x)
 
     slow = Recognizer(slow_run, rec.metadata, rec.path, "test")
-    client = TestClient(create_app(slow, ServerConfig(max_concurrency=1, ui=False, inline_pixels=0)))
+    client = TestClient(create_app(slow, ServerConfig(max_concurrency=1, ui=False)))
     image = _png(render_on_paper(np.eye(28, dtype=np.uint8) * 255, 100))
     first: dict = {}
     t = threading.Thread(target=lambda: first.update(r=client.post("/v1/predict", files={"file": ("a.png", image)})))
@@ -236,8 +237,8 @@ def test_requests_run_on_as_many_threads_as_configured(rec, ui: bool) -> None:
 
 
 def test_health_answers_while_every_request_thread_is_busy(rec, mnist, monkeypatch) -> None:
-    # One request thread, held by a slow upload's inference: the probes must not queue behind it. (With
-    # inline_pixels=0 every image goes to the threads, as a large one does by default.)
+    # One request thread, held by a slow upload's inference: the probes must not queue behind it (every
+    # upload is read on the threads).
     release, started, done = threading.Event(), threading.Event(), threading.Event()
     real_predict = rec.predict
 
@@ -250,7 +251,7 @@ def test_health_answers_while_every_request_thread_is_busy(rec, mnist, monkeypat
     monkeypatch.setattr(rec, "predict", slow_predict)
     (x, y) = mnist[1]
     photo = _png(render_on_paper(x[0]))
-    with TestClient(create_app(rec, ServerConfig(threads=1, ui=False, inline_pixels=0))) as c:
+    with TestClient(create_app(rec, ServerConfig(threads=1, ui=False))) as c:
         answers = {}
 
         def upload() -> None:
@@ -354,10 +355,9 @@ def test_the_api_answers_malformed_uploads_with_json_errors(client: TestClient) 
     assert r.status_code == 200 and r.json()["file"] == "upload" and r.json()["digit"] is None
 
 
-def test_small_images_are_read_in_the_event_loop_and_large_ones_on_threads(rec, mnist, monkeypatch) -> None:
-    """A small image's prediction is a few ms: it runs in the event loop, which saves the hop to a
-    thread and back (measured faster); a large one, and every reading of a number, runs on a thread so
-    that the loop goes on answering meanwhile."""
+def test_every_upload_is_read_on_a_thread_never_in_the_event_loop(rec, mnist, monkeypatch) -> None:
+    """Small or large, a prediction or a reading: the image's header and pixels are read on a worker
+    thread, so that a file that decodes slowly cannot hold the event loop (and every other client)."""
     import asyncio
 
     seen: list[tuple[str, bool]] = []
@@ -377,13 +377,63 @@ def test_small_images_are_read_in_the_event_loop_and_large_ones_on_threads(rec, 
         rec, "read", lambda image, name=None: seen.append(("read", in_loop())) or real_read(image, name)
     )
     (x, y) = mnist[1]
-    small, large = _png(render_on_paper(x[0], 200)), _png(render_on_paper(x[0], 600))
-    with TestClient(create_app(rec, ServerConfig(ui=False))) as c:  # default: inline up to 512x512 pixels
+    small, large = _png(render_on_paper(x[0], 60)), _png(render_on_paper(x[0], 600))
+    with TestClient(create_app(rec, ServerConfig(ui=False))) as c:
         for image in (small, large):
             r = c.post("/v1/predict", files={"file": ("a.png", image)})
             assert r.status_code == 200 and r.json()["digit"] == int(y[0])
         assert c.post("/v1/read", files={"file": ("a.png", small)}).json()["text"] == str(y[0])
-    assert seen == [("predict", True), ("predict", False), ("read", False)]
+    assert seen == [("predict", False), ("predict", False), ("read", False)]
+
+
+def _jpeg(progressive: bool = False) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8)).save(buf, "JPEG", progressive=progressive)
+    return buf.getvalue()
+
+
+def _slow_files() -> dict[str, bytes]:
+    """Files whose structure alone makes a decoder slow, each small: a JPEG of many scans (its last scan
+    repeated), one of many empty comment markers, a GIF whose comment extension is 300 KB."""
+    progressive = _jpeg(progressive=True)
+    last_scan = progressive[progressive.rindex(b"\xff\xda") : -2]
+    gif = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).convert("P").save(gif, "GIF")
+    g = gif.getvalue()
+    table = 13 + (3 << ((g[10] & 7) + 1)) if g[10] & 0x80 else 13
+    comment = b"\x21\xfe" + (b"\xff" + b"c" * 255) * 1200 + b"\x00"
+    return {
+        "scans.jpg": progressive[:-2] + last_scan * 150 + b"\xff\xd9",
+        "markers.jpg": b"\xff\xd8" + b"\xff\xfe\x00\x02" * 6000 + _jpeg()[2:],
+        "comment.gif": g[:table] + comment + g[table:],
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_slow_files()))
+def test_files_built_to_decode_slowly_are_refused_before_decoding(client: TestClient, name: str) -> None:
+    data = _slow_files()[name]
+    r = client.post("/v1/predict", files={"file": (name, data)})
+    assert r.status_code == 413 and name in r.json()["error"] and "limit" in r.json()["error"]
+    with pytest.raises(ImageError, match="the limit"):
+        recognizer.load_recognizer().predict(data, name)
+
+
+def test_ordinary_jpegs_and_gifs_pass_the_structural_limits(client: TestClient, mnist) -> None:
+    """A progressive JPEG (about ten scans), one with EXIF, and a GIF with a short comment are read."""
+    x, y = mnist[1]
+    page = Image.fromarray(render_on_paper(x[0], 200))
+    files = {}
+    for name, kwargs in {"p.jpg": {"progressive": True}, "e.jpg": {"exif": Image.Exif()}}.items():
+        buf = io.BytesIO()
+        page.save(buf, "JPEG", quality=95, **kwargs)
+        files[name] = buf.getvalue()
+    buf = io.BytesIO()
+    page.convert("L").save(buf, "GIF", comment=b"scanned on the office copier")
+    files["c.gif"] = buf.getvalue()
+    for name, data in files.items():
+        r = client.post("/v1/predict", files={"file": (name, data)})
+        assert r.status_code == 200 and r.json()["digit"] == int(y[0]), (name, r.json())
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])  # a JPEG is decoded at a reduced size first

@@ -606,8 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=0,
-        help="threads per worker for large images and /v1/read (default 0: one per core; more only contend); "
-        "predictions of images up to 512x512 px run in the event loop",
+        help="threads per worker that read the uploads (default 0: one per core; more only contend)",
     )
     p.add_argument("--no-ui", action="store_true", help="serve the API only")
     p.add_argument(

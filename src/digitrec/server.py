@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse
 from uvicorn.supervisors.multiprocess import Process
 
 from . import __version__
-from .images import MAX_BYTES, ImageError, open_image
+from .images import MAX_BYTES, ImageError
 from .recognizer import Recognizer, load_recognizer
 
 __all__ = ["ServerConfig", "create_app", "listen_socket", "serve"]
@@ -121,10 +121,6 @@ class ServerConfig:
     # More threads than cores only fight over the cores and the GIL: on 2 cores, 2 threads served 230
     # requests/s at concurrency 8 and Starlette's default of 40 threads 187 (benchmarks/serve.py).
     threads: int = 0
-    # Predictions of images up to this many pixels (a canvas drawing, a cropped photo: a few ms of
-    # work) run in the event loop: the hop to a thread and back, and the threads' contention for the
-    # GIL, cost more than that work's wait; 0 sends every request to a thread.
-    inline_pixels: int = 512 * 512
 
 
 def _not_multipart(content_type: str, field: str = "file") -> str:
@@ -220,23 +216,20 @@ class _Uploads:
 
     def __init__(self, rec: Recognizer, config: ServerConfig) -> None:
         self.config = config
-        # path -> (the recognizer's method, whether a small image may be read in the event loop)
-        self.actions: dict[str, tuple[Any, bool]] = {"/v1/predict": (rec.predict, True), "/v1/read": (rec.read, False)}
+        self.actions: dict[str, Any] = {"/v1/predict": rec.predict, "/v1/read": rec.read}
 
     async def answer(self, path: str, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        action, may_inline = self.actions[path]
+        action = self.actions[path]
         limit = self.config.max_upload_bytes
         try:
             name, data = parse_upload(body, content_type)
             if len(data) > limit:
                 return 413, {"error": f"{name}: file over {limit} bytes"}
-            image = open_image(data, name)  # the header only: not an image, or too many pixels, at once
-            # The recognizer gets the bytes (it reads the header again, ~0.05 ms): a PIL image from a
-            # caller is decoded at full size, the library's own at reduced size when large (JPEG).
-            if may_inline and image.width * image.height <= self.config.inline_pixels:
-                result = action(data, name)
-            else:
-                result = await anyio.to_thread.run_sync(action, data, name)
+            # Header and pixels are read on a worker thread, never in the event loop: a file made to
+            # decode slowly (the structural limits of `images.open_image` refuse the known kinds) then
+            # holds one thread, not every connection (/healthz included). Images up to 512x512 used to
+            # be read in the loop, a hop to a thread saved; one crafted 2 MB JPEG stalled all for 4 s.
+            result = await anyio.to_thread.run_sync(action, data, name)
         except _Refused as e:
             return e.status, {"error": e.error}
         except ImageError as e:
