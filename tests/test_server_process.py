@@ -248,3 +248,61 @@ def test_a_worker_that_cannot_start_stops_the_server_with_an_error() -> None:
         workers.run()
     assert time.monotonic() - start < 60
     assert all(not p.process.is_alive() for p in workers.processes)
+
+
+def _answer_or_close(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends before it closes the connection (b"" for a close without an answer)."""
+    sock.settimeout(timeout)
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_connections_cannot_hold_the_server(digitrec_home: str) -> None:
+    """An idle connection and a slowloris head are closed after --head-timeout; a 200 KB header line
+    and 150 headers get 431; past --max-connections a new connection is refused at once; and
+    /healthz answers within 100 ms meanwhile."""
+    proc, port = _start(["--no-ui", "--head-timeout", "1", "--max-connections", "20"])
+    try:
+        idle = socket.create_connection(("127.0.0.1", port))
+        slow = socket.create_connection(("127.0.0.1", port))
+        t0 = time.monotonic()
+        sent = b""
+        for byte in b"GET /healthz HTTP/1.1\r\n":  # a byte every 0.1 s: never a whole head
+            try:
+                slow.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break  # closed by the server
+            sent += bytes([byte])
+            time.sleep(0.1)
+        assert 5 <= len(sent) < 23, "the slow head was cut off after about a second"
+        assert b" 408 " in _answer_or_close(slow, 5)
+        assert _answer_or_close(idle, 5).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - t0 < 4
+
+        for head in (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                    s.sendall(head)
+                assert b" 431 " in _answer_or_close(s, 5)
+
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as extra:
+                assert b" 503 " in _answer_or_close(extra, 5)
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.2)  # the server sees the closes
+        t = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            assert r.status == 200
+        assert time.monotonic() - t < 0.1
+    finally:
+        proc.kill()
+        proc.wait()

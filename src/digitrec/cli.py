@@ -324,6 +324,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ui=not args.no_ui,
         threads=args.threads,
         cors_origins=tuple(args.cors_origin),
+        max_head_bytes=args.max_head_bytes,
+        max_headers=args.max_headers,
+        head_timeout=args.head_timeout,
+        keep_alive=args.keep_alive,
+        max_connections=args.max_connections,
     )
     try:
         serve(args.host, args.port, args.model, config, workers=args.workers)
@@ -607,6 +612,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="threads per worker that read the uploads (default 0: one per core; more only contend)",
+    )
+    p.add_argument(
+        "--max-head-bytes",
+        type=int,
+        default=64 * 1024,
+        help="largest request head (request line and headers) "
+        "in bytes; larger gets 431 and the connection closed (default 65536)",
+    )
+    p.add_argument("--max-headers", type=int, default=100, help="most headers in a request; more get 431 (default 100)")
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may take to send a request's head; slower gets 408 and is closed (default 10)",
+    )
+    p.add_argument(
+        "--keep-alive", type=float, default=5.0, help="seconds an idle kept-alive connection stays open (default 5)"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections per worker; more are answered 503 and closed at once (default 1000)",
     )
     p.add_argument("--no-ui", action="store_true", help="serve the API only")
     p.add_argument(

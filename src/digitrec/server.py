@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import Process
 
 from . import __version__
@@ -117,10 +118,31 @@ class ServerConfig:
     # origins, so that Gradio's own, which otherwise answers every preflight and allows any origin on
     # a non-localhost Host, defers to it.
     cors_origins: tuple[str, ...] = ()
+    # Connections: the request head (request line and headers) may be this many bytes and headers at
+    # most, and must arrive within head_timeout seconds of the connection or of its first byte; an idle
+    # keep-alive connection is closed after keep_alive seconds; past max_connections open at once, new
+    # ones are closed at once. Without them one 64 MB header line was buffered whole, and slowloris or
+    # idle connections were held for ever until the process ran out of file descriptors.
+    max_head_bytes: int = 64 * 1024
+    max_headers: int = 100
+    head_timeout: float = 10.0
+    keep_alive: float = 5.0
+    max_connections: int = 1000
     # Requests decoded, preprocessed and inferred at once, on that many threads (0: one per core).
     # More threads than cores only fight over the cores and the GIL: on 2 cores, 2 threads served 230
     # requests/s at concurrency 8 and Starlette's default of 40 threads 187 (benchmarks/serve.py).
     threads: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_concurrency", "max_head_bytes", "max_headers", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("body_timeout", "head_timeout", "keep_alive"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name.replace('_', '-')} must be more than 0 seconds, got {getattr(self, name)}")
+
+
+CONNECTION_LIMITS = ("max_head_bytes", "max_headers", "head_timeout", "keep_alive", "max_connections")
 
 
 def _not_multipart(content_type: str, field: str = "file") -> str:
@@ -508,6 +530,89 @@ def _bound_heap() -> None:
     mallopt(m_arena_max, 2)
 
 
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's HTTP protocol (httptools) with bounds on what a connection may hold: the request head's
+    size, header count and time, and the number of connections (see `ServerConfig`). uvicorn bounds
+    none of these with httptools (h11_max_incomplete_event_size is for h11 only, which was ~44 ms a
+    request slower here: pyproject.toml), and arms its keep-alive timer only after a first response.
+    The limits are class attributes, set by `use_limits` in each server process before it serves."""
+
+    limits = ServerConfig()
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.head_bytes = 0  # of the current request's head
+        self.header_count = 0  # lines of it
+        self.head_tail = b""  # its last 3 bytes so far: the blank line that ends it may span two packets
+        self.in_head = True  # no request yet: the head timer runs from the connection's start
+        self.head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.limits.head_timeout, self._too_slow)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, "too many connections")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if getattr(self, "head_timer", None) is not None:
+            self.head_timer.cancel()  # type: ignore[union-attr]
+            self.head_timer = None
+
+    def _refuse(self, status: int, reason: str) -> None:
+        self._stop_head_timer()
+        if not self.transport.is_closing():
+            body = json.dumps({"error": reason}).encode()
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode("latin-1") + body)
+            self.transport.close()
+
+    def _too_slow(self) -> None:
+        self.head_timer = None
+        if self.in_head:
+            self._refuse(408, f"request head not received within {self.limits.head_timeout:g} s")
+
+    def data_received(self, data: bytes) -> None:
+        # The head is measured before the parser sees it: httptools gathers a header line whole before
+        # its callbacks run, and a head with its body can come in one packet.
+        if self.in_head:
+            window = self.head_tail + data
+            end = window.find(b"\r\n\r\n")
+            head = data if end < 0 else data[: max(0, end + 4 - len(self.head_tail))]
+            self.head_bytes += len(head)
+            self.header_count += head.count(b"\n")  # lines: the request line, the headers, the blank one
+            self.head_tail = window[-3:]
+            if self.head_bytes > self.limits.max_head_bytes:
+                self._refuse(431, f"request head over {self.limits.max_head_bytes} bytes")
+                return
+            if self.header_count > self.limits.max_headers + 2:
+                self._refuse(431, f"more than {self.limits.max_headers} headers")
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.head_timer is None:  # a kept-alive connection's next request: its head is timed too
+            self.head_timer = self.loop.call_later(self.limits.head_timeout, self._too_slow)
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.in_head, self.head_bytes, self.header_count, self.head_tail = True, 0, 0, b""  # the next head
+
+
+def use_limits(config: ServerConfig) -> dict[str, Any]:
+    """Set this process's connection limits from ``config``; uvicorn's settings that go with them."""
+    GuardedHttpTools.limits = config
+    return {"http": GuardedHttpTools, "timeout_keep_alive": config.keep_alive}
+
+
 def app_from_environment() -> Any:
     """The app of one worker process when serving with several (uvicorn imports it by name)."""
     import cv2
@@ -524,7 +629,9 @@ def app_from_environment() -> Any:
         ui=os.environ["DIGITREC_UI"] == "1",
         threads=int(os.environ["DIGITREC_SERVER_THREADS"]),
         cors_origins=tuple(json.loads(os.environ["DIGITREC_CORS_ORIGINS"])),
+        **json.loads(os.environ["DIGITREC_CONNECTION_LIMITS"]),
     )
+    use_limits(config)
     return create_app(load_recognizer(os.environ.get("DIGITREC_MODEL") or None), config)
 
 
@@ -557,7 +664,9 @@ def serve(
     with _private_gradio_tmp(config.ui):
         app = create_app(load_recognizer(model), config)  # a broken model fails here, before binding
         if workers <= 1:
-            uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+            uvicorn.run(
+                app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10, **use_limits(config)
+            )
             return
         del app
         os.environ.update(
@@ -568,6 +677,7 @@ def serve(
             DIGITREC_UI="1" if config.ui else "0",
             DIGITREC_SERVER_THREADS=str(config.threads),
             DIGITREC_CORS_ORIGINS=json.dumps(list(config.cors_origins)),
+            DIGITREC_CONNECTION_LIMITS=json.dumps({name: getattr(config, name) for name in CONNECTION_LIMITS}),
         )
         listener = listen_socket(host, port)  # a port in use fails here, before any worker starts
         uv_config = uvicorn.Config(
@@ -575,6 +685,7 @@ def serve(
             factory=True,
             log_level=log_level,
             timeout_graceful_shutdown=10,
+            **use_limits(config),
         )
         _Workers(uv_config, listener, workers).run()
 
