@@ -90,8 +90,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         "sha256": ds.sha256,
         "verified": ds.name == "mnist",
     }
+    if ds.whole:
+        info["images"] = len(ds.x_test)
     if args.json:
         _print_json(info)
+    elif ds.whole:
+        print(f"{ds.name}: {len(ds.x_test)} labelled images, one set (no split), {len(ds.class_names)} classes")
     else:
         print(f"{ds.name}: {len(ds.x_train)} training and {len(ds.x_test)} test images, {len(ds.class_names)} classes")
         print(f"source: {ds.source}")
@@ -168,7 +172,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .report import plot_samples
 
     ds = load_dataset(args.dataset, args.data_dir)
-    if args.split == "test":
+    if args.split == "test" or ds.whole:  # a labelled folder is one set: all of it, whichever split
         x, y = ds.x_test, ds.y_test
     else:
         train, val = split_validation(ds.x_train, ds.y_train, args.validation)
