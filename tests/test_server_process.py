@@ -306,3 +306,33 @@ def test_connections_cannot_hold_the_server(digitrec_home: str) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_ui_routes_have_the_apis_body_cap_and_deadline(digitrec_home: str) -> None:
+    """A chunked body (no declared size) larger than the cap to Gradio's queue gets 413 without being
+    read whole; an upload that stalls gets 408 after --body-timeout; a normal page still loads."""
+    proc, port = _start(["--body-timeout", "2", "--max-upload", "100000"])
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(
+                b"POST /gradio_api/queue/join HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b"%x\r\n" % 65536 + b" " * 65536 + b"\r\n"
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(64):  # 4 MB offered, far over the 100 KB (+ 64 KB) cap
+                    s.sendall(chunk)
+            assert b" 413 " in _answer_or_close(s, 10)
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            t = time.monotonic()
+            s.sendall(
+                b"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000\r\n\r\n--b\r\n"
+            )
+            assert b" 408 " in _answer_or_close(s, 10)
+            assert 1.5 < time.monotonic() - t < 6
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proc.kill()
+        proc.wait()

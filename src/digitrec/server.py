@@ -284,9 +284,10 @@ class _BodyCut(Exception):
 
 
 class _Limits:
-    """ASGI middleware: multipart uploads only (415), body size cap (413) and a concurrency cap on the API
-    (503), all answered at once. Plain ASGI: the 415 check used to be a Starlette ``@app.middleware("http")``,
-    which cost about 0.6 ms a request (benchmarks/serve.py at concurrency 1: 185.6 -> 207.6 requests/s)."""
+    """ASGI middleware: multipart uploads only (415), body size cap (413) and body deadline (408) on every
+    route, and a concurrency cap on the API (503), all answered at once. Plain ASGI: the 415 check used
+    to be a Starlette ``@app.middleware("http")``, which cost about 0.6 ms a request (benchmarks/serve.py
+    at concurrency 1: 185.6 -> 207.6 requests/s)."""
 
     def __init__(self, app: Any, config: ServerConfig, uploads: _Uploads | None = None) -> None:
         self.app = app
@@ -302,14 +303,14 @@ class _Limits:
         headers = dict(scope.get("headers") or [])
         limit = self.config.max_upload_bytes + 64 * 1024  # room for the multipart envelope
         length = headers.get(b"content-length")
-        too_long = length is not None and length.isdigit() and int(length) > limit
+        if length is not None and length.isdigit() and int(length) > limit:
+            await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
+            return
         if not scope["path"].startswith("/v1/"):
-            # The web UI's routes (Gradio's own; its uploads are also capped by max_file_size): the
-            # declared size only. Their streams wait on the client for minutes, so no body deadline.
-            if too_long:
-                await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
+            # The web UI's routes (Gradio's own): the same cap and deadline on the request body (a
+            # chunked body has no declared size; a 200 MB one to /gradio_api/queue/join was read whole),
+            # but no concurrency slot: a browser holds its event streams open for minutes.
+            await self._guarded(scope, receive, send, self.app, limit)
             return
         upload = scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
         if upload:
@@ -317,9 +318,6 @@ class _Limits:
             if not ctype.lower().startswith("multipart/form-data"):  # media types are case-insensitive
                 await JSONResponse({"error": _not_multipart(ctype)}, 415)(scope, receive, send)
                 return
-        if too_long:
-            await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
-            return
         with self.lock:
             if self.in_flight >= self.config.max_concurrency:
                 busy = True
@@ -332,14 +330,28 @@ class _Limits:
             )
             await response(scope, receive, send)
             return
+        try:
+            handler = self.uploads if upload and self.uploads is not None else self.app
+            await self._guarded(scope, receive, send, handler, limit)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    async def _guarded(self, scope: dict, receive: Any, send: Any, handler: Any, limit: int) -> None:
+        """Run ``handler`` with its request body capped at ``limit`` bytes (413) and to be received within
+        the body timeout (408); once the body is in, ``receive`` (a wait for the client to go) has no
+        deadline."""
         received = 0
         started = False
+        body_done = False
         cut: str | None = None  # why the body was cut short: "large" or "slow"
         # A slow or stalled upload holds a slot of the concurrency limit: it gets a deadline.
         deadline = asyncio.get_running_loop().time() + self.config.body_timeout
 
         async def limited_receive() -> dict:
-            nonlocal received, cut
+            nonlocal received, cut, body_done
+            if body_done:
+                return await receive()
             try:
                 async with asyncio.timeout_at(deadline):  # wait_for made a task for every message
                     message = await receive()
@@ -351,6 +363,7 @@ class _Limits:
                 if received > limit:
                     cut = "large"
                     raise _BodyCut
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -362,23 +375,18 @@ class _Limits:
             await send(message)
 
         try:
-            try:
-                handler = self.uploads if upload and self.uploads is not None else self.app
-                await handler(scope, limited_receive, tracking_send)
-            except _BodyCut:
-                pass
-            if cut is not None and not started:
-                if cut == "large":
-                    response = JSONResponse({"error": f"request body over {limit} bytes"}, 413)
-                else:
-                    error = f"request body not received within {self.config.body_timeout:g} s: upload timed out"
-                    response = JSONResponse({"error": error}, 408)
-                # The rest of the body is never read, so the connection cannot be reused.
-                response.headers["Connection"] = "close"
-                await response(scope, receive, send)
-        finally:
-            with self.lock:
-                self.in_flight -= 1
+            await handler(scope, limited_receive, tracking_send)
+        except _BodyCut:
+            pass
+        if cut is not None and not started:
+            if cut == "large":
+                response = JSONResponse({"error": f"request body over {limit} bytes"}, 413)
+            else:
+                error = f"request body not received within {self.config.body_timeout:g} s: upload timed out"
+                response = JSONResponse({"error": error}, 408)
+            # The rest of the body is never read, so the connection cannot be reused.
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
 
 
 def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None = None) -> Any:
