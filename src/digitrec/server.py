@@ -178,7 +178,7 @@ def _decode_name(value: bytes) -> str:
         return value.decode("latin-1")
 
 
-def parse_upload(body: bytes, content_type: str, field: str = "file") -> tuple[str, bytes]:
+def parse_upload(body: bytes | bytearray, content_type: str, field: str = "file") -> tuple[str, bytes]:
     """A whole multipart/form-data request body -> (file name, contents) of the file in ``field``.
 
     Every problem is a _Refused with its status: 415 not multipart, 400 malformed, 422 no such file.
@@ -212,7 +212,7 @@ def parse_upload(body: bytes, content_type: str, field: str = "file") -> tuple[s
         if end < 0:
             raise _Refused(400, "bad multipart/form-data: the body ends inside a part")
         name = filename = None
-        for line in body[head_start:head_end].split(b"\r\n"):
+        for line in bytes(body[head_start:head_end]).split(b"\r\n"):  # python-multipart takes bytes
             key, colon, value = line.partition(b":")
             if colon and key.strip().lower() == b"content-disposition":
                 _, options = parse_options_header(value)
@@ -221,7 +221,7 @@ def parse_upload(body: bytes, content_type: str, field: str = "file") -> tuple[s
             if found is not None:
                 raise _Refused(400, f"bad multipart/form-data: more than one file in '{field}'")
             data_start = head_end + (2 if head_end == head_start else 4)
-            found = (_decode_name(filename) or "upload", body[data_start:end])
+            found = (_decode_name(filename) or "upload", bytes(memoryview(body)[data_start:end]))
         pos = end + 2
     if found is None:
         raise _Refused(422, f"invalid request: missing or bad field {field}")
@@ -240,7 +240,7 @@ class _Uploads:
         self.config = config
         self.actions: dict[str, Any] = {"/v1/predict": rec.predict, "/v1/read": rec.read}
 
-    async def answer(self, path: str, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    async def answer(self, path: str, content_type: str, body: bytes | bytearray) -> tuple[int, dict[str, Any]]:
         action = self.actions[path]
         limit = self.config.max_upload_bytes
         try:
@@ -259,17 +259,19 @@ class _Uploads:
         return 200, {"file": name, **result.to_dict()}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        chunks = []
+        # One growing buffer, not a list of chunks joined at the end, which held the body twice: 32
+        # concurrent 15 MB uploads peaked at 1,479 MB, now 1,106 (a one-off measurement, 2026-12-05).
+        body = bytearray()
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away
-            chunks.append(message.get("body", b""))
+            body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
         content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
         try:
-            status, payload = await self.answer(scope["path"], content_type, b"".join(chunks))
+            status, payload = await self.answer(scope["path"], content_type, body)
         except Exception as e:  # a bug of ours: a JSON 500 like FastAPI's handler below, the traceback logged
             logging.getLogger("uvicorn.error").exception("error answering %s", scope["path"])
             status, payload = 500, {"error": f"internal error ({type(e).__name__}); please report it"}
