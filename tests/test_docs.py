@@ -40,7 +40,7 @@ def allowed_run_folders() -> set[str]:
     names = {"quick", "NAME"}  # make run's RUN_DIR; a placeholder
     sources = [p.read_text() for p in doc_pages()] + [(ROOT / "Makefile").read_text()]
     for text in sources:
-        names.update(re.findall(r"--out[ =]runs/([A-Za-z0-9_.-]+)", text))
+        names.update(re.findall(r"--(?:out|tutorial-model)[ =]runs/([A-Za-z0-9_.-]+)", text))
         names.update(re.findall(r"""\bout=["']runs/([A-Za-z0-9_.-]+)""", text))
         names.update(re.findall(r"RUN_DIR\s*\??=\s*runs/([A-Za-z0-9_.-]+)", text))
     return names
