@@ -275,12 +275,16 @@ def test_uvicorn_runs_on_uvloop_and_httptools() -> None:
     import uvloop
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    from digitrec.server import GuardedHttpTools, use_limits
+
     async def app(scope: dict, receive: object, send: object) -> None:
         return None
 
-    config = uvicorn.Config(app)
+    settings = use_limits(ServerConfig(keep_alive=7.0))  # what `serve` hands uvicorn, with its app
+    config = uvicorn.Config(app, **settings)
     config.load()
-    assert config.http_protocol_class is HttpToolsProtocol
+    assert config.http_protocol_class is GuardedHttpTools and issubclass(GuardedHttpTools, HttpToolsProtocol)
+    assert config.timeout_keep_alive == 7.0
     loop = config.get_loop_factory()()
     try:
         assert isinstance(loop, uvloop.Loop)
