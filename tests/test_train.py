@@ -347,9 +347,8 @@ def test_touching_pairs_are_two_digits_read_as_one_image(mnist) -> None:
 
 
 def test_every_preset_is_a_valid_config() -> None:
-    from digitrec.train import PRESETS
-
     from digitrec.models import MODELS
+    from digitrec.train import PRESETS
 
     for name, values in PRESETS.items():
         cfg = TrainConfig(**values).resolved()
