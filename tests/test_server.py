@@ -221,6 +221,16 @@ def test_ui_handlers_answer_like_the_api(rec, mnist) -> None:
     assert _digit(rec, np.full((3, 3, 3), np.nan))[1].startswith("Cannot read this image")
 
 
+def test_ui_errors_name_the_upload_not_the_servers_temporary_folder(rec, tmp_path) -> None:
+    from digitrec.ui import _digit, _number
+
+    upload = tmp_path / "gradio-cache" / "0f3a9c" / "scan.png"  # where Gradio keeps an upload
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    for message in (_digit(rec, str(upload))[1], _number(rec, str(upload))[1]):
+        assert message.startswith("Cannot read this image: scan.png:") and str(tmp_path) not in message
+
+
 @pytest.mark.parametrize("ui", [False, True])
 def test_requests_run_on_as_many_threads_as_configured(rec, ui: bool) -> None:
     # More request threads than cores only contend (measured); the pool is sized at startup, also

@@ -6,6 +6,7 @@ the recognizer, so the UI answers exactly as the CLI and the API do.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -35,13 +36,18 @@ def _image_of(value: Any) -> np.ndarray | str | None:
     return a if a.size else None
 
 
+def _name(image: np.ndarray | str) -> str | None:
+    """How errors name an upload: its file name, never the server's temporary folder it was saved in."""
+    return os.path.basename(image) or "upload" if isinstance(image, str) else None
+
+
 def _shown(image: np.ndarray | str) -> tuple[np.ndarray, float]:
     """The picture to show back (RGB, transparency on white, at most SHOW_SIDE px) and its scale."""
     from PIL import Image, ImageOps
 
     if isinstance(image, str):
         with open(image, "rb") as f:
-            pil = open_image(f.read(), image)  # size and pixel caps checked before decoding
+            pil = open_image(f.read(), _name(image) or "upload")  # size and pixel caps checked before decoding
         full_side = max(pil.size)  # the boxes' frame: the longer side, whatever the EXIF orientation
         pil.draft("RGB", (SHOW_SIDE, SHOW_SIDE))  # JPEG: decoded at 1/2, 1/4 or 1/8 of its size
         pil = ImageOps.exif_transpose(pil)
@@ -61,7 +67,7 @@ def _digit(rec: Recognizer, value: Any) -> tuple[dict[str, float], str, np.ndarr
     if image is None:
         return {}, "Draw a digit, or upload or paste an image.", None
     try:
-        seen = to_mnist(image)  # shown back, and answered without decoding the image again
+        seen = to_mnist(image, _name(image))  # shown back, and answered without decoding the image again
         answer = rec.predict_preprocessed(seen)
     except ImageError as e:
         return {}, f"Cannot read this image: {e}", None
@@ -79,7 +85,7 @@ def _number(rec: Recognizer, value: Any) -> tuple[Any, str]:
     if image is None:
         return None, "Upload, paste or draw a line of digits."
     try:
-        reading = rec.read(image)
+        reading = rec.read(image, _name(image))
     except ImageError as e:
         return None, f"Cannot read this image: {e}"
     rgb, scale = _shown(image)
