@@ -88,10 +88,17 @@ def test_read_a_number_same_as_the_cli(client: TestClient, rec, mnist) -> None:
     ids=["text", "pdf", "truncated", "empty", "pixel-bomb"],
 )
 def test_bad_images_get_the_right_status(client: TestClient, data: bytes, status: int) -> None:
-    r = client.post("/v1/predict", files={"file": ("x.png", data, "image/png")})
-    assert r.status_code == status
-    assert "x.png" in r.json()["error"]
+    for path in ("/v1/predict", "/v1/read"):
+        r = client.post(path, files={"file": ("x.png", data, "image/png")})
+        assert r.status_code == status, path
+        assert "x.png" in r.json()["error"]
     assert client.get("/healthz").status_code == 200  # and the server is still up
+
+
+def test_a_body_over_the_cap_gets_413_and_the_connection_closed(rec) -> None:
+    client = TestClient(create_app(rec, ServerConfig(ui=False, max_upload_bytes=1000)))
+    r = client.post("/v1/read", files={"file": ("big.png", b"x" * 200_000, "image/png")})
+    assert r.status_code == 413 and r.headers["connection"] == "close"
 
 
 def test_request_errors(client: TestClient) -> None:
@@ -132,6 +139,7 @@ def test_overload_gets_a_fast_503(rec) -> None:
     start = time.monotonic()
     second = client.post("/v1/predict", files={"file": ("b.png", image)})
     assert second.status_code == 503 and "overloaded" in second.json()["error"]
+    assert second.headers["retry-after"] == "1"
     assert time.monotonic() - start < 2
     release.set()
     t.join(10)
@@ -155,18 +163,36 @@ def test_an_internal_error_is_a_json_500_and_the_server_goes_on(rec) -> None:
 
 
 def test_broken_model_fails_at_start(tmp_path) -> None:
-    from digitrec.models import ModelError
-    from digitrec.server import load_recognizer
+    """`digitrec serve` with a broken model exits with the error naming the file, before it binds."""
+    import socket
+    import subprocess
+    import sys
 
     bad = tmp_path / "model.keras"
     bad.write_bytes(b"PK\x03\x04 not a model")
-    with pytest.raises(ModelError):
-        create_app(load_recognizer(bad))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "digitrec", "serve", "--no-ui", "--port", str(port), "--model", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1 and str(bad) in out.stderr and "Traceback" not in out.stderr
+    assert "Uvicorn running" not in out.stdout + out.stderr  # it never listened
 
 
 def test_ui_is_mounted_at_the_root(client: TestClient) -> None:
-    r = client.get("/")
-    assert r.status_code == 200 and "gradio" in r.text.lower()
+    """The page at / is Gradio's, and its config holds digitrec's two tabs with their inputs."""
+    assert client.get("/").status_code == 200
+    components = client.get("/config").json()["components"]
+    labels = {c["type"]: [] for c in components}
+    for c in components:
+        labels[c["type"]].append(c["props"].get("label"))
+    assert labels["tabitem"] == ["Digit", "Number"]
+    assert "Draw a digit" in labels["imageeditor"]  # the sketchpad
+    assert "A line of digits: a zip code, an amount" in labels["image"]
 
 
 def _cors(client: TestClient, origin: str) -> dict[str, tuple[int, str | None]]:

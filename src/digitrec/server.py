@@ -306,7 +306,9 @@ class _Limits:
         limit = self.config.max_upload_bytes + 64 * 1024  # room for the multipart envelope
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await JSONResponse({"error": f"request body over {limit} bytes"}, 413)(scope, receive, send)
+            # The body is never read, so the connection cannot carry another request.
+            response = JSONResponse({"error": f"request body over {limit} bytes"}, 413, headers={"Connection": "close"})
+            await response(scope, receive, send)
             return
         if not scope["path"].startswith("/v1/"):
             # The web UI's routes (Gradio's own): the same cap and deadline on the request body (a
