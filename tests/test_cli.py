@@ -346,3 +346,23 @@ def test_every_file_of_a_walk_gets_a_row(mnist, tmp_path: Path) -> None:
     assert "loop" in rows["loop"]["error"]
     assert "bad\\xff.png" in rows and "error" in rows["bad\\xff.png"]
     assert out.returncode == 1  # some files failed
+
+
+def test_text_output_of_predict_and_the_warning_for_a_public_host(mnist, tmp_path: Path, capsys) -> None:
+    """Without --json, one line per file: the digit and its confidence, "no digit (why, P)", or the
+    error; serving on a non-loopback address says so before anything else happens."""
+    import re
+
+    _, (x, y) = mnist
+    Image.fromarray(render_on_paper(x[0])).save(tmp_path / "a.png")
+    Image.fromarray(np.full((60, 60), 255, np.uint8)).save(tmp_path / "b.png")
+    (tmp_path / "c.png").write_bytes(b"not an image")
+    assert main(["predict", str(tmp_path)]) == 1  # one file failed
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(rf"{re.escape(str(tmp_path / 'a.png'))}: {int(y[0])}  \(0\.\d{{3}}\)", lines[0]), lines
+    assert lines[1] == f"{tmp_path / 'b.png'}: no digit (no ink found: the image is blank, 1.000)"
+    assert lines[2].startswith(f"{tmp_path / 'c.png'}: error: ") and "not an image" in lines[2]
+
+    assert main(["serve", "--host", "0.0.0.0", "--workers", "2", "--port", "1", "--no-ui", "--head-timeout", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "listening on 0.0.0.0: reachable from other machines" in err and "head-timeout" in err
