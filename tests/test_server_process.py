@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,6 +334,29 @@ def test_the_ui_routes_have_the_apis_body_cap_and_deadline(digitrec_home: str) -
             assert 1.5 < time.monotonic() - t < 6
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
             assert r.status == 200
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_several_workers_share_the_cors_origins(digitrec_home: str) -> None:
+    """With --workers 2, each worker allows the configured origin and no other (the setting reaches
+    the workers through the environment)."""
+    proc, port = _start(["--no-ui", "--workers", "2", "--cors-origin", "https://forms.example.com"])
+    try:
+        for _ in range(6):  # the connections are dealt to the workers in turn: ask each several times
+            for origin, allowed in (("https://forms.example.com", True), ("https://evil.example", False)):
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/predict",
+                    method="OPTIONS",
+                    headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as r:
+                        status, header = r.status, r.headers.get("access-control-allow-origin")
+                except urllib.error.HTTPError as e:
+                    status, header = e.code, e.headers.get("access-control-allow-origin")
+                assert (status == 200 and header == origin) if allowed else (status == 400 and header is None)
     finally:
         proc.kill()
         proc.wait()
