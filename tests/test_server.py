@@ -521,3 +521,33 @@ def test_uploads_are_decoded_as_the_librarys_own_files(client: TestClient, mnist
         r = client.post(path, files={"file": ("big.jpg", buf.getvalue(), "image/jpeg")})
         assert r.status_code == 200 and str(r.json().get("digit", r.json().get("text"))) == "7"
     assert seen == [True, True]
+
+
+def test_the_drawing_pad_refuses_an_oversized_picture_before_decoding_it(rec, tmp_path) -> None:
+    """A 7000x7000 transparent PNG of a few hundred KB sent as the drawing is refused from its header;
+    a drawing the size of the canvas is read, and only its composite (not the background and layers,
+    which digitrec never uses)."""
+    import tracemalloc
+
+    import gradio as gr
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+
+    from digitrec.ui import CANVAS, _sketchpad
+
+    pad = _sketchpad(gr, type="numpy", image_mode="RGBA", canvas_size=(CANVAS, CANVAS), render=False)
+    huge = tmp_path / "huge.png"
+    Image.new("RGBA", (7000, 7000), (0, 0, 0, 0)).save(huge)
+    assert huge.stat().st_size < 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(gr.Error, match="7000x7000"):
+            pad.preprocess(EditorData(composite=FileData(path=str(huge)), layers=[FileData(path=str(huge))]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024  # decoded, the picture alone is 196 MB
+    drawing = tmp_path / "drawing.png"
+    Image.new("RGBA", (CANVAS, CANVAS), (0, 0, 0, 0)).save(drawing)
+    value = pad.preprocess(EditorData(composite=FileData(path=str(drawing)), layers=[FileData(path=str(huge))]))
+    assert value["composite"].shape == (CANVAS, CANVAS, 4) and value["layers"] == []

@@ -21,6 +21,50 @@ BRUSH = 18  # px: a brush this wide stays 1.3 px after the 20/280 downscale, whe
 SHOW_SIDE = 1024  # px: the longest side of the picture shown back with the digits' boxes
 
 
+# The drawing pad's picture may be this many pixels a side at most (the canvas at up to 4x device
+# pixels): a 190 KB, 7000x7000 transparent PNG sent as the drawing took the server from 220 MB to
+# 2.3 GB (3.1 GB with four layers) while Gradio decoded it.
+MAX_SKETCH_SIDE = 4 * CANVAS
+
+
+def _sketchpad(gr: Any, **kwargs: Any) -> Any:
+    """Gradio's Sketchpad, reading only what digitrec uses: the composite picture, after its size was
+    checked on its header. Gradio's own decodes the background, every layer and the composite, each
+    at whatever size the browser (or anyone posting to the queue) sent.
+
+    The pad's ``preprocess`` is replaced on the instance: a subclass of a Gradio component makes
+    Gradio write a ``.pyi`` stub beside this module at import time."""
+    import types
+    from io import BytesIO
+
+    from PIL import Image
+
+    def preprocess(self: Any, payload: Any) -> Any:
+        if payload is None:
+            return None
+        if payload.id is not None:  # the picture came as a blob, stored by id
+            cached = self.blob_storage.pop(payload.id, None)
+            composite = cached.composite if cached else None
+        else:
+            composite = payload.composite
+        if composite is None:
+            return None
+        source = BytesIO(composite) if isinstance(composite, (bytes, bytearray)) else composite.path
+        try:
+            with Image.open(source) as header:  # reads the header only
+                w, h = header.size
+        except Exception as e:  # Pillow raises many types for what is not an image
+            raise gr.Error(f"the drawing is not an image ({type(e).__name__})") from None
+        if max(w, h) > MAX_SKETCH_SIDE:
+            raise gr.Error(f"a drawing of {w}x{h} pixels is larger than the pad allows ({MAX_SKETCH_SIDE} a side)")
+        picture = self.convert_and_format_image(composite, flatten_on_white=True)
+        return {"background": None, "layers": [], "composite": picture}
+
+    pad = gr.Sketchpad(**kwargs)
+    pad.preprocess = types.MethodType(preprocess, pad)
+    return pad
+
+
 def _image_of(value: Any) -> np.ndarray | str | None:
     """The picture in a Sketchpad value (layers composited, an array), or an upload's file path; None
     when empty."""
@@ -125,7 +169,8 @@ def build_ui(rec: Recognizer) -> Any:
         with gr.Tab("Digit"):
             with gr.Row():
                 with gr.Column():
-                    sketch = gr.Sketchpad(
+                    sketch = _sketchpad(
+                        gr,
                         label="Draw a digit",
                         type="numpy",
                         image_mode="RGBA",
