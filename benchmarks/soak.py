@@ -1,13 +1,16 @@
 """Soak the server: many clients for a while, good and bad images mixed; count, check, watch memory.
 
-    .venv/bin/python benchmarks/soak.py [--seconds 60] [--clients 32] [--workers 2]
+    .venv/bin/python benchmarks/soak.py [--seconds 60] [--clients 32] [--workers 2] [--attackers 4]
 
 Starts `digitrec serve --no-ui` on a free loopback port and drives it with photos of MNIST test
 digits (which must come back 200 with the right digit) mixed with bad uploads (random bytes, text,
 truncated PNG, empty, a pixel bomb's header), which must come back 4xx. Reports requests served by
 status, 5xx count, answers that differ from the library's own for the same image, and the server's
 resident memory after warm-up and at the end (with `--workers N`, summed over the server's
-processes).
+processes). The bad uploads include files built to decode slowly (a JPEG of 150 scans, one of 6,000
+comment markers, a GIF with a 300 KB comment). ``--attackers N`` threads meanwhile hold connections
+the way an attacker would (a request head sent a byte at a time, a 200 KB header line, connections
+that send nothing), and a prober times `/healthz` every 0.2 s: its slowest answer is reported.
 The loop is bounded in time and stops by itself; it talks to 127.0.0.1 only.
 """
 
@@ -54,7 +57,67 @@ def _bad_uploads() -> list[bytes]:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
-    return [np.random.default_rng(1).bytes(3000), b"hello, not an image", png[: len(png) // 2], b"", bomb]
+    return [np.random.default_rng(1).bytes(3000), b"hello, not an image", png[: len(png) // 2], b"", bomb, *_slow()]
+
+
+def _slow() -> list[bytes]:
+    """Files whose structure makes a decoder slow: many JPEG scans, many JPEG markers, a GIF comment."""
+    from PIL import Image
+
+    noise = Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64), dtype=np.uint8))
+    buf = io.BytesIO()
+    noise.save(buf, "JPEG", progressive=True)
+    progressive = buf.getvalue()
+    last_scan = progressive[progressive.rindex(b"\xff\xda") : -2]
+    gif = io.BytesIO()
+    noise.convert("P").save(gif, "GIF")
+    g = gif.getvalue()
+    table = 13 + (3 << ((g[10] & 7) + 1)) if g[10] & 0x80 else 13
+    return [
+        progressive[:-2] + last_scan * 150 + b"\xff\xd9",
+        b"\xff\xd8" + b"\xff\xfe\x00\x02" * 6000 + progressive[2:],
+        g[:table] + b"\x21\xfe" + (b"\xff" + b"c" * 255) * 1200 + b"\x00" + g[table:],
+    ]
+
+
+def _attack(port: int, stop: float, counts: Counter, k: int) -> None:
+    """Hold connections as an attacker would until ``stop``, starting with kind ``k``; count how the
+    server ended each."""
+    import socket
+
+    kinds = ("slowloris", "big header", "idle")
+    while time.monotonic() < stop:
+        kind = kinds[k % len(kinds)]
+        k += 1
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                if kind == "slowloris":
+                    for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: " + b"a" * 1000:
+                        s.sendall(bytes([byte]))
+                        time.sleep(0.2)
+                        if time.monotonic() > stop:
+                            break
+                elif kind == "big header":
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: " + b"a" * 200_000 + b"\r\n\r\n")
+                answer = s.recv(64)
+            counts[f"{kind}: {answer.split(b' ')[1].decode() if answer.startswith(b'HTTP/') else 'closed'}"] += 1
+        except OSError:
+            counts[f"{kind}: closed"] += 1
+
+
+def _probe(port: int, stop: float, times: list[float]) -> None:
+    """Time GET /healthz every 0.2 s until ``stop`` (seconds each; 30 for no answer)."""
+    while time.monotonic() < stop:
+        t = time.perf_counter()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            times.append(time.perf_counter() - t)
+        except (OSError, http.client.HTTPException):
+            times.append(30.0)
+        time.sleep(0.2)
 
 
 def main() -> int:
@@ -63,6 +126,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--bad-every", type=int, default=4, help="every Nth request is a bad upload (default 4)")
     ap.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    ap.add_argument("--attackers", type=int, default=0, help="threads holding connections as attackers do")
     args = ap.parse_args()
 
     from digitrec import synth
@@ -108,7 +172,7 @@ def main() -> int:
             while time.monotonic() < stop:
                 i += 1
                 is_bad = i % args.bad_every == 0
-                data, label = (bad[i % len(bad)], None) if is_bad else good[i % len(good)]
+                data, label = (bad[i // args.bad_every % len(bad)], None) if is_bad else good[i % len(good)]
                 body, ctype = _multipart(data)
                 try:
                     conn.request("POST", "/v1/predict", body, {"Content-Type": ctype})
@@ -128,7 +192,15 @@ def main() -> int:
                         wrong += 1
             conn.close()
 
+        attacks: Counter[str] = Counter()
+        probes: list[float] = []
+        side = [threading.Thread(target=_probe, args=(port, stop, probes))]
+        side += [threading.Thread(target=_attack, args=(port, stop, attacks, k)) for k in range(args.attackers)]
+        for t in side:
+            t.start()
         elapsed = run_clients(client, args.clients)
+        for t in side:
+            t.join()
         rss_end = _rss_mb(server.pid)
         alive = server.poll() is None
     finally:
@@ -146,6 +218,10 @@ def main() -> int:
         f"server resident memory: {rss_start:.0f} MB after warm-up, {rss_end:.0f} MB at the end "
         f"({rss_end - rss_start:+.0f} MB)"
     )
+    if probes:
+        print(f"/healthz every 0.2 s: {len(probes)} probes, slowest {max(probes) * 1000:.0f} ms")
+    if attacks:
+        print("attack connections, by how they ended: " + ", ".join(f"{k} {n}" for k, n in sorted(attacks.items())))
     return 0 if five == 0 and bad_not_4xx == 0 and wrong == 0 and alive else 1
 
 
