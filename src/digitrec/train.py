@@ -217,7 +217,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"model": "cnn", "epochs": 3, "batch_size": 128, "schedule": "onecycle"},
     # Fine-tuning a trained model (--init, the shipped one by default) on your own writers' digits
     # (--extra-data): a few epochs at a low rate over them and 10,000 MNIST training digits, with
-    # non-digits so that the "not a digit" class is kept (docs: Adapt to your own writers).
+    # non-digits so that the "not a digit" class is kept (docs/training.md, Fine-tuning).
     "finetune": {
         "init": "default",
         "epochs": 4,
