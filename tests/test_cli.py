@@ -89,15 +89,55 @@ def test_help_of_each_subcommand(command: str, capsys: pytest.CaptureFixture[str
         assert flag in text, f"{command} --help does not mention {flag}"
 
 
-def test_every_subcommand_is_tested() -> None:
+def test_every_subcommand_is_run_by_some_test() -> None:
+    """Each subcommand of the parser is run by a test (through `main`, `python -m digitrec` or the
+    `digitrec` command), not only listed: found in the tests' sources."""
+    import re
+
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == set(SUBCOMMANDS)
+    sources = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    for command in sub.choices:
+        ways = (
+            rf"""main\(\[\s*["']{command}["']""",  # main(["predict", ...])
+            rf'"digitrec",\s*"{command}"',  # [sys.executable, "-m", "digitrec", "predict", ...]
+            rf"\bdigitrec {command}\b",  # a shell line
+        )
+        assert any(re.search(way, sources) for way in ways), f"no test runs `digitrec {command}`"
 
 
-def test_python_dash_m_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "digitrec", "--version"], capture_output=True, text=True, check=True)
-    assert out.stdout.startswith("digitrec ")
+def test_python_dash_m_runs_a_command() -> None:
+    seven = Path(__file__).parents[1] / "docs" / "images" / "seven.jpg"
+    out = subprocess.run(
+        [sys.executable, "-m", "digitrec", "predict", "--json", str(seven)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout)["digit"] == 7
+    version = subprocess.run([sys.executable, "-m", "digitrec", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("digitrec ")
+
+
+def test_serve_flags_reach_the_server_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `digitrec serve` flag lands in the ServerConfig (and arguments) that `serve` is called with."""
+    from digitrec import server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda host, port, model, config, workers: seen.update(locals()))
+    flags = (
+        "--host 127.0.0.2 --port 8123 --max-upload 1000 --max-concurrency 5 --body-timeout 7 --workers 2 "
+        "--threads 3 --no-ui --cors-origin https://a.example --cors-origin https://b.example "
+        "--max-head-bytes 2048 --max-headers 20 --head-timeout 4 --keep-alive 3 --max-connections 50"
+    )
+    assert main(["serve", *flags.split()]) == 0
+    config = seen["config"]
+    assert (seen["host"], seen["port"], seen["workers"]) == ("127.0.0.2", 8123, 2)
+    assert (config.max_upload_bytes, config.max_concurrency, config.body_timeout, config.threads) == (1000, 5, 7, 3)
+    assert config.ui is False and config.cors_origins == ("https://a.example", "https://b.example")
+    assert (config.max_head_bytes, config.max_headers, config.head_timeout) == (2048, 20, 4)
+    assert (config.keep_alive, config.max_connections) == (3, 50)
 
 
 def test_damaged_files_get_an_error_line_and_no_pillow_warnings(tmp_path: Path) -> None:
