@@ -568,7 +568,8 @@ def test_a_solid_block_between_two_rules_is_no_crash(rec) -> None:
     page[40:44, 20:580] = page[150:154, 20:580] = 20  # two rules
     page[44:150, 300:340] = 20  # a solid block joining them
     assert rec.read(page).text == ""
-    assert rec.predict(page).digit is None
+    answer = rec.predict(page)
+    assert answer.digit is None and answer.reason == "not a digit"  # the model saw ink and refused it
 
 
 def test_printed_line_detection_leaves_digits_and_letters_alone(mnist, monkeypatch) -> None:
@@ -759,8 +760,16 @@ def test_pipes_devices_and_directories_are_refused_without_blocking(tmp_path: Pa
             load_image(path)
 
 
-def test_bomb_limit_is_below_pillows() -> None:
-    assert MAX_PIXELS < Image.MAX_IMAGE_PIXELS
+def test_digitrecs_pixel_cap_refuses_from_the_header_before_pillows_own_limit() -> None:
+    """A PNG header declaring just over MAX_PIXELS is refused from its header, though Pillow's own
+    bomb limit (which only warns below twice MAX_IMAGE_PIXELS) would let it through; one of 25 MP passes."""
+    from digitrec.images import open_image
+
+    w = int(MAX_PIXELS**0.5) + 1
+    assert w * w < 2 * Image.MAX_IMAGE_PIXELS  # Pillow alone would decode it
+    with pytest.raises(ImageError, match="more than the limit"):
+        open_image(_png_header_only(w, w), "big.png")
+    assert open_image(_png_header_only(5000, 5000), "ok.png").size == (5000, 5000)
 
 
 def test_huge_photo_is_decoded_small() -> None:
@@ -836,9 +845,12 @@ def test_only_float_arrays_are_read_as_zero_to_one() -> None:
     assert load_image(ones.astype(np.uint8)).max() == 1  # uint8: 1 is nearly black
 
 
-def test_tiny_and_flat_images_do_not_crash(rec) -> None:
+def test_tiny_and_flat_images_are_blank_not_digits(rec) -> None:
+    # Flat images have no ink: they are answered as blank without asking the model.
     for a in (np.zeros((1, 1), np.uint8), np.full((1, 1), 255, np.uint8), np.zeros((64, 64), np.uint8)):
-        assert rec.predict(a).digit is None
+        answer = rec.predict(a)
+        assert answer.digit is None and answer.reason == "no ink found: the image is blank"
+        assert not to_mnist(a).any()
 
 
 @settings(max_examples=60, deadline=None)
@@ -855,6 +867,13 @@ def test_preprocessing_never_fails_on_any_valid_array(h: int, w: int, channels, 
     a = (rng.random(shape) * (1.0 if dtype == np.float32 else 255)).astype(dtype)
     out = to_mnist(a)
     assert out.shape == (28, 28) and out.dtype == np.uint8
+    # Either no ink, or ink as MNIST frames it: its strongest at full white, its centre of mass near the
+    # field's centre.
+    assert out.max() in (0, 255)
+    if out.any():
+        f = out.astype(np.float64)
+        cy, cx = (f.sum(axis=1) @ np.arange(28)) / f.sum(), (f.sum(axis=0) @ np.arange(28)) / f.sum()
+        assert abs(cy - 13.5) < 3 and abs(cx - 13.5) < 3
 
 
 @settings(max_examples=80, deadline=None)
