@@ -232,7 +232,7 @@ def _answer_or_error(action: Any, data: bytes, name: str) -> tuple[int, dict[str
     """``action(data, name)`` on a worker thread, as (status, JSON): an image error becomes its answer
     here, in the thread. Raised across threads it sat in a reference cycle (the future that carried it,
     its traceback's frames) holding the upload's bytes until a full garbage collection: after 32
-    concurrent 15 MB bad uploads the process kept about 1 GB (a one-off measurement, 2026-12-05)."""
+    concurrent 15 MB bad uploads the process kept about 1 GB (benchmarks/large_uploads.py)."""
     try:
         return 200, action(data, name).to_dict()
     except ImageError as e:
@@ -268,8 +268,8 @@ class _Uploads:
         return status, {"file": name, **result} if status == 200 else result
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        # One growing buffer, not a list of chunks joined at the end, which held the body twice: 32
-        # concurrent 15 MB uploads peaked at 1,479 MB, now 1,106 (a one-off measurement, 2026-12-05).
+        # One growing buffer, not a list of chunks joined at the end, which held the body twice
+        # (benchmarks/large_uploads.py measures the memory of many large uploads at once).
         body = bytearray()
         while True:
             message = await receive()
