@@ -91,6 +91,17 @@ def test_bad_labelled_folders_are_errors_that_name_the_file(folder: Path, tmp_pa
         load_labelled(bad)
 
 
+def test_a_fifo_listed_as_an_image_is_an_error_not_a_hang(folder: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    bad = shutil.copytree(folder, tmp_path / "fifo")
+    os.remove(bad / "images" / "3.png")
+    os.mkfifo(bad / "images" / "3.png")
+    with pytest.raises(DataError, match=r"3\.png: not a regular file"):
+        load_labelled(bad, cache=False)
+
+
 def test_evaluate_on_a_labelled_folder_counts_rejections(folder: Path, capsys) -> None:
     from digitrec.cli import main
 

@@ -569,13 +569,18 @@ def load_labelled(
         raise DataError(f"{folder}: no such folder (a labelled set is a folder with images and {LABELS_FILE})")
     if not is_labelled_folder(folder):
         raise DataError(f"{folder}: no {LABELS_FILE} (columns file,label and optionally writer)")
+    from .images import ImageError, read_image_file
+
     files, y, writers, text = _read_labels(folder)
     digest = hashlib.sha256(text)
     for name in files:
+        # The reader `predict` uses: regular files only (a FIFO listed here would block for ever), read
+        # without blocking and up to the image byte limit. Each file is read again to be preprocessed
+        # (on a cache miss) rather than held: a folder of photos can be larger than memory.
         try:
-            digest.update(hashlib.sha256((folder / name).read_bytes()).digest())
-        except OSError as e:
-            raise DataError(f"{folder / name}: cannot read it ({e.strerror or e}; listed in {LABELS_FILE})") from None
+            digest.update(hashlib.sha256(read_image_file(folder / name, str(folder / name))).digest())
+        except ImageError as e:
+            raise DataError(f"{e} (listed in {LABELS_FILE})") from None
     sha = digest.hexdigest()
     cached = cache_dir() / "labelled" / f"{sha}-p{PREPROCESSING_VERSION}.npz"
     x = None

@@ -387,7 +387,7 @@ def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool, float]:
     if isinstance(image, np.ndarray):
         return (*_array_gray(image, name), 1.0)
     if isinstance(image, (str, os.PathLike)):
-        image = _read_file(image, name)
+        image = read_image_file(image, name)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _decode(open_image(bytes(image), name), name)
     if isinstance(image, Image.Image):
@@ -398,7 +398,7 @@ def _gray(image: Any, name: str | None) -> tuple[np.ndarray, bool, float]:
     raise ImageError(f"cannot read an image from {type(image).__name__}: give a path, bytes, PIL image or array")
 
 
-def _read_file(path: str | os.PathLike, name: str) -> bytes:
+def read_image_file(path: str | os.PathLike, name: str) -> bytes:
     """The bytes of the image file at ``path``, at most MAX_BYTES of them. Only a regular file is read:
     a FIFO would block the reader for ever and a device such as /dev/zero never ends (both are found
     by `digitrec predict DIR` when named like images). Opened without blocking, then checked."""
