@@ -35,7 +35,7 @@ def _extra_for(module: str) -> str | None:
 
 
 # Commands that always run Keras (predict, read and serve load it only for a model without an ONNX twin).
-KERAS_COMMANDS = frozenset({"models", "train", "evaluate", "export", "calibrate"})
+KERAS_COMMANDS = frozenset({"models", "train", "train-reader", "evaluate", "export", "calibrate"})
 
 
 def _quiet_backends() -> None:
@@ -287,7 +287,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_read(args: argparse.Namespace) -> int:
     from .recognizer import load_recognizer
 
-    rec = load_recognizer(args.model)
+    rec = load_recognizer(args.model, reader=args.reader)
 
     def show(row: dict[str, Any]) -> str:
         confidences = " ".join(f"{d['confidence']:.2f}" for d in row["digits"])
@@ -295,6 +295,26 @@ def cmd_read(args: argparse.Namespace) -> int:
         return f"{text or '(no digits)'}  [{confidences}]"
 
     return _answer_files(args, rec.read, show)
+
+
+def cmd_train_reader(args: argparse.Namespace) -> int:
+    from .line_training import LineConfig, train_line_reader
+
+    fields = {f.name for f in dataclasses.fields(LineConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    for name in ("extra_data", "validation_data"):
+        if name in values:
+            values[name] = tuple(values[name])
+    try:
+        cfg = LineConfig(**values)
+        summary = train_line_reader(cfg, log=(lambda *a: print(*a, file=sys.stderr)) if args.json else print)
+    except ValueError as e:  # the settings' problems, each named
+        raise CommandError(str(e)) from None
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"\nNext: digitrec read --reader {Path(cfg.out) / 'lines.onnx'} IMAGE.png")
+    return 0
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
@@ -347,6 +367,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_alive=args.keep_alive,
         max_connections=args.max_connections,
     )
+    os.environ["DIGITREC_READER"] = args.reader  # the workers load their recognizers with it
     try:
         serve(args.host, args.port, args.model, config, workers=args.workers)
     except OSError as e:  # binding the workers' sockets (one worker: uvicorn reports it and exits)
@@ -564,7 +585,48 @@ def build_parser() -> argparse.ArgumentParser:
         "an underline) are not read. Exit code 1 if any file failed.",
     )
     image_args(p)
+    p.add_argument(
+        "--reader",
+        default=os.environ.get("DIGITREC_READER", "auto"),
+        help="what reads the lines: 'auto' (a lines.onnx beside --model, else the shipped line reader), "
+        "'rules' (cut into digits by rules, each read by the digit model), or a line model file "
+        "(default: $DIGITREC_READER or auto)",
+    )
     p.set_defaults(func=cmd_read)
+
+    p = sub.add_parser(
+        "train-reader",
+        help="train the line reader (read whole numbers) on synthetic lines of real digits",
+        description="Train the learned line reader: lines of 1-12 real digits (MNIST's training split and "
+        "labelled folders) with separators, currency signs and closing marks, some rendered as photos, "
+        "canvases, forms and scans; a CNN with a CTC output. The epoch and the confidence threshold are "
+        "chosen on validation numbers (MNIST validation digits and --validation-data). Writes lines.keras "
+        "and lines.onnx (with its settings) in --out.",
+    )
+    p.add_argument("--out", default="runs/lines", help="run directory (default runs/lines)")
+    p.add_argument("--lines", type=int, help="training lines (default 100000)")
+    p.add_argument("--epochs", type=int, help="passes over them (default 6)")
+    p.add_argument("--rendered", type=float, help="share rendered as real images and read back (default 0.2)")
+    p.add_argument("--batch-size", type=int, help="lines per step (default 64)")
+    p.add_argument("--learning-rate", type=float, help="peak learning rate (default 0.002)")
+    p.add_argument("--seed", type=int, help="(default 0)")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), help="(default auto)")
+    p.add_argument(
+        "--extra-data",
+        action="append",
+        metavar="DIR",
+        help="a labelled folder whose digits join MNIST's, three times as often (repeatable)",
+    )
+    p.add_argument(
+        "--validation-data",
+        action="append",
+        metavar="DIR",
+        help="a labelled folder whose digits make validation numbers too, never trained on (repeatable)",
+    )
+    p.add_argument("--validation-numbers", type=int, help="validation numbers per digit source (default 600)")
+    p.add_argument("--workers", type=int, help="processes that make the lines (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+    p.set_defaults(func=cmd_train_reader)
 
     p = sub.add_parser("preprocess", help="write the 28x28 image the model sees for an image")
     p.add_argument("image", metavar="IMAGE", help="an image file")
@@ -604,6 +666,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="(default 8000)")
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    p.add_argument(
+        "--reader",
+        default=os.environ.get("DIGITREC_READER", "auto"),
+        help="what /v1/read and the Number tab read lines with: auto, rules or a line model file (see "
+        "`digitrec read --help`; default: $DIGITREC_READER or auto)",
+    )
     p.add_argument(
         "--max-upload",
         type=_bounded_int(1, MAX_BYTES),

@@ -798,6 +798,8 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
     if mask.shape[1] < length * RULE_COS:
         return  # no rule fits across the ink (most single digits): spare the costly Hough transform
     m8 = mask.view(np.uint8)
+    if not _may_hold_rule(m8, length):
+        return
     segments = _hough_segments(m8, length, upright=False)
     if not segments:
         return
@@ -839,6 +841,23 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
             out[y : y + h, x : x + w] |= piece.view(np.uint8)
         elif joins_two and (bar := _cross_bar(piece, h)) is not None:  # a digit touching a box's side
             out[y : y + h, x : x + w] |= bar
+
+
+COARSE = 4  # `_may_hold_rule` looks for rules in blocks of COARSE x COARSE pixels first
+
+
+def _may_hold_rule(m8: np.ndarray, length: int) -> bool:
+    """Whether the mask may hold a rule ``length`` long: the same Hough transform on the mask reduced
+    to blocks of COARSE x COARSE pixels (a block with any ink is ink), where a rule is still a line
+    but there are a sixteenth of the pixels to vote. The full transform took about half of the time
+    of `ink_image` on a photographed number (4.4 of 8.5 ms, one Xeon core); a line of digits without
+    rules now spends about a tenth of that here and stops."""
+    h, w = m8.shape
+    if min(h, w) < 4 * COARSE:
+        return True
+    hs, ws = h // COARSE, w // COARSE
+    small = m8[: hs * COARSE, : ws * COARSE].reshape(hs, COARSE, ws, COARSE).max(axis=(1, 3))
+    return bool(_hough_segments(np.ascontiguousarray(small), max(3, int(0.6 * length / COARSE)), upright=False))
 
 
 def _hough_segments(m8: np.ndarray, length: int, upright: bool) -> list[np.ndarray]:

@@ -122,9 +122,10 @@ class Reading:
 
     text: str
     digits: list[DigitBox] = field(default_factory=list)
+    confidence: float | None = None  # of the whole text (its least sure line); None when nothing was read
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "digits": [d.to_dict() for d in self.digits]}
+        return {"text": self.text, "confidence": self.confidence, "digits": [d.to_dict() for d in self.digits]}
 
 
 def predict_probabilities(model: Any, x: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
@@ -172,8 +173,13 @@ class Recognizer:
     (metadata "temperature"; 1 for models saved before it existed).
     """
 
-    def __init__(self, run: Any, metadata: dict[str, Any], path: Path, engine: str = "keras") -> None:
+    def __init__(
+        self, run: Any, metadata: dict[str, Any], path: Path, engine: str = "keras", line_reader: Any = None
+    ) -> None:
         self.run = run
+        self.line_reader = line_reader  # a `lines.LineReader` that `read` uses; None: the rule-based reader
+        if line_reader is not None and line_reader.classifier is None:
+            line_reader.classifier = self.scores  # reads each digit the line reader found again
         self.engine = engine
         self.metadata = metadata
         self.path = path
@@ -239,9 +245,18 @@ class Recognizer:
         return self._answer(probs[0], float(reject[0]), empty=not np.any(field_))
 
     def read(self, image: Any, name: str | None = None) -> Reading:
-        """Read a line of digits left to right: strokes joined, touching digits split, specks ignored.
-        Lines one above the other (`images.split_lines`) are read apart, top to bottom: ``text`` holds
-        them separated by a newline, ``digits`` line by line."""
+        """Read a line of digits left to right. Lines one above the other (`images.split_lines`) are
+        read apart, top to bottom: ``text`` holds them separated by a newline, ``digits`` line by line.
+
+        With a line reader (the shipped one by default, see `load_recognizer`) each line is read whole
+        by its network (`lines.LineReader`); otherwise by `read_rules`."""
+        if self.line_reader is not None:
+            return self.line_reader.read(image, name)
+        return self.read_rules(image, name)
+
+    def read_rules(self, image: Any, name: str | None = None) -> Reading:
+        """The rule-based reader: each line cut into digits by connected components and rules (strokes
+        joined, touching digits split, specks ignored), each piece read by the digit model."""
         ii = ink_image(image, name, line=True)
         lines = [(part, segment(part)) for part in split_lines(ii)]
         marks = sum(len(groups) for _, groups in lines)
@@ -256,7 +271,7 @@ class Recognizer:
             if line:
                 texts.append("".join(str(d.digit) for d in line))
                 digits += line
-        return Reading("\n".join(texts), digits)
+        return Reading("\n".join(texts), digits, min((d.confidence for d in digits), default=None))
 
     def _read_line(self, ii: InkImage, groups: list[Component]) -> list[DigitBox]:
         """The digits of one line's groups, left to right."""
@@ -495,12 +510,34 @@ def _onnx_runner(keras_path: Path, required: bool = False) -> Any | None:
     return lambda x: session.run(None, {name: x})[0]
 
 
-def load_recognizer(path: str | os.PathLike | None = None, engine: str = "auto") -> Recognizer:
+def _line_reader(reader: str | os.PathLike | None, model: Path) -> Any:
+    """The line reader `load_recognizer` attaches: see its ``reader``."""
+    from .lines import default_line_model_path, load_line_reader
+
+    if reader is None or str(reader) == "rules":
+        return None
+    if str(reader) != "auto":
+        return load_line_reader(reader)
+    for own in (model.parent / "lines.onnx", model.parent / "lines.keras"):
+        if own.is_file():
+            return load_line_reader(own)
+    shipped = default_line_model_path()
+    return load_line_reader(shipped) if shipped is not None else None
+
+
+def load_recognizer(
+    path: str | os.PathLike | None = None, engine: str = "auto", reader: str | os.PathLike | None = "auto"
+) -> Recognizer:
     """Load a model file or run directory; ``None`` means the default model shipped with the package.
 
     ``engine``: "onnx" runs the model's ONNX twin (``model.onnx`` beside ``model.keras``, made by
     `digitrec export`) with ONNX Runtime, without importing TensorFlow; "keras" runs it in Keras;
     "auto" (default) uses ONNX when a matching twin exists.
+
+    ``reader``: what `Recognizer.read` reads lines with. "auto" (default): a line model beside the
+    model (``lines.onnx`` or ``lines.keras`` in its folder, as `digitrec train-reader` writes), else
+    the one shipped with the package, else the rule-based reader; "rules": the rule-based reader; a
+    path: that line model.
     """
     if engine not in ENGINES:
         raise ModelError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -516,8 +553,8 @@ def load_recognizer(path: str | os.PathLike | None = None, engine: str = "auto")
         meta = read_metadata(p)
         run = _onnx_runner(p, required=engine == "onnx")
         if run is not None:
-            return Recognizer(run, meta, p, "onnx")
+            return Recognizer(run, meta, p, "onnx", _line_reader(reader, p))
         if engine == "onnx":
             raise ModelError(f"{p}: no ONNX twin made from this model; run `digitrec export --model {p}` first")
     model, meta = load_model(p)
-    return Recognizer(lambda x: predict_probabilities(model, x), meta, p, "keras")
+    return Recognizer(lambda x: predict_probabilities(model, x), meta, p, "keras", _line_reader(reader, p))

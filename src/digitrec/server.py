@@ -85,6 +85,9 @@ class Reading(BaseModel):
         description="the digits left to right, e.g. '90210'; lines one above the other are read apart, "
         "top to bottom, separated by a newline ('90210\\n1250')"
     )
+    confidence: float | None = Field(
+        None, description="probability that the whole text is right (its least sure digit); null when empty"
+    )
     digits: list[DigitInLine]
 
 
@@ -653,7 +656,8 @@ def app_from_environment() -> Any:
         **json.loads(os.environ["DIGITREC_CONNECTION_LIMITS"]),
     )
     use_limits(config)
-    return create_app(load_recognizer(os.environ.get("DIGITREC_MODEL") or None), config)
+    model = os.environ.get("DIGITREC_MODEL") or None
+    return create_app(load_recognizer(model, reader=os.environ.get("DIGITREC_READER", "auto")), config)
 
 
 def serve(
@@ -683,7 +687,8 @@ def serve(
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     config = config or ServerConfig()
     with _private_gradio_tmp(config.ui):
-        app = create_app(load_recognizer(model), config)  # a broken model fails here, before binding
+        # A broken model fails here, before binding. The line reader: $DIGITREC_READER (`serve --reader`).
+        app = create_app(load_recognizer(model, reader=os.environ.get("DIGITREC_READER", "auto")), config)
         if workers <= 1:
             uvicorn.run(
                 app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10, **use_limits(config)
