@@ -224,3 +224,30 @@ def test_a_shoe_and_a_blank_page_read_nothing(mnist) -> None:
     idx = np.flatnonzero(shoes.y_test == 7)[:10]  # sneakers
     empty = sum(rec.read(synth.as_photo(shoes.x_test[i], rng)).text == "" for i in idx)
     assert empty >= 8
+
+
+def test_each_digit_read_again_takes_its_own_components_and_its_share_of_touching_ones() -> None:
+    from digitrec.lines import LineReader, Strip
+
+    labels = np.zeros((20, 40), np.int32)
+    labels[2:18, 0:10] = 1  # a digit on its own
+    labels[0:3, 4:14] = 2  # its flag, reaching past its columns
+    labels[2:18, 16:40] = 3  # two touching digits
+    mask = labels > 0
+    strip = Strip(
+        np.zeros((STRIP_HEIGHT, 48), np.float32),
+        0.0,
+        0.0,
+        1.0,
+        mask.astype(np.float32),
+        mask,
+        (0, 0, 40, 20),
+        labels,
+        ((1, 0, 10), (2, 4, 14), (3, 16, 40)),
+    )
+    first = LineReader._digit_mask(strip, 0, 15)
+    np.testing.assert_array_equal(first, (labels == 1) | (labels == 2))  # the flag whole, none of the pair
+    second = LineReader._digit_mask(strip, 15, 28)
+    expected = np.zeros_like(mask)
+    expected[:, 15:28] = labels[:, 15:28] == 3
+    np.testing.assert_array_equal(second, expected)  # its half of the touching pair only
