@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from digitrec.cli import build_parser, main
+from digitrec.lines import default_line_model_path
 from tests.conftest import render_on_paper
 
 SUBCOMMANDS = {
@@ -230,7 +231,10 @@ def test_end_to_end_train_evaluate_info_predict(mnist, tmp_path: Path, capsys: p
     assert len(metrics["confusion_matrix"]) == 10
 
     assert main(["info", "--model", str(run)]) == 0
-    assert "seed-cnn" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "seed-cnn" in out
+    shipped = default_line_model_path()  # the run has no line model of its own: read uses the shipped one
+    assert f"line reader: {shipped}" in out if shipped else "line reader: none" in out
 
     # Real images: MNIST test digits drawn dark-on-light and off-centre, plus a file that is not an image.
     (x_test, y_test) = mnist[1]
@@ -307,7 +311,7 @@ def test_read_and_predict_json_contract(mnist, tmp_path: Path, capsys: pytest.Ca
     assert rows["n.png"]["text"] == "42"
     assert [d["digit"] for d in rows["n.png"]["digits"]] == [4, 2]
     assert all(len(d["box"]) == 4 and 0 < d["confidence"] <= 1 for d in rows["n.png"]["digits"])
-    assert rows["blank.jpg"] == {"file": str(tmp_path / "blank.jpg"), "text": "", "digits": []}
+    assert rows["blank.jpg"] == {"file": str(tmp_path / "blank.jpg"), "text": "", "confidence": None, "digits": []}
     assert "PDF" in rows["bad.png"]["error"]
 
     assert main(["predict", "--json", str(tmp_path / "blank.jpg")]) == 0

@@ -398,7 +398,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     if test:
         print(f"test accuracy: {test['accuracy']:.4f}, macro F1 {test['macro_avg']['f1']:.4f}")
         print("per-class F1: " + "  ".join(f"{r['class']}:{r['f1']:.3f}" for r in test["per_class"]))
+    _print_line_reader(Path(path))
     return 0
+
+
+def _print_line_reader(model: Path) -> None:
+    """The card of the line reader `read` uses with ``model`` (see `recognizer.load_recognizer`)."""
+    from .lines import default_line_model_path, load_line_reader
+
+    folder = model if model.is_dir() else model.parent
+    own = [p for p in (folder / "lines.onnx", folder / "lines.keras") if p.is_file()]
+    path = own[0] if own else default_line_model_path()
+    if path is None:
+        print("line reader: none (read uses the rule-based reader)")
+        return
+    meta = load_line_reader(path).metadata
+    print(f"line reader: {path}")
+    print(f"  threshold: a line whose least sure digit is under {meta.get('min_confidence')} reads nothing")
+    for name, value in (meta.get("validation") or {}).items():
+        print(f"  validation, {name}: {value:.1%} " + ("read as no number" if name == "non-digits" else "exact"))
+    for card in meta.get("training_data") or []:
+        extra = ", ".join(f"{k} {card[k]}" for k in ("images", "writers", "source", "licence") if k in card)
+        print(f"  {card.get('role', 'training')}: {card.get('path')}" + (f" ({extra})" if extra else ""))
 
 
 # --- parser ----------------------------------------------------------------------------------------

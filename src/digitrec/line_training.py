@@ -44,9 +44,9 @@ CURRENCY = "$€£"
 @dataclass(frozen=True)
 class LineConfig:
     out: str = "runs/lines"  # run directory: lines.keras, lines.onnx, validation.json
-    lines: int = 100_000  # synthetic training lines (made once, then shuffled every epoch)
+    lines: int = 120_000  # synthetic training lines (made once, then shuffled every epoch)
     rendered: float = 0.2  # share of them rendered as photos, canvases and forms and read back
-    epochs: int = 7  # passes over the training lines
+    epochs: int = 6  # passes over the training lines
     batch_size: int = 64  # lines per step
     learning_rate: float = 2e-3  # peak of a one-cycle schedule (Adam)
     seed: int = 0  # every draw (lines, weights, order) follows from it
@@ -110,6 +110,18 @@ def _mark(kind: str, h: float, rng: np.random.Generator, fonts: list[Path]) -> t
         a = np.zeros((2 * t + 2, round(ln) + 2 * t), np.float32)
         cv2.line(a, (t, t + 1), (a.shape[1] - t, t + 1), 1.0, t)
         return a, rng.uniform(0.4, 0.6)
+    if kind == "|":  # a tick or a stray short stroke, under half a digit's height
+        ln = h * rng.uniform(0.15, 0.45)
+        lean = ln * rng.uniform(-0.3, 0.3)
+        a = np.zeros((round(ln) + 2 * t, round(abs(lean)) + 2 * t), np.float32)
+        x0, x1 = (t, a.shape[1] - t) if lean >= 0 else (a.shape[1] - t, t)
+        cv2.line(a, (x1, t), (x0, a.shape[0] - t), 1.0, t)
+        return a, rng.uniform(0.1, 0.9 - ln / h)
+    if kind == "/":  # a date's separator, as tall as the digits
+        ln = h * rng.uniform(0.8, 1.1)
+        a = np.zeros((round(ln) + 2 * t, round(ln * 0.4) + 2 * t), np.float32)
+        cv2.line(a, (a.shape[1] - t, t), (t, a.shape[0] - t), 1.0, t)
+        return a, rng.uniform(-0.1, 0.1)
     if kind == "=":
         ln = h * rng.uniform(0.4, 0.8)
         gap = round(h * rng.uniform(0.15, 0.3))
@@ -124,6 +136,9 @@ def _mark(kind: str, h: float, rng: np.random.Generator, fonts: list[Path]) -> t
 def _with_marks(digits: list[int], rng: np.random.Generator) -> list[int | str]:
     """The line's sequence: digits, and (some of the time) separators, a currency sign, a closing mark."""
     seq: list[int | str] = list(digits)
+    if rng.random() < 0.15 and 6 <= len(digits) <= 8:  # a date: 12/05/26, 12.05.2026, 12-05-2026
+        sep = "/.-"[int(rng.integers(3))]
+        return [*digits[:2], sep, *digits[2:4], sep, *digits[4:]]
     if rng.random() < 0.35 and len(digits) >= 4:  # thousands separators, or a decimal mark
         sep = SEPARATORS[int(rng.integers(len(SEPARATORS)))]
         if rng.random() < 0.5:
@@ -140,6 +155,8 @@ def _with_marks(digits: list[int], rng: np.random.Generator) -> list[int | str]:
         seq.append("=" if rng.random() < 0.5 else "-")
     if rng.random() < 0.05:
         seq.insert(0, "-")
+    if rng.random() < 0.1:  # a tick or a stray stroke, anywhere
+        seq.insert(int(rng.integers(len(seq) + 1)), "|")
     return seq
 
 

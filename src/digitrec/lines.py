@@ -188,9 +188,6 @@ class LineReader:
         path = ctc_greedy(probs)
         if not path:
             return "", [], float(probs[:, BLANK].min()) if len(probs) else 1.0
-        confidence = min(c for *_, c in path)
-        if confidence < self.min_confidence:
-            return "", [], confidence
         # A digit's columns: from halfway to the previous digit's frames to halfway to the next's.
         centres = [(a + b + 1) / 2 * STRIDE for _, a, b, _ in path]  # strip columns
         edges = [0.0] + [(centres[i] + centres[i + 1]) / 2 for i in range(len(path) - 1)] + [1e9]
@@ -202,6 +199,11 @@ class LineReader:
         answers = [(d, c) for d, _, _, c in path]
         if self.classifier is not None and self.classifier_weight > 0:
             answers = self._with_classifier(strip, probs, path, spans)
+        # The line's confidence: its least sure digit's, after the second reading. Below the threshold it
+        # is no number (letters, clothing, doodles mostly give no path at all, or a short unsure one).
+        confidence = min(c for _, c in answers)
+        if confidence < self.min_confidence:
+            return "", [], confidence
         digits = []
         for (d, c), (lo, hi) in zip(answers, spans, strict=True):
             part = strip.mask[:, lo:hi]

@@ -140,8 +140,6 @@ def _number(rec: Recognizer, value: Any) -> tuple[Any, str]:
     ]
     # Lines one above the other, top to bottom: one per Markdown line (two spaces end a line).
     text = "  \n".join(f"**{line}**" for line in reading.text.split("\n")) if reading.text else "No digits found."
-    if reading.confidence is not None:
-        text += f"  \n(confidence {reading.confidence:.0%})"
     return (rgb, boxes), text
 
 
