@@ -66,3 +66,53 @@ def test_backend_trains_and_reads_tensorflow_models(
     np.testing.assert_allclose(
         calibrated(np.array(out["probs"], np.float32), rec.temperature), rec.predict_arrays(x), atol=1e-4
     )
+
+
+DISTRIBUTED = textwrap.dedent(
+    """
+    import json, sys
+    import keras
+    from digitrec.train import train
+
+    assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()
+    common = dict(model="seed-cnn", epochs=1, limit=3000, validation=500, batch_size=100, verbose=0)
+    alone = train(out=sys.argv[1] + "/one", **common)
+    spread = train(out=sys.argv[1] + "/two", distribute=True, **common)
+    print(json.dumps({"one": alone.metrics["test"]["accuracy"], "two": spread.metrics["test"]["accuracy"],
+                      "path": str(spread.run_dir)}))
+    """
+)
+
+
+def test_data_parallel_training_over_two_devices_matches_one(mnist, tmp_path: Path, digitrec_home: str) -> None:
+    """`train --distribute` over two virtual CPU devices (JAX): the accuracy band of one device, and a
+    model that loads and predicts like any other (here under TensorFlow)."""
+    import numpy as np
+
+    from digitrec.recognizer import load_recognizer
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "DIGITREC_HOME": digitrec_home,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", DISTRIBUTED, str(tmp_path)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["two"] > 0.8 and abs(out["two"] - out["one"]) < 0.03, out
+    rec = load_recognizer(out["path"])
+    (x, y) = mnist[1]
+    assert np.mean(rec.predict_arrays(x[:500]).argmax(1) == y[:500]) > 0.8
+
+
+def test_distribute_needs_the_jax_backend() -> None:
+    from digitrec.train import TrainConfig, TrainError
+
+    with pytest.raises(TrainError, match="needs the JAX backend"):
+        TrainConfig(model="seed-cnn", distribute=True).resolved()

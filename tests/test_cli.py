@@ -55,6 +55,7 @@ SUBCOMMANDS = {
         "--out",
         "--overwrite",
         "--resume",
+        "--distribute",
         "--json",
     ],
     "evaluate": ["--model", "--split", "--json", "--report"],
@@ -78,6 +79,7 @@ SUBCOMMANDS = {
     "preprocess": ["--out", "--scale", "IMAGE"],
     "export": ["--format", "--model", "--out"],
     "calibrate": ["--model", "--out"],
+    "batch": ["--out", "--task", "--address", "--model", "--format", "--actors", "PATH"],
     "serve": [
         "--host",
         "--port",

@@ -26,6 +26,7 @@ EXTRAS = {
     **dict.fromkeys(("keras", "tensorflow", "tensorboard", "matplotlib", "onnx", "tf2onnx"), "train"),
     **dict.fromkeys(("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "multipart", "gradio"), "serve"),
     **dict.fromkeys(("python_multipart", "pydantic", "anyio"), "serve"),
+    **dict.fromkeys(("ray", "pyarrow"), "distributed"),
 }
 
 
@@ -317,6 +318,26 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchError, batch
+
+    try:
+        done = batch(
+            args.paths,
+            args.out,
+            task=args.task,
+            address=args.address,
+            model=args.model,
+            fmt=args.format,
+            actors=args.actors,
+            log=lambda *a: print(*a, file=sys.stderr),
+        )
+    except BatchError as e:
+        raise CommandError(str(e)) from None
+    print(f"{args.out}: {done['rows']} rows, {done['errors']} with an error", file=sys.stderr)
+    return 1 if done["errors"] else 0
+
+
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -553,6 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="fine-tune: start from this model's weights (default: the shipped model); see --preset finetune",
     )
+    p.add_argument(
+        "--distribute",
+        action="store_true",
+        default=None,
+        help="data-parallel over every device the backend sees (keras.distribution; KERAS_BACKEND=jax). "
+        "On CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices",
+    )
     p.add_argument("--dataset", help="mnist (default), fashion-mnist, a labelled folder, or a directory of IDX files")
     p.add_argument("--data-dir", help="directory with your own copy of the dataset; also $DIGITREC_DATA")
     p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
@@ -614,6 +642,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $DIGITREC_READER or auto)",
     )
     p.set_defaults(func=cmd_read)
+
+    p = sub.add_parser(
+        "batch",
+        help="predict or read many images on a Ray cluster (a local one by default), to Parquet or JSON lines",
+        description="Answer every image of PATH... (files, directories searched recursively, glob patterns, or "
+        "Parquet/CSV tables with a 'path' or 'image' column) on a Ray cluster: actors hold the model, decode "
+        "and preprocess; one row per input, with the fields of predict --json or read --json and an 'error' "
+        "column. A bad file never stops the run. Needs the distributed extra: pip install 'digitrec[distributed]'.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="images, directories, globs or tables of inputs")
+    p.add_argument("--out", required=True, help="file to write: .parquet (default format) or .jsonl")
+    p.add_argument("--task", choices=("predict", "read"), default="predict", help="(default predict)")
+    p.add_argument("--address", help="a Ray cluster to join (default $RAY_ADDRESS, else a local cluster)")
+    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    p.add_argument("--format", choices=("parquet", "jsonl"), help="(default: from --out's suffix, else parquet)")
+    p.add_argument("--actors", type=_bounded_int(1, 100_000), help="actors holding the model (default: one per CPU)")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser(
         "train-reader",

@@ -44,9 +44,9 @@ CURRENCY = "$€£"
 @dataclass(frozen=True)
 class LineConfig:
     out: str = "runs/lines"  # run directory: lines.keras, lines.onnx, validation.json
-    lines: int = 120_000  # synthetic training lines (made once, then shuffled every epoch)
+    lines: int = 100_000  # synthetic training lines (made once, then shuffled every epoch)
     rendered: float = 0.2  # share of them rendered as photos, canvases and forms and read back
-    epochs: int = 6  # passes over the training lines
+    epochs: int = 7  # passes over the training lines
     batch_size: int = 64  # lines per step
     learning_rate: float = 2e-3  # peak of a one-cycle schedule (Adam)
     seed: int = 0  # every draw (lines, weights, order) follows from it

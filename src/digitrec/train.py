@@ -95,6 +95,7 @@ class TrainConfig:
     extra_repeat: int = 3  # copies of each extra image in an epoch, each augmented anew (real data is scarce)
     validation_data: tuple[str, ...] = ()  # labelled folders that join validation: epoch choice, threshold
     init: str | None = None  # start from this model's weights (a .keras file or run; "default": the shipped one)
+    distribute: bool = False  # data-parallel over every device the backend sees (keras.distribution, JAX only)
 
     def resolved(self) -> TrainConfig:
         """Fill unset fields from the model's recipe, then from general defaults; check every value."""
@@ -170,6 +171,14 @@ class TrainConfig:
                 problems.append(f"--{name} is part of the augmentation: add --augment, or leave --{name} out")
         if self.extra_repeat < 1:
             problems.append(f"extra repeat must be >= 1, got {self.extra_repeat}")
+        if self.distribute:
+            import keras
+
+            if keras.backend.backend() != "jax":
+                problems.append(
+                    f"--distribute trains with keras.distribution, which needs the JAX backend "
+                    f"(KERAS_BACKEND=jax); this is {keras.backend.backend()}"
+                )
         overlap = {os.path.realpath(p) for p in self.extra_data} & {os.path.realpath(p) for p in self.validation_data}
         if overlap:
             problems.append(f"{', '.join(sorted(overlap))}: both training and validation data; a set is one or other")
@@ -560,8 +569,23 @@ def _labelled(path: str, log: Any) -> Any:
     return labelled
 
 
+def _distribute(cfg: TrainConfig, log: Any) -> None:
+    """With ``cfg.distribute``: every variable and batch from here on is laid out data-parallel over
+    the backend's devices (`keras.distribution.DataParallel`: weights replicated, each batch split)."""
+    import keras
+
+    if not cfg.distribute:
+        return
+    devices = keras.distribution.list_devices()
+    if cfg.batch_size is not None and cfg.batch_size % len(devices):
+        raise ValueError(f"batch size {cfg.batch_size} does not split over {len(devices)} devices")
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    log(f"data-parallel over {len(devices)} devices: {', '.join(devices)}")
+
+
 def _initial_model(cfg: TrainConfig, num_classes: int, precision: str, log: Any) -> Any:
     """A new model of ``cfg.model``, or with ``cfg.init`` a copy of that trained model to fine-tune."""
+    _distribute(cfg, log)
     if cfg.init is None:
         return build_model(cfg.model, num_classes, precision)
     from .recognizer import default_model_path

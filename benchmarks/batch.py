@@ -1,0 +1,100 @@
+"""Images per second of `digitrec batch` on this machine, against the plain loop.
+
+    .venv/bin/python benchmarks/batch.py [--n 2000] [--task predict|read] [--json]
+
+Makes ``--n`` photos of MNIST test digits (or of numbers, ``--task read``) in a temporary folder,
+then times, each on the same files:
+- the plain loop: one process, `load_recognizer()` once, then predict/read file by file (one core);
+- `batch` with one actor, and with one actor per core, on a local Ray cluster started once beforehand
+  (its start-up is reported apart: a cluster is started once and reads many folders).
+Reported: images per second, Ray's overhead on one core against the plain loop, the scaling from one
+actor to one per core, and the bytes per image read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_images(folder: Path, n: int, task: str) -> int:
+    from digitrec import synth
+    from digitrec.data import load_mnist
+
+    _, (x, _) = load_mnist()
+    rng = np.random.default_rng(0)
+    total = 0
+    for k in range(n):
+        if task == "read":
+            ink = synth.number_strip([x[i] for i in rng.integers(0, len(x), int(rng.integers(3, 9)))], rng)
+        else:
+            ink = x[int(rng.integers(len(x)))]
+        data = synth.as_photo(ink, rng)
+        (folder / f"{k:06d}.jpg").write_bytes(data)
+        total += len(data)
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="images (default 2000)")
+    ap.add_argument("--task", choices=("predict", "read"), default="predict")
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    args = ap.parse_args()
+    os.environ["DIGITREC_THREADS"] = "1"
+    import cv2
+    import ray
+
+    from digitrec import load_recognizer
+    from digitrec.batch import batch
+
+    cv2.setNumThreads(1)
+    cores = os.cpu_count() or 1
+    results: dict[str, float] = {"cores": cores, "images": args.n}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        results["bytes_per_image"] = make_images(folder, args.n, args.task) / args.n
+        files = sorted(folder.iterdir())
+        rec = load_recognizer()
+        answer = rec.predict if args.task == "predict" else rec.read
+        answer(files[0])  # warm
+        t = time.perf_counter()
+        for f in files:
+            answer(f)
+        results["plain_loop_per_s"] = args.n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        results["cluster_start_s"] = time.perf_counter() - t
+        for actors in (1, cores):
+            out = Path(tmp) / f"out-{actors}.parquet"
+            t = time.perf_counter()
+            done = batch([str(folder)], out, task=args.task, actors=actors, progress=False, log=lambda *a: None)
+            seconds = time.perf_counter() - t
+            assert done["rows"] == args.n, done
+            results[f"batch_{actors}_actors_per_s"] = args.n / seconds
+        ray.shutdown()
+    results["overhead_one_core"] = 1 - results["batch_1_actors_per_s"] / results["plain_loop_per_s"]
+    results["scaling_to_all_cores"] = results[f"batch_{cores}_actors_per_s"] / results["batch_1_actors_per_s"]
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    print(f"{args.n} images ({results['bytes_per_image'] / 1024:.1f} KB each), {cores} cores, task {args.task}")
+    print(f"plain loop, one core:       {results['plain_loop_per_s']:8.1f} images/s")
+    print(f"batch, 1 actor:             {results['batch_1_actors_per_s']:8.1f} images/s")
+    print(f"batch, {cores} actors:            {results[f'batch_{cores}_actors_per_s']:8.1f} images/s")
+    print(f"Ray's overhead on one core: {results['overhead_one_core']:8.1%}")
+    print(f"scaling 1 -> {cores} actors:       {results['scaling_to_all_cores']:8.2f}x")
+    print(f"local cluster start-up:     {results['cluster_start_s']:8.1f} s (once)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
