@@ -83,7 +83,8 @@ def test_read_writes_json_lines_with_reads_fields(cluster, folder: Path, tmp_pat
     assert row["text"] == "90210" and len(row["digits"]) == 5 and "error" not in row
 
 
-def _actor_pids() -> list[int]:
+def _actor_pids(busy: bool = False) -> list[int]:
+    """The processes of Ray Data actors holding the model (``busy``: answering a batch now)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -91,7 +92,7 @@ def _actor_pids() -> list[int]:
                 cmdline = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"MapWorker" in cmdline or b"_Reader" in cmdline:
+            if b"MapWorker" in cmdline and (not busy or b".submit" in cmdline):
                 pids.append(int(proc.name))
     return pids
 
@@ -107,15 +108,17 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_no_row(cluster, tmp_path: 
     run = threading.Thread(
         target=lambda: result.update(batch([str(folder)], out, actors=2, progress=False, log=lambda *a: None))
     )
+    before = set(_actor_pids())  # idle actors of earlier runs are not this run's
     run.start()
     deadline = time.monotonic() + 120
-    while not _actor_pids() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)  # the actors are answering batches (2,000 images take them several seconds)
-    victims = _actor_pids()
-    assert victims, "no actor process found"
+    victims: list[int] = []
+    while not victims and run.is_alive() and time.monotonic() < deadline:
+        victims = [p for p in _actor_pids(busy=True) if p not in before]
+        time.sleep(0.1)
+    assert victims, "no actor of this run was seen answering"
     os.kill(victims[0], signal.SIGKILL)
     run.join(timeout=600)
+    assert not run.is_alive(), "the run did not finish after its actor was killed"
     assert result == {"rows": 2000, "errors": 0}
     files = [Path(f).name for f in pq.read_table(out).column("file").to_pylist()]
     assert files == sorted(f"{k:04d}.jpg" for k in range(2000))  # each once, in the inputs' order
