@@ -236,8 +236,6 @@ def test_each_digit_read_again_takes_its_own_components_and_its_share_of_touchin
     mask = labels > 0
     strip = Strip(
         np.zeros((STRIP_HEIGHT, 48), np.float32),
-        0.0,
-        0.0,
         1.0,
         mask.astype(np.float32),
         mask,

@@ -317,7 +317,7 @@ _POOL: dict[str, Any] = {}  # the digits (x, y) and negatives the workers draw f
 
 
 def _make_lines(task: tuple[int, int, float, int]) -> list[tuple[np.ndarray, str]]:
-    _start, count, rendered, seed = task
+    _, count, rendered, seed = task  # (start, count, share rendered, seed)
     rng = np.random.default_rng(seed)
     x, y = _POOL["x"], _POOL["y"]
     mark_fonts, letter_fonts, fashion = _POOL["mark_fonts"], _POOL["letter_fonts"], _POOL["fashion"]
@@ -592,16 +592,14 @@ def _batches(lines: list[tuple[np.ndarray, str]], batch_size: int, rng: np.rando
 
 
 def _precision(choice: str) -> str:
+    """'auto': mixed bfloat16 where `train` finds it faster (TensorFlow on a CPU with AMX), else float32."""
     if choice != "auto":
         return choice
-    try:
-        with open("/proc/cpuinfo") as f:
-            amx = "amx_bf16" in f.read()
-    except OSError:
-        amx = False
     import keras
 
-    return "mixed_bfloat16" if amx and keras.backend.backend() == "tensorflow" else "float32"
+    from .train import _cpu_flags
+
+    return "mixed_bfloat16" if keras.backend.backend() == "tensorflow" and "amx_bf16" in _cpu_flags() else "float32"
 
 
 def train_line_reader(cfg: LineConfig, log: Any = print) -> dict[str, Any]:

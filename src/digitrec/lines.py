@@ -44,8 +44,6 @@ class Strip:
     """One line's ink as the network reads it, and how to map its columns back to the image."""
 
     pixels: np.ndarray  # float32 (STRIP_HEIGHT, width) in [0, 1], white ink on black
-    x0: float  # working-image column of the strip's column PAD
-    y0: float  # working-image row of the ink box's top
     factor: float  # strip pixels per working-image pixel
     ink: np.ndarray  # the working image's ink map in the line's box, its own ink only (for boxes)
     mask: np.ndarray  # bool, the same box: the line's ink pixels
@@ -118,9 +116,7 @@ def line_strip(ii: InkImage) -> Strip | None:
     ink = np.where(soft, ii.ink[y0:y1, x0:x1], 0.0).astype(np.float32)
     pixels, f = strip_pixels(ink)
     parts = tuple((c.labels[0], c.x - x0, c.x + c.w - x0) for c in ii.components)  # one label each
-    return Strip(
-        pixels, float(x0), float(y0), f, ink, mask, (x0, y0, x1 - x0, y1 - y0), np.where(mask, box_labels, 0), parts
-    )
+    return Strip(pixels, f, ink, mask, (x0, y0, x1 - x0, y1 - y0), np.where(mask, box_labels, 0), parts)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
