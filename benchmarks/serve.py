@@ -1,9 +1,11 @@
 """Serve the same photos from digitrec's server and from a tutorial-style Flask server, and compare.
 
-    .venv/bin/python benchmarks/serve.py [--seconds 10] [--concurrency 1 8 32] [--workers 2] [--client wrk]
+    .venv/bin/python benchmarks/serve.py [--seconds 10] [--concurrency 1 8 32] [--workers N] [--no-ui]
+                                         [--client wrk] [--digitrec-only]
 
 The servers run on this machine, on loopback only, one at a time:
-- digitrec: `digitrec serve --no-ui` (FastAPI on uvicorn, ONNX Runtime, the real-image path);
+- digitrec: `digitrec serve` with no flags but --workers and --no-ui where given (FastAPI on
+  uvicorn, ONNX Runtime, the real-image path; by default one worker per core and the web UI on);
 - reference: the tutorials' design, a Flask route that resizes the upload to 28x28 and calls Keras
   `model.predict` for every request (Flask's threaded development server, as the tutorials run it);
 - ceiling: FastAPI on uvicorn receiving the same upload as an `UploadFile` and answering without any
@@ -227,7 +229,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10, help="per concurrency level (default 10)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--images", type=int, default=200, help="distinct photos to cycle through")
-    ap.add_argument("--workers", type=int, default=1, help="digitrec server worker processes (default 1)")
+    ap.add_argument("--workers", type=int, help="digitrec server worker processes (default: serve's, one per core)")
+    ap.add_argument("--no-ui", action="store_true", help="serve digitrec without its web UI")
+    ap.add_argument("--digitrec-only", action="store_true", help="skip the reference and ceiling servers")
     ap.add_argument(
         "--client",
         choices=("python", "wrk"),
@@ -243,7 +247,7 @@ def main() -> int:
     except ImportError:
         ap.error("the reference server needs Flask: make install-dev (or pip install flask)")
     load = drive_wrk if args.client == "wrk" else drive
-    workers = ["--workers", str(args.workers)]
+    flags = (["--workers", str(args.workers)] if args.workers is not None else []) + (["--no-ui"] if args.no_ui else [])
 
     from digitrec import synth
     from digitrec.data import load_mnist
@@ -257,7 +261,7 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
 
     servers = {
-        "digitrec": lambda port: [str(bin_dir / "digitrec"), "serve", "--no-ui", "--port", str(port), *workers],
+        "digitrec": lambda port: [str(bin_dir / "digitrec"), "serve", "--port", str(port), *flags],
         "reference (Flask + Keras predict)": lambda port: [sys.executable, "-c", REFERENCE, model, str(port)],
         "ceiling (FastAPI, upload, no work)": lambda port: [sys.executable, "-c", CEILING, str(port)],
     }
@@ -266,6 +270,8 @@ def main() -> int:
         "reference (Flask + Keras predict)": "/predict",
         "ceiling (FastAPI, upload, no work)": "/v1/predict",
     }
+    if args.digitrec_only:
+        servers = {"digitrec": servers["digitrec"]}
     results: dict[str, dict[int, dict]] = {}
     for name, command in servers.items():
         port = _free_port()
@@ -289,6 +295,7 @@ def main() -> int:
             rps, p50, p99 = r["rps"], r["p50_ms"], r["p99_ms"]
             print(f"{name:<36} {c:>4} {rps:8.1f} {p50:8.1f} {p99:8.1f} {r['errors']:>6} {right:>6}")
     ref, ours = results.get("reference (Flask + Keras predict)"), results.get("digitrec")
+    ours_by_c = ours or {}
     if ref and ours:
         for c in args.concurrency:
             print(f"throughput ratio at concurrency {c}: {ours[c]['rps'] / max(ref[c]['rps'], 1e-9):.1f}x")
@@ -305,6 +312,10 @@ def main() -> int:
     print(f"cold start of `digitrec predict one.jpg`: best of 3 {min(starts) * 1000:.0f} ms")
     from digitrec.images import load_image, to_mnist
 
+    os.environ.setdefault("DIGITREC_THREADS", "1")  # as `digitrec serve` sets, before the model loads
+    import cv2
+
+    cv2.setNumThreads(1)
     rec = load_recognizer()
     n = 200
     t = time.perf_counter()
@@ -322,6 +333,17 @@ def main() -> int:
         f"in-process per 200x200 photo: decode {decode * 1000:.2f} ms, preprocess {prep * 1000:.2f} ms, "
         f"inference {infer * 1000:.2f} ms ({rec.engine})"
     )
+    # The library's own single-thread rate (`Recognizer.predict` on the upload's bytes, as the server
+    # calls it, with one thread for ONNX Runtime and OpenCV as the server sets), and what the server
+    # reaches of that rate times the cores at concurrency 8.
+    t = time.perf_counter()
+    for data, _ in images[:n]:
+        rec.predict(data)
+    rate = n / (time.perf_counter() - t)
+    cores = len(os.sched_getaffinity(0))
+    print(f"library single-thread predict: {rate:.1f} images/s; x {cores} cores = {rate * cores:.1f}")
+    if 8 in ours_by_c:
+        print(f"server at concurrency 8: {ours_by_c[8]['rps'] / (rate * cores) * 100:.1f}% of that")
     return 0
 
 

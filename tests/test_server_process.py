@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,7 +52,7 @@ def _start(args: list[str], env: dict[str, str] | None = None, timeout: float = 
 
 @pytest.fixture()
 def server(digitrec_home: str) -> Iterator[tuple[subprocess.Popen, int]]:
-    proc, port = _start(["--no-ui", "--body-timeout", "2"])
+    proc, port = _start(["--no-ui", "--workers", "1", "--body-timeout", "2"])
     yield proc, port
     if proc.poll() is None:
         proc.kill()
@@ -232,6 +233,52 @@ def test_keep_alive_connections_are_dealt_evenly_to_the_workers(digitrec_home: s
         proc.wait(timeout=30)
 
 
+def _get(sock: socket.socket, path: str) -> tuple[int, bytes, bytes]:
+    """GET ``path`` on a kept-alive connection: (status, head, body) of a response with a Content-Length."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), head.lower(), body
+
+
+def test_with_the_ui_one_worker_holds_it_and_every_worker_serves_the_api(digitrec_home: str) -> None:
+    """`serve --workers 2` with the UI: connections that begin with an API request are dealt in turn to
+    both workers; one that begins with a UI path goes to the UI's worker; a UI path asked on the other
+    worker's connection is redirected (307, the connection closed) to be asked again on a new one; a
+    connection that sends nothing gets 408 after --head-timeout."""
+    proc, port = _start(["--workers", "2", "--head-timeout", "1"])
+    clients = []
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as idle:  # nothing sent: 408, closed
+            t = time.monotonic()
+            assert _answer_or_close(idle, 5).startswith(b"HTTP/1.1 408")
+            assert 0.9 < time.monotonic() - t < 3
+        for _ in range(4):  # each kept open (keep-alive) once answered
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+            status, _, body = _get(clients[-1], "/healthz")
+            assert status == 200 and json.loads(body) == {"status": "ok"}
+        assert _connections(proc.pid, port) == [2, 2]
+        # A UI path on each: answered on the UI's worker, redirected on the other.
+        answers = [_get(client, "/config")[:2] for client in clients[:2]]
+        assert sorted(status for status, _ in answers) == [200, 307]
+        redirect = next(head for status, head in answers if status == 307)
+        assert b"\r\nlocation: /config" in redirect and b"\r\nconnection: close" in redirect
+        for _ in range(4):  # a new connection that begins with the UI always reaches it
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as page:
+                status, head, body = _get(page, "/")
+                assert status == 200 and b"text/html" in head and b"gradio" in body.lower()
+    finally:
+        for client in clients:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def _failing_app() -> None:
     """An app factory that fails, as a worker whose model vanished after the server checked it would."""
     raise RuntimeError("no model here")
@@ -265,7 +312,7 @@ def test_connections_cannot_hold_the_server(digitrec_home: str) -> None:
     """An idle connection and a slowloris head are closed after --head-timeout; a 200 KB header line
     and 150 headers get 431; past --max-connections a new connection is refused at once; and
     /healthz answers within 100 ms meanwhile."""
-    proc, port = _start(["--no-ui", "--head-timeout", "1", "--max-connections", "20"])
+    proc, port = _start(["--no-ui", "--workers", "1", "--head-timeout", "1", "--max-connections", "20"])
     try:
         idle = socket.create_connection(("127.0.0.1", port))
         slow = socket.create_connection(("127.0.0.1", port))
@@ -375,7 +422,7 @@ def test_memory_returns_after_large_uploads(digitrec_home: str) -> None:
     after 32 of them, until a full garbage collection.)"""
     import threading
 
-    proc, port = _start(["--no-ui"])
+    proc, port = _start(["--no-ui", "--workers", "1"])  # the RSS measured is the one process
     try:
         payload = np.random.default_rng(0).bytes(15 * 1024 * 1024)
         head, body = _upload(payload, "big.png")

@@ -388,6 +388,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_alive=args.keep_alive,
         max_connections=args.max_connections,
     )
+    if args.workers < 0:
+        raise CommandError(f"--workers must be 0 (one per core) or more, got {args.workers}")
     os.environ["DIGITREC_READER"] = args.reader  # the workers load their recognizers with it
     try:
         serve(args.host, args.port, args.model, config, workers=args.workers)
@@ -754,9 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="worker processes, each with the model, taking the connections in turn (default 1; more than 1 "
-        "needs --no-ui); one per core serves the most: 2 on 2 cores served ~2x at concurrency 8 (benchmarks/serve.py)",
+        default=0,
+        help="worker processes, each with the model, taking the API's connections in turn; the web UI lives in "
+        "the first (default 0: one per core, which serves the most: benchmarks/serve.py)",
     )
     p.add_argument(
         "--threads",

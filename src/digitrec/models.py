@@ -247,19 +247,41 @@ def _conv(keras: Any, x: Any, filters: int) -> Any:
     negatives=10000,  # "not a digit" examples: the model can say an image holds no digit
 )
 def digitnet(num_classes: int = 10) -> Any:
+    return _digitnet(num_classes, 64, "digitnet")
+
+
+def _digitnet(num_classes: int, width: int, name: str) -> Any:
     import keras
 
     inputs, x = _input(keras, standardize=True)
     x = _conv(keras, x, 32)  # 28x28x32: one input channel, so full resolution is cheap
     x = keras.layers.MaxPooling2D(2)(x)  # 14x14
-    x = _conv(keras, x, 64)
-    x = _conv(keras, x, 64)
+    x = _conv(keras, x, width)
+    x = _conv(keras, x, width)
     x = keras.layers.MaxPooling2D(2)(x)  # 7x7
-    x = _conv(keras, x, 128)
-    x = _conv(keras, x, 128)
-    x = keras.layers.GlobalAveragePooling2D()(x)  # 128
+    x = _conv(keras, x, 2 * width)
+    x = _conv(keras, x, 2 * width)
+    x = keras.layers.GlobalAveragePooling2D()(x)  # 2 x width
     x = keras.layers.Dropout(0.2)(x)
-    return keras.Model(inputs, _head(keras, x, num_classes), name="digitnet")
+    return keras.Model(inputs, _head(keras, x, num_classes), name=name)
+
+
+@register(
+    "digitnet_wide",
+    "digitnet one and a half times as wide: Conv 32, Pool, Conv 96 x2, Pool, Conv 192 x2, global average "
+    "pooling, Dense 10",
+    cpu_bf16=True,
+    optimizer="adam",
+    learning_rate=2e-3,
+    schedule="onecycle",
+    epochs=20,
+    batch_size=256,
+    augment=True,
+    domain=8000,
+    negatives=10000,
+)
+def digitnet_wide(num_classes: int = 10) -> Any:
+    return _digitnet(num_classes, 96, "digitnet_wide")
 
 
 DEFAULT_MODEL = "digitnet"

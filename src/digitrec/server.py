@@ -60,6 +60,9 @@ UPLOAD_BODY: dict[str, Any] = {
     }
 }
 UPLOAD_PATHS = ("/v1/predict", "/v1/read")  # the endpoints that take an image upload
+# Paths answered by every worker; the rest (the web UI, /docs) by the UI's worker when serving with
+# several workers and the UI (see `_Workers`).
+API_PREFIXES = (b"/v1/", b"/healthz", b"/readyz")
 
 
 # --- the API's answers, as OpenAPI documents them ---------------------------------------------------
@@ -116,6 +119,9 @@ class ServerConfig:
     max_concurrency: int = 64  # requests in flight on /v1/*; more get 503 at once
     body_timeout: float = 30.0  # seconds a client may take to send its whole request body; slower gets 408
     ui: bool = True  # mount the Gradio UI at /
+    # Serving with several workers, the UI is in one of them: the others answer every path outside the
+    # API with a redirect to the same URL on a new connection, which the supervisor deals to that one.
+    ui_elsewhere: bool = False
     # Web pages from these origins (e.g. "https://forms.example.com") may call the API and the UI from
     # a browser; none by default. With the UI, Starlette's CORS middleware is installed even with no
     # origins, so that Gradio's own, which otherwise answers every preflight and allows any origin on
@@ -320,6 +326,14 @@ class _Limits:
         if length is not None and length.isdigit() and int(length) > limit:
             # The body is never read, so the connection cannot carry another request.
             response = JSONResponse({"error": f"request body over {limit} bytes"}, 413, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        if self.config.ui_elsewhere and not scope["path"].encode().startswith(API_PREFIXES):
+            # 307 keeps the method and body; closing the connection makes the browser open a new one,
+            # whose first request the supervisor sees and deals to the UI's worker.
+            url = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+            elsewhere = {"error": "served by another worker; follow Location"}
+            response = JSONResponse(elsewhere, 307, headers={"Location": url, "Connection": "close"})
             await response(scope, receive, send)
             return
         if not scope["path"].startswith("/v1/"):
@@ -651,6 +665,7 @@ def app_from_environment() -> Any:
         max_concurrency=int(os.environ["DIGITREC_MAX_CONCURRENCY"]),
         body_timeout=float(os.environ["DIGITREC_BODY_TIMEOUT"]),
         ui=os.environ["DIGITREC_UI"] == "1",
+        ui_elsewhere=os.environ.get("DIGITREC_UI_ELSEWHERE") == "1",
         threads=int(os.environ["DIGITREC_SERVER_THREADS"]),
         cors_origins=tuple(json.loads(os.environ["DIGITREC_CORS_ORIGINS"])),
         **json.loads(os.environ["DIGITREC_CONNECTION_LIMITS"]),
@@ -660,25 +675,32 @@ def app_from_environment() -> Any:
     return create_app(load_recognizer(model, reader=os.environ.get("DIGITREC_READER", "auto")), config)
 
 
+def default_workers() -> int:
+    """Worker processes when none are asked for: one per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     model: str | os.PathLike | None = None,
     config: ServerConfig | None = None,
     log_level: str = "info",
-    workers: int = 1,
+    workers: int = 0,
 ) -> None:
     """Load the model (failing now if it is broken), then serve until Ctrl-C or SIGTERM, draining requests.
 
-    ``workers`` > 1 runs that many processes (each loads the model; the concurrency limit is per process),
-    each serving the connections that this process accepts and deals in turn (see `_Workers`), for the
-    API only: the web UI keeps its sessions in its process, and a browser's requests would land on
-    different workers.
+    ``workers``: processes, each with the model (the concurrency limit is per process), serving the
+    connections that this process accepts and deals among them (see `_Workers`); 0, one per core. The
+    web UI keeps a browser's session in one process, so with several workers it lives in the first
+    and the supervisor deals it every connection that does not begin with an API request.
     """
-    if workers > 1 and (config is None or config.ui):
-        raise ValueError("the web UI keeps its sessions in one process: serve it with one worker, or use --no-ui")
     import cv2
 
+    workers = workers or default_workers()
     # Requests already run in parallel on the server's threads: per-request thread pools in ONNX Runtime
     # and OpenCV would only oversubscribe the cores (measured slower in benchmarks/serve.py).
     os.environ.setdefault("DIGITREC_THREADS", "1")
@@ -688,19 +710,23 @@ def serve(
     config = config or ServerConfig()
     with _private_gradio_tmp(config.ui):
         # A broken model fails here, before binding. The line reader: $DIGITREC_READER (`serve --reader`).
-        app = create_app(load_recognizer(model, reader=os.environ.get("DIGITREC_READER", "auto")), config)
+        rec = load_recognizer(model, reader=os.environ.get("DIGITREC_READER", "auto"))
         if workers <= 1:
             uvicorn.run(
-                app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10, **use_limits(config)
+                create_app(rec, config),
+                host=host,
+                port=port,
+                log_level=log_level,
+                timeout_graceful_shutdown=10,
+                **use_limits(config),
             )
             return
-        del app
+        del rec
         os.environ.update(
             DIGITREC_MODEL=str(model or ""),
             DIGITREC_MAX_UPLOAD=str(config.max_upload_bytes),
             DIGITREC_MAX_CONCURRENCY=str(config.max_concurrency),
             DIGITREC_BODY_TIMEOUT=str(config.body_timeout),
-            DIGITREC_UI="1" if config.ui else "0",
             DIGITREC_SERVER_THREADS=str(config.threads),
             DIGITREC_CORS_ORIGINS=json.dumps(list(config.cors_origins)),
             DIGITREC_CONNECTION_LIMITS=json.dumps({name: getattr(config, name) for name in CONNECTION_LIMITS}),
@@ -713,7 +739,7 @@ def serve(
             timeout_graceful_shutdown=10,
             **use_limits(config),
         )
-        _Workers(uv_config, listener, workers).run()
+        _Workers(uv_config, listener, workers, ui=config.ui, head_timeout=config.head_timeout).run()
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -809,8 +835,11 @@ class _Workers:
     one worker in about 3 runs in 4, and the p99 latency followed (15-33 ms).
     """
 
-    def __init__(self, config: uvicorn.Config, listener: socket.socket, n: int) -> None:
+    def __init__(
+        self, config: uvicorn.Config, listener: socket.socket, n: int, ui: bool = False, head_timeout: float = 10.0
+    ) -> None:
         self.config, self.listener, self.n = config, listener, n
+        self.ui, self.head_timeout = ui, head_timeout
         self.processes: list[Any] = []
         self.channels: list[socket.socket] = []  # the supervisor's end of each worker's channel
         self.lock = threading.Lock()  # held to hand a connection over, and to replace a channel
@@ -821,6 +850,10 @@ class _Workers:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)  # a hung worker's full channel must not stall the others' connections
         process = _WorkerProcess(self.config, [theirs])
+        # The first worker holds the UI; the others send its paths there (`ServerConfig.ui_elsewhere`).
+        # A spawned child takes this process's environment as it is at start.
+        os.environ["DIGITREC_UI"] = "1" if self.ui and k == 0 else "0"
+        os.environ["DIGITREC_UI_ELSEWHERE"] = "1" if self.ui and k != 0 else "0"
         process.start()  # the child gets its own copy of `theirs` (multiprocessing shares it)
         theirs.close()
         with self.lock:
@@ -831,31 +864,100 @@ class _Workers:
                 self.channels.append(ours)
         return process
 
+    def _hand(self, conn: socket.socket, first: int) -> None:
+        """Hand ``conn`` to worker ``first``, or the next that can take it, and close our copy."""
+        with conn, self.lock:
+            for k in range(first, first + self.n):
+                try:
+                    socket.send_fds(self.channels[k % self.n], [b"c"], [conn.fileno()])
+                    return
+                except OSError:  # a dead or stuck worker: the next one takes it
+                    continue
+        logging.getLogger("uvicorn.error").warning("no worker could take a connection; closed it")
+
+    def _accept(self) -> socket.socket | None:
+        try:
+            conn, _ = self.listener.accept()
+            return conn
+        except TimeoutError:
+            return None
+        except OSError as e:  # out of file descriptors, say: wait for some to be freed
+            logging.getLogger("uvicorn.error").warning(f"accept failed: {e}")
+            time.sleep(0.1)
+            return None
+
     def _deal(self) -> None:
         """Accept connections and hand each to the next worker in turn, until told to stop."""
-        log = logging.getLogger("uvicorn.error")
+        if self.ui:
+            self._deal_by_path()
+            return
         self.listener.settimeout(0.25)  # wake up now and then to see whether to stop
         turn = 0
         while not self.should_exit.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError as e:  # out of file descriptors, say: wait for some to be freed
-                log.warning(f"accept failed: {e}")
-                time.sleep(0.1)
-                continue
-            with conn, self.lock:
-                for _ in range(self.n):
-                    channel = self.channels[turn % self.n]
-                    turn += 1
-                    try:
-                        socket.send_fds(channel, [b"c"], [conn.fileno()])
-                        break
-                    except OSError:  # a dead or stuck worker: the next one takes it
+            conn = self._accept()
+            if conn is not None:
+                self._hand(conn, turn)
+                turn += 1
+
+    def _deal_by_path(self) -> None:
+        """With the UI: wait for a connection's first bytes (peeked, left for the worker to read); a
+        connection that begins with an API request goes to the next worker in turn, any other to the
+        UI's (worker 0), which serves every path. A connection that sends nothing within the head
+        timeout is closed; at most `PENDING` wait at once, past that they go in turn unseen."""
+        import selectors
+
+        turn = 0
+        pending: dict[socket.socket, float] = {}  # connection -> when it is given up
+        with selectors.DefaultSelector() as selector:
+            self.listener.setblocking(False)
+            selector.register(self.listener, selectors.EVENT_READ)
+            while not self.should_exit.is_set():
+                for key, _ in selector.select(timeout=0.25):
+                    conn = key.fileobj
+                    if conn is self.listener:
+                        conn = self._accept()
+                        if conn is None:
+                            continue
+                        if len(pending) >= self.PENDING:
+                            self._hand(conn, turn)
+                            turn += 1
+                            continue
+                        pending[conn] = time.monotonic() + self.head_timeout
+                        selector.register(conn, selectors.EVENT_READ)
                         continue
-                else:
-                    log.warning("no worker could take a connection; closed it")
+                    selector.unregister(conn)
+                    del pending[conn]
+                    try:
+                        head = conn.recv(64, socket.MSG_PEEK)
+                    except OSError:
+                        head = b""
+                    if not head:  # closed before it asked anything
+                        conn.close()
+                        continue
+                    parts = head.split(b" ", 2)
+                    if len(parts) > 1 and parts[1].startswith(API_PREFIXES):
+                        self._hand(conn, turn)
+                        turn += 1
+                    else:
+                        self._hand(conn, 0)
+                now = time.monotonic()
+                for conn in [c for c, deadline in pending.items() if deadline < now]:
+                    selector.unregister(conn)
+                    del pending[conn]
+                    with conn, contextlib.suppress(OSError):
+                        conn.setblocking(False)
+                        conn.send(self._too_slow)
+            for conn in pending:
+                conn.close()
+
+    PENDING = 1000  # connections waiting for their first bytes, at most
+
+    @property
+    def _too_slow(self) -> bytes:
+        """The 408 of a connection that sent nothing within the head timeout, as a worker answers it."""
+        body = json.dumps({"error": f"request head not received within {self.head_timeout:g} s"}).encode()
+        head = "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
 
     def run(self) -> None:
         import signal
