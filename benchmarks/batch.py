@@ -25,8 +25,8 @@ import numpy as np
 
 
 def make_images(folder: Path, n: int, task: str) -> int:
-    from digitrec import synth
     from digitrec.data import load_mnist
+    from digitrec.training import synth
 
     _, (x, _) = load_mnist()
     rng = np.random.default_rng(0)
@@ -53,7 +53,7 @@ def main() -> int:
     import ray
 
     from digitrec import load_recognizer
-    from digitrec.batch import batch
+    from digitrec.serving.batch import batch
 
     cv2.setNumThreads(1)
     cores = os.cpu_count() or 1

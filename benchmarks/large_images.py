@@ -29,7 +29,7 @@ CHILD = """
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
 import numpy as np
-from digitrec.images import to_mnist
+from digitrec.reading.images import to_mnist
 to_mnist(np.zeros((50, 50), np.uint8))
 data = open(sys.argv[1], "rb").read()
 def peak():

@@ -39,9 +39,9 @@ CVL_VALID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "re
 
 def number_sets(n: int, rng: np.random.Generator, split: str = "test") -> dict[str, list[tuple[object, str, str]]]:
     """name -> [(image, its digits, its style)]"""
-    from digitrec import synth
     from digitrec.data import DEFAULT_VALIDATION, load_labelled, load_mnist, split_validation
-    from digitrec.line_training import STYLES, compose_line, render_line
+    from digitrec.training import synth
+    from digitrec.training.line_training import STYLES, compose_line, render_line
 
     (x, y), (x_test, y_test) = load_mnist()
     if split == "validation":
@@ -91,9 +91,9 @@ def main() -> int:
 
     import cv2
 
-    from digitrec.images import ImageError
     from digitrec.models import ModelError
-    from digitrec.recognizer import load_recognizer
+    from digitrec.reading.images import ImageError
+    from digitrec.reading.recognizer import load_recognizer
 
     sys.path.insert(0, str(Path(__file__).parent))
     from real_images import non_digit_images

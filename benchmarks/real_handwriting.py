@@ -40,7 +40,7 @@ def tutorial_field(image: object) -> np.ndarray:
     centre of 28x28; white ink on black, uint8."""
     import cv2
 
-    from digitrec.images import load_image
+    from digitrec.reading.images import load_image
 
     gray = np.clip(load_image(image), 0, 255).astype(np.uint8)
     _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)  # dark ink -> white
@@ -104,9 +104,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from digitrec.data import load_labelled, load_mnist
-    from digitrec.images import to_mnist
     from digitrec.models import ModelError
-    from digitrec.recognizer import load_recognizer
+    from digitrec.reading.images import to_mnist
+    from digitrec.reading.recognizer import load_recognizer
     from real_images import digit_sets, non_digit_images
 
     try:

@@ -46,7 +46,7 @@ def digit_sets(
     x_test: np.ndarray, y_test: np.ndarray, n: int, rng: np.random.Generator
 ) -> dict[str, tuple[list[bytes], np.ndarray]]:
     """The generated digit sets, in this order, drawn from ``rng``: name -> (encoded images, labels)."""
-    from digitrec import synth
+    from digitrec.training import synth
 
     sets = {}
     idx = rng.choice(len(x_test), size=min(n, len(x_test)), replace=False)
@@ -73,8 +73,8 @@ def digit_sets(
 
 def non_digit_images(n: int, rng: np.random.Generator) -> tuple[list[bytes], list[str]]:
     """``n`` generated non-digits (a quarter each clothing, letters, doodles, blank pages) and their kinds."""
-    from digitrec import synth
     from digitrec.data import DataError, load_dataset
+    from digitrec.training import synth
 
     try:
         fashion = load_dataset("fashion-mnist").x_test
@@ -112,11 +112,11 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args()
 
-    from digitrec import synth
     from digitrec.data import load_mnist
-    from digitrec.images import to_mnist
     from digitrec.models import ModelError
-    from digitrec.recognizer import load_recognizer
+    from digitrec.reading.images import to_mnist
+    from digitrec.reading.recognizer import load_recognizer
+    from digitrec.training import synth
 
     try:
         rec = load_recognizer(args.model)

@@ -249,9 +249,9 @@ def main() -> int:
     load = drive_wrk if args.client == "wrk" else drive
     flags = (["--workers", str(args.workers)] if args.workers is not None else []) + (["--no-ui"] if args.no_ui else [])
 
-    from digitrec import synth
     from digitrec.data import load_mnist
-    from digitrec.recognizer import default_model_path, load_recognizer
+    from digitrec.reading.recognizer import default_model_path, load_recognizer
+    from digitrec.training import synth
 
     _, (x, y) = load_mnist()
     rng = np.random.default_rng(0)
@@ -310,7 +310,7 @@ def main() -> int:
             subprocess.run([str(bin_dir / "digitrec"), "predict", str(one)], env=env, capture_output=True, check=True)
             starts.append(time.perf_counter() - t)
     print(f"cold start of `digitrec predict one.jpg`: best of 3 {min(starts) * 1000:.0f} ms")
-    from digitrec.images import load_image, to_mnist
+    from digitrec.reading.images import load_image, to_mnist
 
     os.environ.setdefault("DIGITREC_THREADS", "1")  # as `digitrec serve` sets, before the model loads
     import cv2

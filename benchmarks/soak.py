@@ -129,8 +129,8 @@ def main() -> int:
     ap.add_argument("--attackers", type=int, default=0, help="threads holding connections as attackers do")
     args = ap.parse_args()
 
-    from digitrec import synth
     from digitrec.data import load_mnist
+    from digitrec.training import synth
 
     _, (x, y) = load_mnist()
     rng = np.random.default_rng(3)

@@ -73,7 +73,7 @@ KERAS_CHILD = textwrap.dedent(
         seconds = time.perf_counter() - t - state["scoring"]
         final = curve[-1][1]
     else:
-        from digitrec.train import PRESETS, train
+        from digitrec.training.train import PRESETS, train
         import tempfile
         from digitrec.models import read_metadata
         r = train(out=tempfile.mkdtemp(), seed=seed, verbose=0, callbacks=[Scorer()], **PRESETS[recipe])

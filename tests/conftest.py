@@ -29,7 +29,7 @@ def mnist(digitrec_home: str) -> tuple:
 def tiny_run(mnist: tuple, tmp_path_factory: pytest.TempPathFactory):
     """A small model trained on 4,000 real MNIST digits: enough to be well above chance."""
     from digitrec.data import load_dataset
-    from digitrec.train import train
+    from digitrec.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     return train(

@@ -7,7 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from digitrec import load_recognizer
-from digitrec.server import ServerConfig, create_app
+from digitrec.serving.server import ServerConfig, create_app
 
 # The shipped model through ONNX Runtime: loading it takes well under a second, so at collection is fine.
 app = create_app(load_recognizer(), ServerConfig(max_upload_bytes=200_000, ui=False))

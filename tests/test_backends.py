@@ -22,8 +22,8 @@ SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     from digitrec.models import MODELS, build_model, load_model
-    from digitrec.recognizer import predict_probabilities
-    from digitrec.train import train
+    from digitrec.reading.recognizer import predict_probabilities
+    from digitrec.training.train import train
 
     assert keras.backend.backend() == sys.argv[4], keras.backend.backend()
     shapes = {name: list(build_model(name)(np.zeros((2, 28, 28), "float32")).shape) for name in MODELS}
@@ -47,7 +47,7 @@ def test_backend_trains_and_reads_tensorflow_models(
 ) -> None:
     import numpy as np
 
-    from digitrec.recognizer import calibrated, load_recognizer
+    from digitrec.reading.recognizer import calibrated, load_recognizer
 
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
@@ -72,7 +72,7 @@ DISTRIBUTED = textwrap.dedent(
     """
     import json, sys
     import keras
-    from digitrec.train import train
+    from digitrec.training.train import train
 
     assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()
     common = dict(model="seed-cnn", epochs=1, limit=3000, validation=500, batch_size=100, verbose=0)
@@ -89,7 +89,7 @@ def test_data_parallel_training_over_two_devices_matches_one(mnist, tmp_path: Pa
     model that loads and predicts like any other (here under TensorFlow)."""
     import numpy as np
 
-    from digitrec.recognizer import load_recognizer
+    from digitrec.reading.recognizer import load_recognizer
 
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed")
@@ -112,7 +112,7 @@ def test_data_parallel_training_over_two_devices_matches_one(mnist, tmp_path: Pa
 
 
 def test_distribute_needs_the_jax_backend() -> None:
-    from digitrec.train import TrainConfig, TrainError
+    from digitrec.training.train import TrainConfig, TrainError
 
     with pytest.raises(TrainError, match="needs the JAX backend"):
         TrainConfig(model="seed-cnn", distribute=True).resolved()

@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'digitrec[distributed]')")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from digitrec.batch import BatchError, batch, list_inputs  # noqa: E402
+from digitrec.serving.batch import BatchError, batch, list_inputs  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 

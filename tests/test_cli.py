@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from digitrec.cli import build_parser, main
-from digitrec.lines import default_line_model_path
+from digitrec.reading.lines import default_line_model_path
 from tests.conftest import render_on_paper
 
 SUBCOMMANDS = {
@@ -139,7 +139,7 @@ def test_python_dash_m_runs_a_command() -> None:
 
 def test_serve_flags_reach_the_server_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every `digitrec serve` flag lands in the ServerConfig (and arguments) that `serve` is called with."""
-    from digitrec import server
+    from digitrec.serving import server
 
     seen = {}
     monkeypatch.setattr(server, "serve", lambda host, port, model, config, workers: seen.update(locals()))
@@ -284,7 +284,7 @@ def test_predict_array_input(tiny_run, mnist) -> None:
 
 def test_the_shipped_model_works_with_no_arguments(mnist, capsys: pytest.CaptureFixture[str]) -> None:
     from digitrec import load_recognizer
-    from digitrec.recognizer import default_model_path
+    from digitrec.reading.recognizer import default_model_path
 
     assert default_model_path() is not None, "the package ships no default model"
     rec = load_recognizer()
@@ -297,7 +297,7 @@ def test_the_shipped_model_works_with_no_arguments(mnist, capsys: pytest.Capture
 
 def test_read_and_predict_json_contract(mnist, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The JSON lines other tools rely on: one object per image, errors per file, exit code 1 at the end."""
-    from digitrec import synth
+    from digitrec.training import synth
 
     (x, y) = mnist[1]
     rng = np.random.default_rng(7)
@@ -341,7 +341,7 @@ def test_a_file_system_error_is_a_message_not_a_traceback(
 
 
 def test_serve_refuses_an_upload_limit_over_the_file_limit(capsys: pytest.CaptureFixture[str]) -> None:
-    from digitrec.images import MAX_BYTES
+    from digitrec.reading.images import MAX_BYTES
 
     with pytest.raises(SystemExit) as e:
         main(["serve", "--max-upload", str(MAX_BYTES + 1)])

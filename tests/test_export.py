@@ -22,7 +22,7 @@ def model_copy(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_onnx_matches_keras_on_real_digits(model_copy: Path, mnist) -> None:
     from digitrec import load_recognizer
-    from digitrec.recognizer import calibrated
+    from digitrec.reading.recognizer import calibrated
 
     path, diff = export_model(model_copy, "onnx")
     assert path == model_copy.with_suffix(".onnx") and diff <= 1e-4
@@ -57,7 +57,7 @@ def test_a_stale_onnx_twin_is_not_used(model_copy: Path, tmp_path: Path) -> None
 def test_mobile_and_serving_exports_match_keras(fmt: str, model_copy: Path, tmp_path: Path, mnist) -> None:
     from digitrec.export import _run_litert, _run_saved_model
     from digitrec.models import load_model
-    from digitrec.recognizer import predict_probabilities
+    from digitrec.reading.recognizer import predict_probabilities
 
     path, diff = export_model(model_copy, fmt, tmp_path / f"exported-{fmt}")
     assert path.exists() and diff <= 1e-4
@@ -70,7 +70,7 @@ def test_mobile_and_serving_exports_match_keras(fmt: str, model_copy: Path, tmp_
 def test_the_export_command_writes_a_verified_file(model_copy: Path, tmp_path: Path, mnist, capsys) -> None:
     from digitrec.cli import main
     from digitrec.models import load_model
-    from digitrec.recognizer import predict_probabilities
+    from digitrec.reading.recognizer import predict_probabilities
 
     out = tmp_path / "cli" / "digits.onnx"
     assert main(["export", "--model", str(model_copy), "--format", "onnx", "--out", str(out)]) == 0

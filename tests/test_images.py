@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from digitrec import images, recognizer, synth
-from digitrec.images import (
+from digitrec.reading import images, recognizer
+from digitrec.reading.images import (
     MAX_PIXELS,
     ImageError,
     digit_to_mnist,
@@ -26,7 +26,8 @@ from digitrec.images import (
     segment,
     to_mnist,
 )
-from digitrec.recognizer import MAX_CUTS, SPLIT_PRIOR, _best_cuts, _cut_candidates
+from digitrec.reading.recognizer import MAX_CUTS, SPLIT_PRIOR, _best_cuts, _cut_candidates
+from digitrec.training import synth
 from tests.conftest import render_on_paper
 
 DATA = Path(__file__).parent / "data"  # small image files; see its README
@@ -582,7 +583,7 @@ def test_a_solid_block_between_two_rules_is_no_crash(rec) -> None:
 def test_printed_line_detection_leaves_digits_and_letters_alone(mnist, monkeypatch) -> None:
     # A digit or a letter is never a frame: its preprocessed field is the same with the detection off.
     # (The training data rendered through `to_mnist` is unchanged by it.)
-    from digitrec import images
+    from digitrec.reading import images
 
     (x, _) = mnist[1]
     rng = np.random.default_rng(0)
@@ -598,7 +599,7 @@ def test_printed_line_detection_leaves_digits_and_letters_alone(mnist, monkeypat
 def test_a_digit_larger_than_a_line_reads_through_the_reduced_copy(mnist, rec) -> None:
     # `read` fits a group over READ_SIDE working pixels from a copy reduced by a whole factor (a page
     # of graph paper took 8.7 s without it). A digit filling a 640 px page still reads.
-    from digitrec import images
+    from digitrec.reading import images
 
     (x, y) = mnist[1]
     for i in range(5):
@@ -651,7 +652,7 @@ def test_bright_blank_pages_are_not_read_as_chalk(rec) -> None:
 
 @pytest.mark.parametrize("angle", [0, 30, 200])
 def test_the_paper_plane_is_found_under_the_ink(angle: int, mnist) -> None:
-    from digitrec.images import _paper_trend
+    from digitrec.reading.images import _paper_trend
 
     h = w = 300
     darkness = 235.0 - render_on_paper(mnist[1][0][8], size=w, offset=(40, 50))[..., 0]  # a 5, off-centre
@@ -770,7 +771,7 @@ def test_pipes_devices_and_directories_are_refused_without_blocking(tmp_path: Pa
 def test_digitrecs_pixel_cap_refuses_from_the_header_before_pillows_own_limit() -> None:
     """A PNG header declaring just over MAX_PIXELS is refused from its header, though Pillow's own
     bomb limit (which only warns below twice MAX_IMAGE_PIXELS) would let it through; one of 25 MP passes."""
-    from digitrec.images import open_image
+    from digitrec.reading.images import open_image
 
     w = int(MAX_PIXELS**0.5) + 1
     assert w * w < 2 * Image.MAX_IMAGE_PIXELS  # Pillow alone would decode it
@@ -835,7 +836,7 @@ def test_fast_percentiles_equal_numpys(n: int, seed: int, q: float) -> None:
     # The ink map takes its percentiles from histograms (exact for uint8, to 1/INK_STEPS for the ink)
     # and small ones from one partial sort: the values must be numpy's own, or preprocessing would
     # drift from what the model was trained on.
-    from digitrec.images import INK_STEPS, _ink_percentiles, _percentile, _percentiles_u8
+    from digitrec.reading.images import INK_STEPS, _ink_percentiles, _percentile, _percentiles_u8
 
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 256, n).astype(np.uint8) if seed % 2 else np.full(n, seed % 256, np.uint8)
@@ -1057,7 +1058,7 @@ def test_tight_stretched_bitmaps_keep_their_polarity_and_are_read(mnist):
     """A bold digit stretched to fill a 16x16 bitmap has about as much ink as paper: the corners, not
     the minority, say which is paper; the shipped model then reads such bitmaps of test digits nearly
     as well as the digits themselves (the paper read as ink fills the field's box and reads as nothing)."""
-    from digitrec.recognizer import load_recognizer
+    from digitrec.reading.recognizer import load_recognizer
 
     _, (x, y) = mnist
     bitmaps = [_tight_bitmap(digit, 16) for digit in x[:200]]

@@ -43,7 +43,7 @@ def folder(mnist, tmp_path_factory) -> Path:
 
 
 def test_a_labelled_folder_loads_as_predict_sees_it(folder: Path, mnist, digitrec_home) -> None:
-    from digitrec.images import to_mnist
+    from digitrec.reading.images import to_mnist
 
     _, (_, y) = mnist
     labelled = load_labelled(folder)
@@ -115,7 +115,7 @@ def test_evaluate_on_a_labelled_folder_counts_rejections(folder: Path, capsys) -
 
 def test_extra_data_joins_training_and_the_model_card_names_it(folder: Path, mnist, tmp_path: Path) -> None:
     from digitrec.models import read_metadata
-    from digitrec.train import TrainConfig, train
+    from digitrec.training.train import TrainConfig, train
 
     (folder / "README.md").write_text("# mine\n\n- Source: digits I wrote\n- Licence as stated: CC0\n")
     result = train(
@@ -140,7 +140,7 @@ def test_extra_data_joins_training_and_the_model_card_names_it(folder: Path, mni
 
 
 def test_a_folder_cannot_be_both_training_and_validation_data(folder: Path) -> None:
-    from digitrec.train import TrainConfig, TrainError
+    from digitrec.training.train import TrainConfig, TrainError
 
     with pytest.raises(TrainError, match="both training and validation"):
         TrainConfig(extra_data=(str(folder),), validation_data=(str(folder) + "/",)).resolved()
@@ -149,7 +149,7 @@ def test_a_folder_cannot_be_both_training_and_validation_data(folder: Path) -> N
 def test_fine_tuning_starts_from_the_given_model(tiny_run, folder: Path, mnist, tmp_path: Path) -> None:
     """One epoch from a trained model at a tiny learning rate stays close to it; from scratch it does not
     come near; and a model with another number of outputs is refused with a clear message."""
-    from digitrec.train import TrainConfig, TrainError, train
+    from digitrec.training.train import TrainConfig, TrainError, train
 
     base = tiny_run.metrics["test"]["accuracy"]
     common = dict(model="seed-cnn", epochs=1, limit=200, validation=1000, precision="float32", learning_rate=1e-5)
@@ -182,7 +182,7 @@ def test_the_shared_real_sets_load(name: str) -> None:
 
 def test_the_shipped_model_names_every_training_set_with_its_source_and_licence() -> None:
     from digitrec.models import read_metadata
-    from digitrec.recognizer import default_model_path
+    from digitrec.reading.recognizer import default_model_path
 
     meta = read_metadata(default_model_path())
     extra = {Path(e["path"]).name: e for e in meta["data"]["extra"]}
@@ -202,7 +202,7 @@ def test_the_shipped_model_reads_unseen_writers() -> None:
     """CVL's 60 validation writers, whom no model trains on: as predict answers, at least 96% read right
     and at most 1% answered 'not a digit' (96.63% and 0.46% when it was made; the previous model,
     trained on MNIST alone, 73.8% and 19.6%)."""
-    from digitrec.recognizer import load_recognizer
+    from digitrec.reading.recognizer import load_recognizer
 
     labelled = load_labelled(REAL / "cvl-valid")
     rec = load_recognizer()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from digitrec.lines import (
+from digitrec.reading.lines import (
     BLANK,
     INK_HEIGHT,
     PAD,
@@ -48,7 +49,7 @@ def test_a_strip_is_the_lines_ink_box_scaled_to_the_ink_height() -> None:
 def test_a_fat_brush_is_thinned_in_the_strip_and_a_pen_left_alone() -> None:
     import cv2
 
-    from digitrec.images import _stroke_width
+    from digitrec.reading.images import _stroke_width
 
     def ring(thickness: int) -> np.ndarray:
         ink = np.zeros((120, 120), np.float32)
@@ -80,8 +81,8 @@ def test_greedy_ctc_merges_repeats_and_keeps_those_a_blank_separates() -> None:
 
 
 def test_composed_lines_hold_every_item_and_vary_with_the_seed(mnist) -> None:
-    from digitrec import synth
-    from digitrec.line_training import compose_line
+    from digitrec.training import synth
+    from digitrec.training.line_training import compose_line
 
     (x, _), _ = mnist
     fonts = synth.dejavu_fonts("Sans")
@@ -97,7 +98,7 @@ def test_composed_lines_hold_every_item_and_vary_with_the_seed(mnist) -> None:
 
 
 def test_the_line_model_gives_one_frame_per_stride_columns() -> None:
-    from digitrec.line_training import build_line_model
+    from digitrec.training.line_training import build_line_model
 
     model = build_line_model("float32")
     for width in (32, 100, 256):
@@ -121,15 +122,42 @@ def tiny_reader(mnist, tmp_path_factory: pytest.TempPathFactory):
     return out, json.loads(buf.getvalue().strip().splitlines()[-1])
 
 
+def test_refreshed_lines_are_made_for_every_epoch_after_the_first(mnist, tmp_path: Path) -> None:
+    """--refresh 0.5: half of the 190 plain lines (200 less 10 rendered) made anew before the 2nd and
+    3rd epochs, in a process of its own; the run trains, validates and exports as ever."""
+    import contextlib
+
+    from digitrec.cli import main
+
+    args = ["--out", str(tmp_path), "--lines", "200", "--epochs", "3", "--rendered", "0.05", "--refresh", "0.5"]
+    args += ["--validation-numbers", "4", "--workers", "1", "--precision", "bf16", "--json"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["train-reader", *args]) == 0
+    summary = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert summary["lines_made"] == 200 + 2 * 95
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 3
+    assert (tmp_path / "lines.onnx").is_file()
+
+
+def test_line_settings_name_their_problems() -> None:
+    from digitrec.training.line_training import LineConfig
+
+    assert LineConfig(precision="bf16").problems() == []
+    problems = "; ".join(LineConfig(precision="half", refresh=1.5).problems())
+    assert "precision must be one of auto, float32, bf16, mixed_bfloat16, got 'half'" in problems
+    assert "refresh must be in [0, 1], got 1.5" in problems
+
+
 def test_training_writes_a_model_whose_onnx_twin_agrees_with_keras(tiny_reader) -> None:
-    from digitrec.lines import load_line_reader
+    from digitrec.reading.lines import load_line_reader
 
     out, summary = tiny_reader
     assert (out / "lines.keras").is_file() and (out / "lines.onnx").is_file()
     onnx_reader = load_line_reader(out / "lines.onnx")
     keras_reader = load_line_reader(out / "lines.keras")  # its twin is preferred...
     assert keras_reader.path.suffix == ".onnx"
-    from digitrec.lines import _keras_runner
+    from digitrec.reading.lines import _keras_runner
 
     run, meta = _keras_runner(out / "lines.keras")  # ...so run Keras itself
     x = (np.random.default_rng(0).random((1, STRIP_HEIGHT, 120, 1)) > 0.7).astype(np.float32)
@@ -142,7 +170,7 @@ def test_training_writes_a_model_whose_onnx_twin_agrees_with_keras(tiny_reader) 
 
 
 def test_bad_training_settings_are_refused_with_the_reason() -> None:
-    from digitrec.line_training import LineConfig
+    from digitrec.training.line_training import LineConfig
 
     problems = LineConfig(lines=5, epochs=0, rendered=2.0, extra_data=("a",), validation_data=("a",)).problems()
     text = "; ".join(problems)
@@ -153,7 +181,7 @@ def test_bad_training_settings_are_refused_with_the_reason() -> None:
 
 
 def _number_photo(mnist, digits: list[int], seed: int) -> tuple[bytes, str]:
-    from digitrec import synth
+    from digitrec.training import synth
 
     _, (x, y) = mnist
     rng = np.random.default_rng(seed)
@@ -211,8 +239,9 @@ def test_the_rule_based_reader_is_still_there_on_request(mnist) -> None:
 
 @needs_shipped
 def test_a_shoe_and_a_blank_page_read_nothing(mnist) -> None:
-    from digitrec import load_recognizer, synth
+    from digitrec import load_recognizer
     from digitrec.data import DataError, load_dataset
+    from digitrec.training import synth
 
     rec = load_recognizer()
     rng = np.random.default_rng(0)
@@ -227,7 +256,7 @@ def test_a_shoe_and_a_blank_page_read_nothing(mnist) -> None:
 
 
 def test_each_digit_read_again_takes_its_own_components_and_its_share_of_touching_ones() -> None:
-    from digitrec.lines import LineReader, Strip
+    from digitrec.reading.lines import LineReader, Strip
 
     labels = np.zeros((20, 40), np.int32)
     labels[2:18, 0:10] = 1  # a digit on its own

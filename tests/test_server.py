@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from digitrec import recognizer, synth
-from digitrec.images import ImageError
-from digitrec.server import ServerConfig, create_app
+from digitrec.reading import recognizer
+from digitrec.reading.images import ImageError
+from digitrec.serving.server import ServerConfig, create_app
+from digitrec.training import synth
 from tests.conftest import render_on_paper
 from tests.test_images import _png_header_only, _truncated
 
@@ -119,7 +120,7 @@ def test_the_content_type_is_case_insensitive(client: TestClient) -> None:
 def test_overload_gets_a_fast_503(rec) -> None:
     """Past the concurrency limit a request is refused at once, not queued (the first request is held on
     a request thread, as a large image is; a small one would hold the event loop for its few ms)."""
-    from digitrec.recognizer import Recognizer
+    from digitrec.reading.recognizer import Recognizer
 
     release = threading.Event()
     entered = threading.Event()
@@ -147,7 +148,7 @@ def test_overload_gets_a_fast_503(rec) -> None:
 
 
 def test_an_internal_error_is_a_json_500_and_the_server_goes_on(rec) -> None:
-    from digitrec.recognizer import Recognizer
+    from digitrec.reading.recognizer import Recognizer
 
     def broken(x: np.ndarray) -> np.ndarray:
         raise RuntimeError("a bug")
@@ -231,7 +232,7 @@ def test_cors_allows_only_the_origins_configured(rec) -> None:
 
 def test_ui_handlers_answer_like_the_api(rec, mnist) -> None:
     """The UI's functions, without a browser: a drawing, a line of digits, nothing, and a bad image."""
-    from digitrec.ui import _digit, _number
+    from digitrec.serving.ui import _digit, _number
 
     (x, y) = mnist[1]
     rng = np.random.default_rng(8)
@@ -248,7 +249,7 @@ def test_ui_handlers_answer_like_the_api(rec, mnist) -> None:
 
 
 def test_ui_errors_name_the_upload_not_the_servers_temporary_folder(rec, tmp_path) -> None:
-    from digitrec.ui import _digit, _number
+    from digitrec.serving.ui import _digit, _number
 
     upload = tmp_path / "gradio-cache" / "0f3a9c" / "scan.png"  # where Gradio keeps an upload
     upload.parent.mkdir(parents=True)
@@ -311,7 +312,7 @@ def test_uvicorn_runs_on_uvloop_and_httptools() -> None:
     import uvloop
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from digitrec.server import GuardedHttpTools, use_limits
+    from digitrec.serving.server import GuardedHttpTools, use_limits
 
     async def app(scope: dict, receive: object, send: object) -> None:
         return None
@@ -347,7 +348,7 @@ def _encoded(files: list[tuple[str, str, bytes]], fields: dict[str, str] | None 
     after=st.lists(st.binary(max_size=50), max_size=3),
 )
 def test_the_upload_parser_finds_the_file_as_clients_encode_it(data, filename, before, after) -> None:
-    from digitrec.server import parse_upload
+    from digitrec.serving.server import parse_upload
 
     others = [(f"other{i}", f"o{i}.bin", b) for i, b in enumerate(after)]
     body, ctype = _encoded([("file", filename, data), *others], before)
@@ -355,7 +356,7 @@ def test_the_upload_parser_finds_the_file_as_clients_encode_it(data, filename, b
 
 
 def test_the_upload_parser_refuses_what_is_malformed() -> None:
-    from digitrec.server import _Refused, parse_upload
+    from digitrec.serving.server import _Refused, parse_upload
 
     content = b"\x89PNG\r\n--not-the-boundary\r\n"
     body, ctype = _encoded([("file", "a.png", content)])
@@ -480,7 +481,7 @@ def test_ordinary_jpegs_and_gifs_pass_the_structural_limits(client: TestClient, 
 def test_the_ui_decodes_uploads_with_digitrecs_own_checks(suffix: str, rec, mnist, tmp_path) -> None:
     """Uploads reach the UI's handlers as file paths: the pixel cap applies before any decoding, and a
     big photo is shown back scaled down, its boxes with it."""
-    from digitrec import ui
+    from digitrec.serving import ui
 
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_header_only(30000, 30000))
@@ -509,7 +510,7 @@ def test_the_ui_routes_refuse_a_declared_body_over_the_limit(client: TestClient)
 def test_uploads_are_decoded_as_the_librarys_own_files(client: TestClient, mnist, monkeypatch) -> None:
     """A large JPEG upload is decoded at reduced size, as a file given to the library is (a PIL image
     from a caller is decoded at full size)."""
-    from digitrec import images
+    from digitrec.reading import images
 
     seen = []
     real = images._decode
@@ -533,7 +534,7 @@ def test_the_drawing_pad_refuses_an_oversized_picture_before_decoding_it(rec, tm
     from gradio.components.image_editor import EditorData
     from gradio.data_classes import FileData
 
-    from digitrec.ui import CANVAS, _sketchpad
+    from digitrec.serving.ui import CANVAS, _sketchpad
 
     pad = _sketchpad(gr, type="numpy", image_mode="RGBA", canvas_size=(CANVAS, CANVAS), render=False)
     huge = tmp_path / "huge.png"

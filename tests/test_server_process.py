@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec import synth
+from digitrec.training import synth
 
 
 def _free_port() -> int:
@@ -146,7 +146,7 @@ def test_the_ui_temp_directory_goes_when_the_server_stops(digitrec_home: str, tm
 
 
 def test_listen_socket_refuses_a_port_in_use() -> None:
-    from digitrec.server import listen_socket
+    from digitrec.serving.server import listen_socket
 
     with listen_socket("127.0.0.1", 0) as first, pytest.raises(OSError, match="in use"):
         listen_socket("127.0.0.1", first.getsockname()[1])
@@ -287,7 +287,7 @@ def _failing_app() -> None:
 def test_a_worker_that_cannot_start_stops_the_server_with_an_error() -> None:
     import uvicorn
 
-    from digitrec.server import _Workers, listen_socket
+    from digitrec.serving.server import _Workers, listen_socket
 
     config = uvicorn.Config("tests.test_server_process:_failing_app", factory=True, log_level="critical")
     workers = _Workers(config, listen_socket("127.0.0.1", 0), 2)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec.images import digit_to_mnist
 from digitrec.models import read_metadata
-from digitrec.train import TrainConfig, TrainError, augment_images, pick_precision, restroke, train
+from digitrec.reading.images import digit_to_mnist
+from digitrec.training.train import TrainConfig, TrainError, augment_images, pick_precision, restroke, train
 
 
 def test_training_on_a_subset_learns(tiny_run) -> None:
@@ -115,7 +115,7 @@ def test_overwrite_removes_the_old_checkpoint(tmp_path: Path) -> None:
 
 
 def test_auto_precision(monkeypatch: pytest.MonkeyPatch) -> None:
-    from digitrec import train as train_module
+    from digitrec.training import train as train_module
 
     monkeypatch.setattr(train_module, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})  # a CPU with AMX
     assert pick_precision("auto", "tensorflow", False, "digitnet") == "bf16"
@@ -207,8 +207,8 @@ def test_class_weights_are_validated() -> None:
 
 
 def test_class_weights_reach_the_training_batches(mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from digitrec import train as train_module
     from digitrec.data import load_dataset
+    from digitrec.training import train as train_module
 
     seen = {}
     real = train_module._epoch_batches
@@ -266,7 +266,7 @@ def test_resume_needs_a_run(tmp_path: Path) -> None:
 def test_ensemble_averages_its_members(mnist, tmp_path: Path) -> None:
     from digitrec.data import load_dataset
     from digitrec.models import load_model, read_metadata
-    from digitrec.recognizer import predict_probabilities
+    from digitrec.reading.recognizer import predict_probabilities
 
     result = train(
         model="seed-cnn",
@@ -296,7 +296,7 @@ def test_ensemble_averages_its_members(mnist, tmp_path: Path) -> None:
 
 
 def test_rendered_training_data_does_not_depend_on_the_thread_count(mnist, monkeypatch) -> None:
-    from digitrec import realdata
+    from digitrec.training import realdata
 
     monkeypatch.setattr(realdata, "CHUNK", 16)  # several tasks, so two threads share them
     (x, y), _ = mnist
@@ -312,8 +312,8 @@ def test_rendered_training_data_does_not_depend_on_the_thread_count(mnist, monke
 def test_no_negative_looks_like_a_one(mnist) -> None:
     """Trousers fitted like a digit become a bar; as a "not a digit" example it taught the model to
     reject real 1s. Negatives are drawn again until they are not 1-like; MNIST's 1s mostly are."""
-    from digitrec import realdata
-    from digitrec.train import _fashion_split
+    from digitrec.training import realdata
+    from digitrec.training.train import _fashion_split
 
     (x, y), _ = mnist
     ones = [realdata.elongation(f) for f in x[y == 1][:300]]
@@ -330,7 +330,7 @@ def test_no_negative_looks_like_a_one(mnist) -> None:
 
 
 def test_touching_pairs_are_two_digits_read_as_one_image(mnist) -> None:
-    from digitrec import realdata
+    from digitrec.training import realdata
 
     x = mnist[0][0]
     pairs = realdata.touching_pairs(x[:500], 12, np.random.default_rng(0), workers=1)
@@ -348,7 +348,7 @@ def test_touching_pairs_are_two_digits_read_as_one_image(mnist) -> None:
 
 def test_every_preset_is_a_valid_config() -> None:
     from digitrec.models import MODELS
-    from digitrec.train import PRESETS
+    from digitrec.training.train import PRESETS
 
     for name, values in PRESETS.items():
         cfg = TrainConfig(**values).resolved()
@@ -364,7 +364,7 @@ def test_every_preset_is_a_valid_config() -> None:
 
 
 def test_adam_betas_come_from_the_recipe_and_reach_the_optimizer() -> None:
-    from digitrec.train import _optimizer
+    from digitrec.training.train import _optimizer
 
     fast = TrainConfig(model="fastnet").resolved()
     assert (fast.beta_1, fast.beta_2) == (0.7, 0.9)  # the speed record's betas
@@ -380,7 +380,7 @@ def test_adam_betas_come_from_the_recipe_and_reach_the_optimizer() -> None:
 
 
 def test_weight_decay_reaches_every_optimizer() -> None:
-    from digitrec.train import _optimizer
+    from digitrec.training.train import _optimizer
 
     assert _optimizer(TrainConfig(model="cnn").resolved(), 10).weight_decay is None  # Adam: none by default
     assert _optimizer(TrainConfig(model="cnn", optimizer="adamw").resolved(), 10).weight_decay == 5e-4
@@ -398,7 +398,7 @@ def test_weight_decay_reaches_every_optimizer() -> None:
 
 def test_each_epoch_has_its_own_augmentation_whatever_epoch_the_run_starts_at(mnist) -> None:
     # A resumed run (starting at epoch 2) must see exactly the batches an uninterrupted run sees.
-    from digitrec.train import _epoch_batches
+    from digitrec.training.train import _epoch_batches
 
     (x, y), _ = mnist
     x, y = x[:600], y[:600]
@@ -427,7 +427,7 @@ def test_fit_trains_each_epoch_on_that_epochs_draw(tmp_path: Path, monkeypatch) 
     # so that input prefetching has the time to read from a stale one.
     import keras
 
-    import digitrec.train as T
+    import digitrec.training.train as T
     from digitrec.data import load_dataset, split_validation
 
     seen: list[tuple[int, np.ndarray]] = []
@@ -482,7 +482,7 @@ def test_fit_trains_each_epoch_on_that_epochs_draw(tmp_path: Path, monkeypatch) 
 def test_tensorflow_pipeline_gives_the_pydatasets_batches(mnist) -> None:
     # Without augmentation, TensorFlow trains from a tf.data pipeline: same batches, same order.
     pytest.importorskip("tensorflow")
-    from digitrec.train import _py_epoch_batches, _tf_epoch_batches
+    from digitrec.training.train import _py_epoch_batches, _tf_epoch_batches
 
     (x, y), _ = mnist
     x, y, w = x[:600], np.eye(10, dtype="float32")[y[:600]], np.arange(600.0, dtype="float32")
@@ -531,8 +531,8 @@ def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path
 def test_fit_temperature_finds_the_temperature_of_the_labels() -> None:
     # Labels drawn from softmax(z / 2) while the model says softmax(z): the model is overconfident by a
     # temperature of 2, and the fit must say so (and 1 for a model that is right about itself).
-    from digitrec.recognizer import calibrated
-    from digitrec.train import fit_temperature
+    from digitrec.reading.recognizer import calibrated
+    from digitrec.training.train import fit_temperature
 
     rng = np.random.default_rng(0)
     z = rng.normal(0, 3, (20000, 10))
@@ -548,7 +548,7 @@ def test_calibrate_keeps_every_answer_and_lowers_the_validation_loss(tiny_run, m
     from digitrec.cli import main
     from digitrec.data import split_validation
     from digitrec.models import load_model, read_metadata, save_model
-    from digitrec.recognizer import load_recognizer
+    from digitrec.reading.recognizer import load_recognizer
 
     # Start from a copy that claims a wrong temperature: calibrating must replace it with the fitted one.
     wrong = tmp_path / "wrong.keras"
@@ -598,7 +598,7 @@ def _rendered_scores(n: int = 2000) -> np.ndarray:
 def test_the_reject_threshold_rejects_fewer_digits_when_that_costs_no_non_digit() -> None:
     # Every rendered digit is read right and every non-digit scores 0.99999: each rejected digit is an
     # error and no candidate accepts a non-digit, so the highest candidate, the 99.9th percentile, wins.
-    from digitrec.train import _reject_threshold
+    from digitrec.training.train import _reject_threshold
 
     rendered = _rendered_scores()
     r = _reject_threshold(rendered, np.ones(2000, bool), np.full(50, 0.99999), np.zeros(10), lambda *a: None)
@@ -612,7 +612,7 @@ def test_the_reject_threshold_stays_low_when_a_higher_one_accepts_non_digits() -
     # Non-digits scoring just above the 99.5th percentile: any higher threshold lets a tenth of them
     # through (10% of non-digits, weighed as 1% of digits) to save at most 0.4% of the digits, so the
     # 99.5th percentile wins.
-    from digitrec.train import _reject_threshold
+    from digitrec.training.train import _reject_threshold
 
     rendered = _rendered_scores()
     negatives = np.r_[np.full(5, 0.9953), np.full(45, 0.99999)]
@@ -627,7 +627,7 @@ def test_the_reject_threshold_weighs_non_digits_by_their_allowance() -> None:
     # non-digits through to save 0.4% of the digits. The issue allows 10 times as many non-digits
     # through as digits rejected, so 1% of non-digits weighs as 0.1% of digits and the 99.9th
     # percentile wins (a plain sum of the rates would keep the 99.5th).
-    from digitrec.train import NON_DIGIT_WEIGHT, _reject_threshold
+    from digitrec.training.train import NON_DIGIT_WEIGHT, _reject_threshold
 
     assert pytest.approx(0.01 / 0.10) == NON_DIGIT_WEIGHT
     rendered = _rendered_scores()
@@ -642,7 +642,7 @@ def test_the_reject_threshold_weighs_non_digits_by_their_allowance() -> None:
 def test_the_reject_threshold_rejects_more_on_a_tie() -> None:
     # The digits above the 99.5th percentile are misread anyway: rejecting them costs nothing, every
     # candidate has the same errors, and the tie goes to the lowest threshold (more rejected).
-    from digitrec.train import _reject_threshold
+    from digitrec.training.train import _reject_threshold
 
     rendered = _rendered_scores()
     r = _reject_threshold(rendered, rendered < 0.995, np.full(50, 0.99999), np.zeros(10), lambda *a: None)
@@ -653,7 +653,7 @@ def test_the_reject_threshold_rejects_more_on_a_tie() -> None:
 def test_the_reject_threshold_never_rejects_more_than_half_the_allowance() -> None:
     # The issue allows 1% of real digits rejected; whatever the costs, the threshold chosen rejects at
     # most half of that of the validation digits (and at least 0.1%: the candidates' range).
-    from digitrec.train import _reject_threshold
+    from digitrec.training.train import _reject_threshold
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -667,10 +667,10 @@ def test_the_reject_threshold_never_rejects_more_than_half_the_allowance() -> No
 def test_a_model_with_a_reject_class_gets_its_threshold_from_validation(mnist, tmp_path, monkeypatch) -> None:
     # The "not a digit" threshold is a percentile (99.5th to 99.9th) of P(not a digit) over validation
     # digits rendered as photos and drawings, after temperature scaling: at most half the 1% allowance.
-    from digitrec import train as train_module
     from digitrec.data import load_dataset
-    from digitrec.recognizer import load_recognizer
-    from digitrec.train import train
+    from digitrec.reading.recognizer import load_recognizer
+    from digitrec.training import train as train_module
+    from digitrec.training.train import train
 
     seen: dict = {}
     real_data, real_threshold = train_module._rejection_data, train_module._reject_threshold
@@ -722,7 +722,7 @@ def test_a_model_with_a_reject_class_gets_its_threshold_from_validation(mnist, t
 def test_training_letters_never_use_the_benchmarks_fonts() -> None:
     # The benchmark's letters are in handwriting fonts and DejaVu Serif, and STIX letters are kept to
     # check rejection on letters no model saw: none of them may be a training font.
-    from digitrec import synth
+    from digitrec.training import synth
 
     train_fonts = {p.name for p in synth.letter_fonts()}
     held_out = {p.name for p in synth.handwriting_fonts() + synth.dejavu_fonts("Serif")}
@@ -739,7 +739,7 @@ def test_validation_non_digits_are_real_images_of_each_kind() -> None:
     # A quarter each: photographed clothing, STIX letters, doodles and blank pages, each preprocessed
     # like a user's image. Clothing and letters leave ink, doodles almost always; most blank pages
     # come out empty. The same seed draws the same images.
-    from digitrec import realdata
+    from digitrec.training import realdata
 
     fashion = np.zeros((50, 28, 28), np.uint8)
     fashion[:, 4:24, 8:20] = 200  # a plain "shirt": a filled block

@@ -19,10 +19,10 @@ __all__ = ["TrainConfig", "evaluate", "load_dataset", "load_mnist", "load_recogn
 _LAZY = {
     "load_mnist": "data",
     "load_dataset": "data",
-    "train": "train",
-    "TrainConfig": "train",
+    "train": "training.train",
+    "TrainConfig": "training.train",
     "evaluate": "evaluate",
-    "load_recognizer": "recognizer",
+    "load_recognizer": "reading.recognizer",
 }
 
 

@@ -7,18 +7,16 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .reading.files import iter_images, shown_path
 
 
 class CommandError(Exception):
     """A command cannot do what was asked; the message says why."""
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 # Which extra brings each top-level module that the core install (`pip install digitrec`) lacks.
@@ -42,7 +40,7 @@ KERAS_COMMANDS = frozenset({"models", "train", "train-reader", "evaluate", "expo
 def _quiet_backends() -> None:
     # TensorFlow's C++ INFO lines (oneDNN notices, CPU feature guard) drown the output people need.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .images import quiet_decoder_warnings
+    from .reading.images import quiet_decoder_warnings
 
     quiet_decoder_warnings()
 
@@ -120,7 +118,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import PRESETS, TrainConfig, train
+    from .training.train import PRESETS, TrainConfig, train
 
     verbose: int | str = 0 if args.json and not sys.stdout.isatty() else "auto"
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -196,56 +194,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def iter_images(paths: Sequence[str]) -> Iterator[tuple[Path, str | None]]:
-    """(path, None) for each file given and each image file found in the directories given, searched
-    recursively in sorted order; (path, error) for what cannot be searched (an unreadable directory, a
-    directory reached again through a link). Every entry named like an image is given, whatever it is
-    (a FIFO, a broken link): reading it then says what is wrong, so nothing is skipped without a row.
-
-    The walk keeps its own stack: a tree a thousand levels deep is no deeper for it.
-    """
-    for top in map(Path, paths):
-        if not top.is_dir():
-            yield top, None
-            continue
-        found: list[tuple[Path, str | None]] = []
-        seen: set[tuple[int, int]] = set()
-        stack = [top]
-        while stack:
-            folder = stack.pop()
-            try:
-                info = folder.stat()
-                if (info.st_dev, info.st_ino) in seen:
-                    found.append((folder, "a directory reached again through a link (a loop): not searched again"))
-                    continue
-                seen.add((info.st_dev, info.st_ino))
-                with os.scandir(folder) as entries:
-                    listed = list(entries)
-            except OSError as e:
-                found.append((folder, f"cannot read the directory: {e.strerror or e}"))
-                continue
-            for entry in listed:
-                try:
-                    is_dir = entry.is_dir()  # through links: a linked folder is searched, once
-                except OSError:
-                    is_dir = False  # a link loop or a dangling link: named like an image, it gets its row
-                if is_dir:
-                    stack.append(Path(entry.path))
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                    found.append((Path(entry.path), None))
-        yield from sorted(found, key=lambda item: os.fsencode(item[0]))
-
-
-def shown_path(path: Path | str) -> str:
-    """A path (or a message naming one) as text that any output can hold: bytes that are not UTF-8 in a
-    file name are escaped
-    (``\\xff``) instead of stopping the output under a strict encoding."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def _answer_files(args: argparse.Namespace, answer: Any, show: Any) -> int:
     """Answer each image file; a file that fails gets an error row and the others are still answered."""
-    from .images import ImageError
+    from .reading.images import ImageError
 
     failed = False
     paths = list(iter_images(args.paths))
@@ -273,7 +224,7 @@ def _answer_files(args: argparse.Namespace, answer: Any, show: Any) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .recognizer import load_recognizer
+    from .reading.recognizer import load_recognizer
 
     rec = load_recognizer(args.model)
 
@@ -286,7 +237,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from .recognizer import load_recognizer
+    from .reading.recognizer import load_recognizer
 
     rec = load_recognizer(args.model, reader=args.reader)
 
@@ -299,7 +250,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_train_reader(args: argparse.Namespace) -> int:
-    from .line_training import LineConfig, train_line_reader
+    from .training.line_training import LineConfig, train_line_reader
 
     fields = {f.name for f in dataclasses.fields(LineConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -319,7 +270,7 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import BatchError, batch
+    from .serving.batch import BatchError, batch
 
     try:
         done = batch(
@@ -341,7 +292,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .images import to_mnist
+    from .reading.images import to_mnist
 
     field = to_mnist(args.image)
     out = Path(args.out)
@@ -362,7 +313,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .train import calibrate
+    from .training.train import calibrate
 
     meta = calibrate(args.model, args.out, log=lambda m: print(m, file=sys.stderr))
     summary = {"model": str(args.out or args.model), "temperature": meta["temperature"], **meta.get("reject", {})}
@@ -371,7 +322,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import ServerConfig, serve
+    from .serving.server import ServerConfig, serve
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"digitrec serve: listening on {args.host}: reachable from other machines", file=sys.stderr)
@@ -402,7 +353,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .models import read_metadata
-    from .recognizer import default_model_path
+    from .reading.recognizer import default_model_path
 
     path = args.model or default_model_path()
     if path is None:
@@ -427,7 +378,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _print_line_reader(model: Path) -> None:
     """The card of the line reader `read` uses with ``model`` (see `recognizer.load_recognizer`)."""
-    from .lines import default_line_model_path, load_line_reader
+    from .reading.lines import default_line_model_path, load_line_reader
 
     folder = model if model.is_dir() else model.parent
     own = [p for p in (folder / "lines.onnx", folder / "lines.keras") if p.is_file()]
@@ -464,42 +415,67 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import DEFAULT_VALIDATION
-    from .images import MAX_BYTES
-    from .models import DEFAULT_MODEL, MODELS
-    from .train import OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES
-
     parser = argparse.ArgumentParser(
         prog="digitrec",
         description="Handwritten digit recognition: verified MNIST, Keras models, training, evaluation, prediction.",
     )
     parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_models,
+        _add_data,
+        _add_train,
+        _add_evaluate,
+        _add_show,
+        _add_predict,
+        _add_read,
+        _add_batch,
+        _add_train_reader,
+        _add_preprocess,
+        _add_export,
+        _add_calibrate,
+        _add_serve,
+        _add_info,
+    ):
+        add(sub)  # the commands in the order --help lists them
+    return parser
 
-    def data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:
-        p.add_argument(
-            "--dataset",
-            default=dataset_default,
-            help="mnist, fashion-mnist, a folder of labelled images (labels.csv: file,label), or a directory of "
-            "IDX files" + (f" (default: {dataset_default})" if dataset_default else " (default: the model's own)"),
-        )
-        p.add_argument(
-            "--data-dir", help="directory with your own copy (mnist.npz or the 4 IDX files); also $DIGITREC_DATA"
-        )
 
-    def image_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
-        p.add_argument("--model", help="model file or run directory (default: the shipped model)")
-        p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+def _data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:
+    p.add_argument(
+        "--dataset",
+        default=dataset_default,
+        help="mnist, fashion-mnist, a folder of labelled images (labels.csv: file,label), or a directory of "
+        "IDX files" + (f" (default: {dataset_default})" if dataset_default else " (default: the model's own)"),
+    )
+    p.add_argument(
+        "--data-dir", help="directory with your own copy (mnist.npz or the 4 IDX files); also $DIGITREC_DATA"
+    )
 
+
+def _image_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
+    p.add_argument("--model", help="model file or run directory (default: the shipped model)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+
+
+def _add_models(sub: Any) -> None:
     p = sub.add_parser("models", help="list the registered model architectures")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
 
+
+def _add_data(sub: Any) -> None:
     p = sub.add_parser("data", help="load and verify a dataset, and say where it came from")
-    data_args(p)
+    _data_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_data)
+
+
+def _add_train(sub: Any) -> None:
+    from .data import DEFAULT_VALIDATION
+    from .models import DEFAULT_MODEL, MODELS
+    from .training.train import OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES
 
     p = sub.add_parser(
         "train",
@@ -593,11 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate", help="accuracy, per-class precision/recall/F1, confusion matrix, mistakes; --report for HTML"
     )
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
-    data_args(p, dataset_default=None)
+    _data_args(p, dataset_default=None)
     p.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
     p.add_argument("--out", help="write the metrics JSON here (default: evaluation-SPLIT.json beside the model)")
     p.add_argument(
@@ -609,8 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_show(sub: Any) -> None:
+    from .data import DEFAULT_VALIDATION
+
     p = sub.add_parser("show", help="save a grid of sample digits with their labels, from any dataset and split")
-    data_args(p)
+    _data_args(p)
     p.add_argument("--split", choices=("train", "validation", "test"), default="test", help="(default: test)")
     p.add_argument("--validation", type=int, default=DEFAULT_VALIDATION, help="size of the validation split")
     p.add_argument("-n", type=int, default=40, help="how many digits (default 40)")
@@ -618,15 +600,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="PNG file to write (default samples.png)")
     p.set_defaults(func=cmd_show)
 
+
+def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="the digit in each image (null when there is none)",
         description="Predict the digit in each image: photos, scans, canvas drawings. An image without a "
         "digit (blank, a letter, a picture of a shoe) gets digit null. Exit code 1 if any file failed.",
     )
-    image_args(p)
+    _image_args(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_read(sub: Any) -> None:
     p = sub.add_parser(
         "read",
         help="read a line of handwritten digits (a zip code, an amount) in each image",
@@ -635,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
         "table, by ' / '). The printed lines of a form field (a box per digit, a row of boxes, a comb, "
         "an underline) are not read. Exit code 1 if any file failed.",
     )
-    image_args(p)
+    _image_args(p)
     p.add_argument(
         "--reader",
         default=os.environ.get("DIGITREC_READER", "auto"),
@@ -645,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_read)
 
+
+def _add_batch(sub: Any) -> None:
     p = sub.add_parser(
         "batch",
         help="predict or read many images on a Ray cluster (a local one by default), to Parquet or JSON lines",
@@ -662,6 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=_bounded_int(1, 100_000), help="actors holding the model (default: one per CPU)")
     p.set_defaults(func=cmd_batch)
 
+
+def _add_train_reader(sub: Any) -> None:
     p = sub.add_parser(
         "train-reader",
         help="train the line reader (read whole numbers) on synthetic lines of real digits",
@@ -673,12 +663,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/lines", help="run directory (default runs/lines)")
     p.add_argument("--lines", type=int, help="training lines (default 100000)")
-    p.add_argument("--epochs", type=int, help="passes over them (default 6)")
+    p.add_argument("--epochs", type=int, help="passes over them (default 7)")
     p.add_argument("--rendered", type=float, help="share rendered as real images and read back (default 0.2)")
+    p.add_argument(
+        "--refresh",
+        type=float,
+        help="share of the lines not rendered made anew for each epoch after the first, in a process of "
+        "its own while the epoch before trains (default 0: every line made once)",
+    )
     p.add_argument("--batch-size", type=int, help="lines per step (default 64)")
     p.add_argument("--learning-rate", type=float, help="peak learning rate (default 0.002)")
     p.add_argument("--seed", type=int, help="(default 0)")
-    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), help="(default auto)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bf16", "mixed_bfloat16"),
+        help="bf16 (or Keras' name, mixed_bfloat16): mixed bfloat16 (default auto: where the CPU has AMX)",
+    )
     p.add_argument(
         "--extra-data",
         action="append",
@@ -696,12 +696,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
     p.set_defaults(func=cmd_train_reader)
 
+
+def _add_preprocess(sub: Any) -> None:
     p = sub.add_parser("preprocess", help="write the 28x28 image the model sees for an image")
     p.add_argument("image", metavar="IMAGE", help="an image file")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--scale", type=int, default=1, help="enlarge the 28x28 result N times (nearest pixel)")
     p.set_defaults(func=cmd_preprocess)
 
+
+def _add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="export a model as ONNX (servers), LiteRT/TFLite (phones) or SavedModel (TF Serving), verified",
@@ -714,6 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output path (default: beside the model: model.onnx, model.tflite, ...)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_calibrate(sub: Any) -> None:
     p = sub.add_parser(
         "calibrate",
         help="fit a trained model's temperature and rejection threshold again, on its validation data",
@@ -725,9 +731,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the calibrated model here instead of in place")
     p.set_defaults(func=cmd_calibrate)
 
+
+def _add_serve(sub: Any) -> None:
+    from .reading.images import MAX_BYTES
+
     p = sub.add_parser(
         "serve",
-        help="serve the REST API (/v1/predict, /v1/read) and the web UI (/) in one process",
+        help="serve the REST API (/v1/predict, /v1/read) and the web UI (/), a worker process per core",
         description="Serve the REST API and the web UI. OpenAPI docs at /docs. Binds to 127.0.0.1 unless told "
         "otherwise; Ctrl-C or SIGTERM finishes the requests in flight, then stops.",
     )
@@ -800,20 +810,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
+
+def _add_info(sub: Any) -> None:
     p = sub.add_parser("info", help="the model card of a saved model: architecture, data, metrics, machine")
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     p.set_defaults(func=cmd_info)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `digitrec` and `python -m digitrec`."""
     from .data import DataError
     from .export import ExportError
-    from .images import ImageError
     from .models import ModelError
-    from .train import TrainError
+    from .reading.images import ImageError
+    from .training.train import TrainError
 
     _quiet_backends()
     args = build_parser().parse_args(argv)

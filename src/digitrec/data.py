@@ -538,7 +538,7 @@ def _preprocess_files(folder: Path, files: list[str], workers: int | None) -> np
     """Each file through `images.to_mnist`, on a thread per core (the decoders release the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .images import ImageError, to_mnist
+    from .reading.images import ImageError, to_mnist
 
     def one(name: str) -> np.ndarray:
         try:
@@ -562,14 +562,14 @@ def load_labelled(
     the sha256 of labels.csv and of every image's bytes and by the preprocessing version, so a changed
     file or a new preprocessing is never served from the cache.
     """
-    from .images import PREPROCESSING_VERSION
+    from .reading.images import PREPROCESSING_VERSION
 
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder (a labelled set is a folder with images and {LABELS_FILE})")
     if not is_labelled_folder(folder):
         raise DataError(f"{folder}: no {LABELS_FILE} (columns file,label and optionally writer)")
-    from .images import ImageError, read_image_file
+    from .reading.images import ImageError, read_image_file
 
     files, y, writers, text = _read_labels(folder)
     digest = hashlib.sha256(text)

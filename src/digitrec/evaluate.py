@@ -175,7 +175,7 @@ def evaluate(
     ``dataset`` defaults to the one the model was trained on. ``split`` is "test" or "validation"
     (the held-out end of the training set, as in training).
     """
-    from .recognizer import load_recognizer
+    from .reading.recognizer import load_recognizer
 
     rec = load_recognizer(model)
     metrics = evaluate_split(rec, dataset, data_dir, split)[0]

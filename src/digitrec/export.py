@@ -11,7 +11,6 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -81,7 +80,7 @@ def export_model(
     import keras
 
     from .models import load_model, resolve_model_path, to_float32
-    from .recognizer import default_model_path, predict_probabilities
+    from .reading.recognizer import default_model_path, predict_probabilities
 
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -150,20 +149,9 @@ def _stamp_source(onnx_file: Path, keras_file: Path) -> None:
     import onnx
 
     from .models import file_sha256
-    from .recognizer import ONNX_SOURCE_KEY
+    from .reading.recognizer import ONNX_SOURCE_KEY
 
     proto = onnx.load(str(onnx_file))
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_SOURCE_KEY, file_sha256(keras_file)
     onnx.save(proto, str(onnx_file))
-
-
-def onnx_session(path: str | os.PathLike, threads: int | None = None) -> Any:
-    """An ONNX Runtime session for serving: CPU, with a bounded thread pool."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

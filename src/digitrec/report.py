@@ -290,7 +290,7 @@ def build_report(
     history.json is found), confusion_matrix.png, mistakes.png, reliability.png and metrics.json.
     """
     from .evaluate import evaluate_split
-    from .recognizer import load_recognizer
+    from .reading.recognizer import load_recognizer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import DEFAULT_VALIDATION, Dataset, atomic_write, load_dataset, split_validation
-from .models import (
+from ..data import DEFAULT_VALIDATION, Dataset, atomic_write, load_dataset, split_validation
+from ..models import (
     DEFAULT_MODEL,
     MODELS,
     ModelError,
@@ -523,7 +523,7 @@ def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
 
 def _fashion_split(log: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Fashion-MNIST training images for negatives: all but the last 5,000, which validate rejection."""
-    from .data import DataError
+    from ..data import DataError
 
     try:
         fashion = load_dataset("fashion-mnist").x_train
@@ -561,7 +561,7 @@ def _real_image_data(
 
 def _labelled(path: str, log: Any) -> Any:
     """A labelled folder (`data.load_labelled`), preprocessed, with a line in the log."""
-    from .data import load_labelled
+    from ..data import load_labelled
 
     labelled = load_labelled(path, verbose=True)
     writers = f", {len(set(labelled.writers))} writers" if labelled.writers else ""
@@ -588,7 +588,7 @@ def _initial_model(cfg: TrainConfig, num_classes: int, precision: str, log: Any)
     _distribute(cfg, log)
     if cfg.init is None:
         return build_model(cfg.model, num_classes, precision)
-    from .recognizer import default_model_path
+    from ..reading.recognizer import default_model_path
 
     path = default_model_path() if cfg.init == "default" else resolve_model_path(cfg.init)
     if path is None:
@@ -629,7 +629,7 @@ def _rejection_data(cfg: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, log:
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
     """The temperature T that minimises the negative log-likelihood of the labels ``y`` under
     ``calibrated(p, T)``: a golden-section search over log T in [1/20, 20] (the NLL is unimodal in T)."""
-    from .recognizer import calibrated
+    from ..reading.recognizer import calibrated
 
     rows = np.arange(len(y))
 
@@ -849,6 +849,78 @@ def train(
 
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
+    cfg, run_dir = _run_config(config, out, resume, overwrite, overrides)
+    log = print if verbose else (lambda *a, **k: None)
+    ds = data or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
+    if cfg.ensemble > 1:
+        return _train_ensemble(cfg, run_dir, ds, verbose, log, callbacks)
+
+    device, is_gpu = configure_device()
+    precision = pick_precision(cfg.precision, keras.backend.backend(), is_gpu, cfg.model)
+    log(f"Training {cfg.model} on {device}, precision {precision}, Keras {keras.__version__}")
+    arrays = _training_arrays(cfg, ds, log)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    model, progress = _start_or_resume(cfg, run_dir, ds, arrays, precision, resume, log)
+    _atomic_json(run_dir / "config.json", cfg.to_json())
+
+    book = _bookkeeping(cfg, run_dir, _metadata(cfg, ds, cfg.model, device, precision), progress, log)
+    if progress.stopped_before:
+        log(f"The run had stopped early (no better validation accuracy for {cfg.patience} epochs): nothing to train")
+        book.stopped_early = True
+    elif progress.start_epoch < cfg.epochs:
+        _build_state(model, arrays.x[:2], arrays.y1[:2])
+        batches, steps = _epoch_batches(arrays.x, arrays.y1, arrays.sample_weight, cfg, progress.start_epoch)
+        book.fit_start = time.perf_counter()
+        model.fit(
+            batches,
+            epochs=cfg.epochs,
+            initial_epoch=progress.start_epoch,
+            steps_per_epoch=steps,
+            # A PyDataset's batches are also taken in an order Keras shuffles (the shipped model was
+            # trained so); a tf.data pipeline brings its own order, and Keras warns if asked to shuffle.
+            shuffle=steps is None,
+            validation_data=(arrays.x_val, arrays.y_val1),
+            validation_batch_size=1000,  # Keras' default, 32, made validation 0.4 s of a 2.5 s fast run
+            callbacks=[
+                *_tensorboard(run_dir / "logs"),
+                *(callbacks or []),
+                *_ema_swap(cfg, progress.start_epoch > 0),
+                book,
+            ],
+            verbose=verbose,
+        )
+        progress.train_seconds += time.perf_counter() - book.fit_start - book.seconds
+    _atomic_json(run_dir / "history.json", progress.history)  # also after a resume with no epoch left to train
+
+    # Report the selected (best on validation) model, on validation and test: digits only.
+    best_path = run_dir / "model.keras"
+    model, meta = load_model(best_path)
+    meta.update(train_seconds=progress.train_seconds, prepare_seconds=arrays.prepare_seconds, history=progress.history)
+    metrics = _finish(model, meta, cfg, ds, run_dir, log)
+    log(
+        f"Best epoch {progress.best_epoch}: validation accuracy {metrics['validation']['accuracy']:.4f}, "
+        f"test accuracy {metrics['test']['accuracy']:.4f}; fit loop {progress.train_seconds:.1f} s"
+    )
+    return TrainResult(
+        run_dir=run_dir,
+        model_path=best_path,
+        config=cfg,
+        history=progress.history,
+        metrics=metrics,
+        train_seconds=progress.train_seconds,
+        device=device,
+        best_epoch=progress.best_epoch,
+        stopped_early=book.stopped_early,
+        extra={"precision": precision},
+    )
+
+
+def _run_config(
+    config: TrainConfig | None, out: str | os.PathLike | None, resume: bool, overwrite: bool, overrides: dict
+) -> tuple[TrainConfig, Path]:
+    """The run's config and directory: a resumed run's own, or a new one (an old run there removed with
+    ``overwrite``); either way without the temporary files a killed write left."""
     if resume:
         if out is None:
             raise TrainError("resume needs the run directory to continue")
@@ -879,18 +951,25 @@ def train(
     stale_json = [p for name in RUN_JSON for p in run_dir.glob(f"{name}.*.tmp")]
     for stale in [*run_dir.glob(".*-*.keras"), *run_dir.glob(".*.tmp"), *stale_json]:
         stale.unlink(missing_ok=True)
-    log = print if verbose else (lambda *a, **k: None)
-    ds = data or load_dataset(cfg.dataset, cfg.data_dir, verbose=bool(verbose))
-    if cfg.ensemble > 1:
-        return _train_ensemble(cfg, run_dir, ds, verbose, log, callbacks)
-    checkpoint = run_dir / "checkpoint.keras"
-    best_path = run_dir / "model.keras"
+    return cfg, run_dir
 
-    device, is_gpu = configure_device()
-    backend = keras.backend.backend()
-    precision = pick_precision(cfg.precision, backend, is_gpu, cfg.model)
-    log(f"Training {cfg.model} on {device}, precision {precision}, Keras {keras.__version__}")
 
+@dataclass
+class _Arrays:
+    """What `fit` trains and validates on: the training split with the rendered, non-digit and labelled
+    images added, one-hot labels, and the validation split with the labelled validation sets."""
+
+    x: np.ndarray
+    y: np.ndarray
+    y1: np.ndarray
+    sample_weight: np.ndarray | None
+    x_val: np.ndarray
+    y_val1: np.ndarray
+    num_classes: int
+    prepare_seconds: float
+
+
+def _training_arrays(cfg: TrainConfig, ds: Dataset, log: Any) -> _Arrays:
     num_digits = len(ds.class_names)
     (x_tr, y_tr), (x_val, y_val) = split_validation(ds.x_train, ds.y_train, cfg.validation)
     if cfg.limit:
@@ -908,8 +987,6 @@ def train(
     y_fit_val = np.concatenate([y_val, *(s.y for s in validation_sets)])
     prepare_seconds = time.perf_counter() - t_prep
     num_classes = num_digits + (1 if cfg.negatives else 0)  # the last class is "not a digit"
-    steps_per_epoch = _steps(len(x_tr), cfg.batch_size)
-    y_tr1, y_val1 = _one_hot(y_tr, num_classes), _one_hot(y_fit_val, num_classes)
     sample_weight = None
     if cfg.class_weight:
         weights = np.ones(num_classes, dtype="float32")
@@ -918,12 +995,38 @@ def train(
                 raise TrainError(f"class weight for class {k}, but the dataset has {num_classes} classes")
             weights[k] = w
         sample_weight = weights[y_tr]
+    return _Arrays(
+        x_tr,
+        y_tr,
+        _one_hot(y_tr, num_classes),
+        sample_weight,
+        x_fit_val,
+        _one_hot(y_fit_val, num_classes),
+        num_classes,
+        prepare_seconds,
+    )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(cfg.seed)
-    history: dict[str, list[float]] = {}
-    start_epoch, train_seconds, best_val, best_epoch = 0, 0.0, -1.0, 0
-    stopped_before = False  # a resumed run that early stopping had already ended
+
+@dataclass
+class _Progress:
+    """Where a run stands: epochs done, their history and time, the best epoch so far."""
+
+    start_epoch: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    best_val: float = -1.0
+    best_epoch: int = 0
+    stopped_before: bool = False  # a resumed run that early stopping had already ended
+
+
+def _start_or_resume(
+    cfg: TrainConfig, run_dir: Path, ds: Dataset, arrays: _Arrays, precision: str, resume: bool, log: Any
+) -> tuple[Any, _Progress]:
+    """The compiled model to train: from the run's checkpoint when resuming one, else a new one."""
+    import keras
+
+    checkpoint, best_path = run_dir / "checkpoint.keras", run_dir / "model.keras"
+    progress = _Progress()
     if resume and checkpoint.is_file():
         model, meta = load_model(checkpoint, compile=True)
         trained_on = meta.get("data", {}).get("sha256")
@@ -933,94 +1036,58 @@ def train(
                 f"has sha256 {ds.sha256}; start a new run instead"
             )
         state = meta["state"]
-        start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
+        progress.start_epoch, progress.history = state["epoch"], state["history"]
+        progress.train_seconds = state["train_seconds"]
         if best_path.is_file():  # model.keras is the source of truth for the best model so far
             best_meta = read_metadata(best_path)
-            best_val, best_epoch = best_meta["val_accuracy"], best_meta["epoch"]
+            progress.best_val, progress.best_epoch = best_meta["val_accuracy"], best_meta["epoch"]
         _compile(model, model.optimizer, cfg)
-        keras.utils.set_random_seed(cfg.seed + start_epoch)
-        log(f"Resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
-        if cfg.patience is not None and start_epoch < cfg.epochs:
-            stopped_before = start_epoch - best_epoch >= cfg.patience
-    else:
-        if resume:
-            log(f"{run_dir}: no checkpoint yet, starting from epoch 1")
-        model = _initial_model(cfg, num_classes, precision, log)
-        _compile(model, _optimizer(cfg, steps_per_epoch), cfg)
-    _atomic_json(run_dir / "config.json", cfg.to_json())
+        keras.utils.set_random_seed(cfg.seed + progress.start_epoch)
+        log(f"Resuming {run_dir} after epoch {progress.start_epoch} of {cfg.epochs}")
+        if cfg.patience is not None and progress.start_epoch < cfg.epochs:
+            progress.stopped_before = progress.start_epoch - progress.best_epoch >= cfg.patience
+        return model, progress
+    if resume:
+        log(f"{run_dir}: no checkpoint yet, starting from epoch 1")
+    model = _initial_model(cfg, arrays.num_classes, precision, log)
+    _compile(model, _optimizer(cfg, _steps(len(arrays.x), cfg.batch_size)), cfg)
+    return model, progress
 
-    metadata = _metadata(cfg, ds, cfg.model, device, precision)
-    # Bookkeeping after every epoch: history, the best model so far, the checkpoint (both written
-    # atomically), early stopping. Its own time is left out of the training time.
-    fit_start = time.perf_counter()
+
+def _bookkeeping(cfg: TrainConfig, run_dir: Path, metadata: dict, progress: _Progress, log: Any) -> Any:
+    """The Keras callback that keeps the books after every epoch: history, the best model so far, the
+    checkpoint (both written atomically), early stopping. Its own time is left out of the training time."""
+    import keras
 
     class Bookkeeping(keras.callbacks.Callback):
         seconds = 0.0  # spent here, saving
         stopped_early = False
+        fit_start = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            nonlocal best_val, best_epoch
             t = time.perf_counter()
             for k, v in (logs or {}).items():
-                history.setdefault(k, []).append(float(v))
-            val_acc = history["val_accuracy"][-1]
+                progress.history.setdefault(k, []).append(float(v))
+            val_acc = progress.history["val_accuracy"][-1]
             done = epoch + 1
-            if val_acc > best_val:
-                best_val, best_epoch = val_acc, done
-                save_model(self.model, best_path, {**metadata, "epoch": done, "val_accuracy": val_acc})
-            state = {"epoch": done, "history": history, "train_seconds": train_seconds + t - fit_start - self.seconds}
-            save_model(self.model, checkpoint, {**metadata, "epoch": done, "val_accuracy": val_acc, "state": state})
-            _atomic_json(run_dir / "history.json", history)
-            if cfg.patience is not None and done - best_epoch >= cfg.patience and done < cfg.epochs:
+            if val_acc > progress.best_val:
+                progress.best_val, progress.best_epoch = val_acc, done
+                save_model(self.model, run_dir / "model.keras", {**metadata, "epoch": done, "val_accuracy": val_acc})
+            seconds = progress.train_seconds + t - self.fit_start - self.seconds
+            state = {"epoch": done, "history": progress.history, "train_seconds": seconds}
+            save_model(
+                self.model,
+                run_dir / "checkpoint.keras",
+                {**metadata, "epoch": done, "val_accuracy": val_acc, "state": state},
+            )
+            _atomic_json(run_dir / "history.json", progress.history)
+            if cfg.patience is not None and done - progress.best_epoch >= cfg.patience and done < cfg.epochs:
                 log(f"Early stop: no better validation accuracy for {cfg.patience} epochs")
                 self.stopped_early = True
                 self.model.stop_training = True
             self.seconds += time.perf_counter() - t
 
-    book = Bookkeeping()
-    if stopped_before:
-        log(f"The run had stopped early (no better validation accuracy for {cfg.patience} epochs): nothing to train")
-        book.stopped_early = True
-    elif start_epoch < cfg.epochs:
-        _build_state(model, x_tr[:2], y_tr1[:2])
-        batches, steps = _epoch_batches(x_tr, y_tr1, sample_weight, cfg, start_epoch)
-        model.fit(
-            batches,
-            epochs=cfg.epochs,
-            initial_epoch=start_epoch,
-            steps_per_epoch=steps,
-            # A PyDataset's batches are also taken in an order Keras shuffles (the shipped model was
-            # trained so); a tf.data pipeline brings its own order, and Keras warns if asked to shuffle.
-            shuffle=steps is None,
-            validation_data=(x_fit_val, y_val1),
-            validation_batch_size=1000,  # Keras' default, 32, made validation 0.4 s of a 2.5 s fast run
-            callbacks=[*_tensorboard(run_dir / "logs"), *(callbacks or []), *_ema_swap(cfg, start_epoch > 0), book],
-            verbose=verbose,
-        )
-        train_seconds += time.perf_counter() - fit_start - book.seconds
-    stopped_early = book.stopped_early
-    _atomic_json(run_dir / "history.json", history)  # also after a resume that found no epoch left to train
-
-    # Report the selected (best on validation) model, on validation and test: digits only.
-    model, meta = load_model(best_path)
-    meta.update(train_seconds=train_seconds, prepare_seconds=prepare_seconds, history=history)
-    metrics = _finish(model, meta, cfg, ds, run_dir, log)
-    log(
-        f"Best epoch {best_epoch}: validation accuracy {metrics['validation']['accuracy']:.4f}, "
-        f"test accuracy {metrics['test']['accuracy']:.4f}; fit loop {train_seconds:.1f} s"
-    )
-    return TrainResult(
-        run_dir=run_dir,
-        model_path=best_path,
-        config=cfg,
-        history=history,
-        metrics=metrics,
-        train_seconds=train_seconds,
-        device=device,
-        best_epoch=best_epoch,
-        stopped_early=stopped_early,
-        extra={"precision": precision},
-    )
+    return Bookkeeping()
 
 
 def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, precision: str) -> dict[str, Any]:
@@ -1056,7 +1123,7 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
 def _data_card(path: str, role: str) -> dict[str, Any]:
     """What a model card says of a labelled folder it was trained or validated on: its digest, size, and
     the source and licence lines of the folder's README, as stated there."""
-    from .data import load_labelled
+    from ..data import load_labelled
 
     labelled = load_labelled(path)
     card: dict[str, Any] = {"path": path, "role": role, "images": len(labelled.y), "sha256": labelled.sha256}
@@ -1078,8 +1145,8 @@ def _finish(
     """Measure the final model on validation and test (digits only), fit its temperature and choose its
     rejection threshold on validation data, and save it as ``out`` (default ``run_dir/model.keras``)
     with its metrics (``run_dir/metrics.json``). Returns the metrics."""
-    from .evaluate import classification_metrics
-    from .recognizer import calibrated, digit_probabilities, predict_probabilities
+    from ..evaluate import classification_metrics
+    from ..reading.recognizer import calibrated, digit_probabilities, predict_probabilities
 
     model = to_float32(model)  # what is measured is what is saved and exported
     num_digits = len(ds.class_names)
@@ -1132,7 +1199,7 @@ def calibrate(model: str | os.PathLike, out: str | os.PathLike | None = None, lo
     it was trained with, and save it to ``out`` (default: in place); its ONNX twin, if any, is made
     again. For models saved before temperature scaling existed, or after preprocessing has changed.
     Returns the new metadata."""
-    from .export import export_model
+    from ..export import export_model
 
     path = resolve_model_path(model)
     keras_model, meta = load_model(path)

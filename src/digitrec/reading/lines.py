@@ -178,7 +178,7 @@ class LineReader:
     def read_strip(self, strip: Strip, scale: float) -> tuple[str, list[Any], float]:
         """One line -> (text, digit boxes in image pixels, the string's confidence). ``scale``:
         working-image pixels per image pixel."""
-        from .recognizer import DigitBox
+        from .results import DigitBox
 
         probs = self.frame_probabilities(strip.pixels)
         path = ctc_greedy(probs)
@@ -254,7 +254,7 @@ class LineReader:
         """A file path, bytes, PIL image or array holding one or more lines of digits -> a `Reading`
         (lines top to bottom, separated by a newline in ``text``)."""
         from .images import ImageError, input_name
-        from .recognizer import MAX_MARKS, Reading
+        from .results import MAX_MARKS, Reading
 
         ii = ink_image(image, name, line=True)
         if len(ii.components) > MAX_MARKS:
@@ -276,7 +276,7 @@ class LineReader:
 
 
 def _keras_runner(path: Path) -> tuple[Any, dict[str, Any]]:
-    from .models import load_model, to_float32
+    from ..models import load_model, to_float32
 
     model, meta = load_model(path)
     model = to_float32(model)
@@ -289,7 +289,7 @@ def load_line_reader(path: str | os.PathLike | None = None) -> LineReader:
     ``lines.keras``. ``None``: the reader shipped with the package."""
     import json
 
-    from .models import ModelError
+    from ..models import ModelError
 
     if path is None:
         path = default_line_model_path()
@@ -303,7 +303,7 @@ def load_line_reader(path: str | os.PathLike | None = None) -> LineReader:
     if not p.is_file():
         raise ModelError(f"{p}: no such line model")
     if p.suffix == ".onnx":
-        from .export import onnx_session
+        from .results import onnx_session
 
         try:
             session = onnx_session(p, threads=int(os.environ.get("DIGITREC_THREADS", "0")) or None)

@@ -46,7 +46,7 @@ def list_inputs(paths: Sequence[str]) -> Iterator[_Input]:
     """The inputs named by ``paths``: image files, directories (searched recursively, as `predict`
     does), glob patterns, and Parquet or CSV tables with a ``path`` column (file paths) or an ``image``
     column (the encoded images; ``file`` names them, else the row number)."""
-    from .cli import iter_images, shown_path
+    from ..reading.files import iter_images, shown_path
 
     for given in paths:
         if Path(given).suffix.lower() in TABLE_SUFFIXES and Path(given).is_file():
@@ -91,13 +91,13 @@ class _Reader:
 
         os.environ.setdefault("DIGITREC_THREADS", "1")  # an actor per core: one thread each
         cv2.setNumThreads(1)
-        from .recognizer import load_recognizer
+        from ..reading.recognizer import load_recognizer
 
         self.recognizer = load_recognizer(model)
         self.task = task
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, Any]:
-        from .images import ImageError, read_image_file
+        from ..reading.images import ImageError, read_image_file
 
         out: dict[str, list[Any]] = {"file": [], "answer": [], "error": []}
         answer = self.recognizer.predict if self.task == "predict" else self.recognizer.read

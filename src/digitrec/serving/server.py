@@ -37,9 +37,9 @@ from starlette.responses import JSONResponse
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import Process
 
-from . import __version__
-from .images import MAX_BYTES, ImageError
-from .recognizer import Recognizer, load_recognizer
+from .. import __version__
+from ..reading.images import MAX_BYTES, ImageError
+from ..reading.recognizer import Recognizer, load_recognizer
 
 __all__ = ["ServerConfig", "create_app", "listen_socket", "serve"]
 
@@ -528,7 +528,7 @@ def create_app(recognizer: Recognizer | None = None, config: ServerConfig | None
 
 
 def _model_info(rec: Recognizer) -> dict[str, Any]:
-    from .models import file_sha256
+    from ..models import file_sha256
 
     meta = rec.metadata
     test = meta.get("metrics", {}).get("test", {})
@@ -655,7 +655,7 @@ def app_from_environment() -> Any:
     """The app of one worker process when serving with several (uvicorn imports it by name)."""
     import cv2
 
-    from .images import quiet_decoder_warnings
+    from ..reading.images import quiet_decoder_warnings
 
     _bound_heap()
     cv2.setNumThreads(1)
@@ -733,7 +733,7 @@ def serve(
         )
         listener = listen_socket(host, port)  # a port in use fails here, before any worker starts
         uv_config = uvicorn.Config(
-            "digitrec.server:app_from_environment",
+            "digitrec.serving.server:app_from_environment",
             factory=True,
             log_level=log_level,
             timeout_graceful_shutdown=10,

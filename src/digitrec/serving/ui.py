@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .images import MAX_PIXELS, ImageError, open_image, to_mnist
-from .recognizer import Recognizer
+from ..reading.images import MAX_PIXELS, ImageError, open_image, to_mnist
+from ..reading.recognizer import Recognizer
 
 __all__ = ["build_ui"]
 

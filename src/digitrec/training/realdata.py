@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ..reading.images import ONE_LIKE, digit_to_mnist, elongation, to_mnist
 from . import synth
-from .images import ONE_LIKE, digit_to_mnist, elongation, to_mnist
 
 __all__ = ["domain_digits", "negatives", "touching_pairs", "validation_negatives"]
 

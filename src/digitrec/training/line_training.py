@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from ..reading.images import ImageError, ink_image, split_lines
+from ..reading.lines import BLANK, STRIDE, STRIP_HEIGHT, LineReader, line_strip, strip_pixels
 from . import synth
-from .images import ImageError, ink_image, split_lines
-from .lines import BLANK, STRIDE, STRIP_HEIGHT, LineReader, line_strip, strip_pixels
 
 __all__ = ["LineConfig", "build_line_model", "compose_line", "render_line", "train_line_reader"]
 
@@ -41,11 +41,18 @@ SLANT, TRAIN_SLANT = 0.1, 0.25  # the largest shear of a composed line (x per y)
 CURRENCY = "$€£"
 
 
+# "bf16" as `digitrec train` says it; "mixed_bfloat16" as Keras does.
+PRECISIONS = ("auto", "float32", "bf16", "mixed_bfloat16")
+
+
 @dataclass(frozen=True)
 class LineConfig:
     out: str = "runs/lines"  # run directory: lines.keras, lines.onnx, validation.json
-    lines: int = 100_000  # synthetic training lines (made once, then shuffled every epoch)
+    lines: int = 100_000  # synthetic training lines (shuffled every epoch)
     rendered: float = 0.2  # share of them rendered as photos, canvases and forms and read back
+    # Share of the lines not rendered that are made anew for every epoch after the first (while the
+    # epoch before trains, in a process of its own); the rendered ones, 25 times dearer, are made once.
+    refresh: float = 0.0
     epochs: int = 7  # passes over the training lines
     batch_size: int = 64  # lines per step
     learning_rate: float = 2e-3  # peak of a one-cycle schedule (Adam)
@@ -62,6 +69,10 @@ class LineConfig:
             out.append(f"lines must be >= 100, got {self.lines}")
         if not 0 <= self.rendered <= 1:
             out.append(f"rendered must be in [0, 1], got {self.rendered}")
+        if not 0 <= self.refresh <= 1:
+            out.append(f"refresh must be in [0, 1], got {self.refresh}")
+        if self.precision not in PRECISIONS:
+            out.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.epochs < 1:
             out.append(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -351,15 +362,19 @@ _LENGTHS = np.array([4, 5, 8, 9, 9, 9, 9, 9, 7, 5, 4, 3], np.float64)
 _LENGTHS /= _LENGTHS.sum()
 
 
+def _line_tasks(n: int, rendered: float, seed: int) -> list[tuple[int, int, float, int]]:
+    chunk = 500
+    rng = np.random.default_rng(seed)
+    return [(s, min(chunk, n - s), rendered, int(rng.integers(2**63))) for s in range(0, n, chunk)]
+
+
 def make_lines(
     n: int, rendered: float, seed: int, pool: dict[str, Any], workers: int, progress: bool = True
 ) -> list[tuple[np.ndarray, str]]:
     """``n`` training lines: (strip uint8 (STRIP_HEIGHT, width), digit string)."""
     _POOL.clear()
     _POOL.update(pool)
-    chunk = 500
-    rng = np.random.default_rng(seed)
-    tasks = [(s, min(chunk, n - s), rendered, int(rng.integers(2**63))) for s in range(0, n, chunk)]
+    tasks = _line_tasks(n, rendered, seed)
     out: list[tuple[np.ndarray, str]] = []
     bar = _bar(n, "lines") if progress else None
     if workers > 1:
@@ -403,7 +418,7 @@ def _bar(total: int, unit: str) -> _Bar:
 
 
 def _pool(cfg: LineConfig, log: Any) -> dict[str, Any]:
-    from .data import DEFAULT_VALIDATION, DataError, load_dataset, load_labelled, load_mnist, split_validation
+    from ..data import DEFAULT_VALIDATION, DataError, load_dataset, load_labelled, load_mnist, split_validation
 
     (x, y), _ = load_mnist()
     (x_train, y_train), _ = split_validation(x, y, DEFAULT_VALIDATION)
@@ -436,7 +451,7 @@ def _pool(cfg: LineConfig, log: Any) -> dict[str, Any]:
 def validation_images(cfg: LineConfig, log: Any) -> dict[str, list[tuple[Any, str]]]:
     """Validation numbers (3-8 digits) rendered in every style, per digit source, and non-digit images
     (text ""): name -> [(image, text)]."""
-    from .data import DEFAULT_VALIDATION, DataError, load_dataset, load_labelled, load_mnist, split_validation
+    from ..data import DEFAULT_VALIDATION, DataError, load_dataset, load_labelled, load_mnist, split_validation
 
     rng = np.random.default_rng(10_000 + cfg.seed)
     (x, y), _ = load_mnist()
@@ -594,7 +609,7 @@ def _batches(lines: list[tuple[np.ndarray, str]], batch_size: int, rng: np.rando
 def _precision(choice: str) -> str:
     """'auto': mixed bfloat16 where `train` finds it faster (TensorFlow on a CPU with AMX), else float32."""
     if choice != "auto":
-        return choice
+        return "mixed_bfloat16" if choice == "bf16" else choice
     import keras
 
     from .train import _cpu_flags
@@ -616,7 +631,15 @@ def train_line_reader(cfg: LineConfig, log: Any = print) -> dict[str, Any]:
     keras.utils.set_random_seed(cfg.seed)
     pool = _pool(cfg, log)
     log(f"Making {cfg.lines} training lines from {len(pool['x'])} digits ({cfg.workers} processes) ...")
-    lines = make_lines(cfg.lines, cfg.rendered, cfg.seed, pool, cfg.workers)
+    n_rendered = round(cfg.lines * cfg.rendered)
+    n_fresh = round((cfg.lines - n_rendered) * cfg.refresh) if cfg.epochs > 1 else 0
+    if n_fresh:  # the rendered lines first, then the plain ones, the last n_fresh of them made anew
+        lines = make_lines(n_rendered, 1.0, cfg.seed, pool, cfg.workers)
+        lines += make_lines(cfg.lines - n_rendered, 0.0, cfg.seed + 1, pool, cfg.workers)
+        # Forked now, before Keras starts its threads; it holds the digits of _POOL from make_lines.
+        maker = multiprocessing.get_context("fork").Pool(1)
+    else:
+        lines = make_lines(cfg.lines, cfg.rendered, cfg.seed, pool, cfg.workers)
     log(f"Rendering validation numbers ... ({time.perf_counter() - t0:.0f} s so far)")
     val = {k: _strips_of(v) for k, v in validation_images(cfg, log).items()}
     precision = _precision(cfg.precision)
@@ -631,6 +654,9 @@ def train_line_reader(cfg: LineConfig, log: Any = print) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed)
     for epoch in range(cfg.epochs):
         te = time.perf_counter()
+        making = None
+        if n_fresh and epoch + 1 < cfg.epochs:  # the next epoch's new lines, made while this one trains
+            making = maker.map_async(_make_lines, _line_tasks(n_fresh, 0.0, cfg.seed + 2 + epoch))
         bar = _bar(steps, "steps")
         losses = []
         for x, y in _batches(lines, cfg.batch_size, rng):
@@ -638,6 +664,10 @@ def train_line_reader(cfg: LineConfig, log: Any = print) -> dict[str, Any]:
             bar.update(1)
             bar.set_postfix(loss=float(np.mean(losses[-50:])))
         bar.close()
+        if making is not None:
+            fresh = [line for part in making.get() for line in part]
+            lines[len(lines) - n_fresh :] = fresh
+            steps = sum(-(-n // cfg.batch_size) for n in _bucket_sizes(lines))
         reader = LineReader(_keras_run(model), {}, out / "lines.keras")
         scores = score_reader(reader, val)
         exact = float(np.mean([s["0.0"] for k, s in scores.items() if k != "non-digits"]))
@@ -657,6 +687,9 @@ def train_line_reader(cfg: LineConfig, log: Any = print) -> dict[str, Any]:
         if exact > best[0]:
             best = (exact, epoch + 1)
             model.save_weights(out / "best.weights.h5")
+    if n_fresh:
+        maker.close()
+        maker.join()
     model.load_weights(out / "best.weights.h5")
     (out / "best.weights.h5").unlink()
     chosen = history[best[1] - 1]["validation"]
@@ -668,13 +701,14 @@ def train_line_reader(cfg: LineConfig, log: Any = print) -> dict[str, Any]:
         "blank": BLANK,
         "min_confidence": threshold,
         "epoch": best[1],
+        "lines_made": cfg.lines + n_fresh * (cfg.epochs - 1),
         "validation": {k: v[str(threshold)] for k, v in chosen.items()},
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         "precision": precision,
         "training_data": _data_card(cfg),
         "train_seconds": time.perf_counter() - t0,
     }
-    from .models import save_model
+    from ..models import save_model
 
     final = build_line_model("float32")  # saved and exported in float32, without the training's loss
     final.set_weights(model.get_weights())
@@ -711,8 +745,9 @@ def export_line_model(keras_path: Path, metadata: dict[str, Any]) -> Path:
     against Keras on synthetic strips of several widths."""
     import onnx
 
-    from .export import ExportError, onnx_session
-    from .models import load_model
+    from ..export import ExportError
+    from ..models import load_model
+    from ..reading.recognizer import onnx_session
 
     model, _ = load_model(keras_path)
     model(np.zeros((1, STRIP_HEIGHT, 64, 1), np.float32))  # Keras exports only a model that has been called

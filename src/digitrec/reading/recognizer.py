@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..models import ModelError, file_sha256, load_model, read_metadata, resolve_model_path
 from .images import (
     ONE_LIKE,
     Component,
@@ -29,7 +29,7 @@ from .images import (
     split_lines,
     to_mnist,
 )
-from .models import ModelError, file_sha256, load_model, read_metadata, resolve_model_path
+from .results import MAX_MARKS, DigitBox, Prediction, Reading, onnx_session
 
 __all__ = [
     "DigitBox",
@@ -61,13 +61,6 @@ READ_REJECT = 0.95
 # a fragment. On 500 numbers of MNIST validation digits: 477 -> 480 right (0.6 and 0.7: also 480); on
 # another 150, 142 either way.
 SHORT_ONE = 0.5
-# A line of digits holds at most this many marks (a line 640 working pixels long holds about 100
-# digits 6 px high, the least `segment` keeps). A 2 KB PNG of thousands of ticks took `read` 10-27 s
-# (every mark is fitted and scored on its own): more marks than this are refused at once. The
-# slowest image found under the bound, 92 ticks as tall as the image (each thickened at full size
-# to MNIST's stroke width), takes about 4.5 s. The bound is on the marks of all of an image's lines
-# together (the time goes by marks).
-MAX_MARKS = 100
 # Without other digits beside it, a mark is not presumed to be one (READ_REJECT's reason is gone): a
 # line of one mark reads nothing when the model's P(not a digit) for the whole mark beats the best
 # reading's score by a third (LONE_MARGIN times it is higher). Cut into slivers, a shoe, a letter or
@@ -81,51 +74,6 @@ MAX_MARKS = 100
 # `predict` rejects too), 1,000 canvases 984.
 LONE_MARGIN = 0.75
 LINE_REJECT = 0.5
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's answer. ``digit`` is None when the image holds no digit (``reason`` says why).
-
-    ``probabilities`` are the ten digit probabilities given that it is a digit (they sum to 1);
-    ``confidence`` is the probability of the answer given: the digit, or "not a digit".
-    """
-
-    digit: int | None
-    confidence: float
-    probabilities: list[float]
-    reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"digit": self.digit, "confidence": self.confidence, "probabilities": self.probabilities}
-        if self.reason:
-            d["reason"] = self.reason
-        return d
-
-
-@dataclass(frozen=True)
-class DigitBox:
-    """One digit of a line: the digit, its confidence and its box (x, y, w, h) in image pixels."""
-
-    digit: int
-    confidence: float
-    box: tuple[int, int, int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"digit": self.digit, "confidence": self.confidence, "box": list(self.box)}
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A line of handwritten digits read left to right (lines one above the other: top to bottom,
-    separated in ``text`` by a newline)."""
-
-    text: str
-    digits: list[DigitBox] = field(default_factory=list)
-    confidence: float | None = None  # of the whole text (its least sure line); None when nothing was read
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "confidence": self.confidence, "digits": [d.to_dict() for d in self.digits]}
 
 
 def predict_probabilities(model: Any, x: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
@@ -481,6 +429,8 @@ def _best_cuts(n: int, spans: dict[tuple[int, int], int], score: np.ndarray) -> 
 
 
 ENGINES = ("auto", "onnx", "keras")
+
+
 ONNX_SOURCE_KEY = "digitrec_keras_sha256"  # ONNX metadata: the sha256 of the .keras file it was made from
 
 
@@ -492,10 +442,6 @@ def _onnx_runner(keras_path: Path, required: bool = False) -> Any | None:
     """
     onnx_path = keras_path.with_suffix(".onnx")
     if not onnx_path.is_file():
-        return None
-    try:
-        from .export import onnx_session
-    except ImportError:
         return None
     try:
         session = onnx_session(onnx_path, threads=int(os.environ.get("DIGITREC_THREADS", "0")) or None)
