@@ -191,9 +191,12 @@ def parse_upload(body: bytes | bytearray, content_type: str, field: str = "file"
     """A whole multipart/form-data request body -> (file name, contents) of the file in ``field``.
 
     Every problem is a _Refused with its status: 415 not multipart, 400 malformed, 422 no such file.
-    The body is already in memory (its size capped): one pass of ``bytes.find``, no temporary files.
+    The body is already in memory (its size capped); python-multipart's parser walks it, no temporary
+    files. (It costs about 18 us for a 12 KB upload, against 14 us for the parser written here before:
+    nothing measurable in a request of about 2.5 ms.)
     """
-    from python_multipart.multipart import parse_options_header
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
 
     kind, params = parse_options_header(content_type)
     if kind != b"multipart/form-data":
@@ -201,40 +204,72 @@ def parse_upload(body: bytes | bytearray, content_type: str, field: str = "file"
     boundary = params.get(b"boundary")
     if not boundary:
         raise _Refused(400, "bad multipart/form-data: no boundary")
-    delimiter = b"--" + boundary
-    pos = body.find(delimiter)  # anything before it is a preamble, to be ignored
-    found: tuple[str, bytes] | None = None
+    found: list[tuple[str, bytes]] = []
+    part: dict[str, Any] = {}
     parts = 0
-    while pos >= 0:
-        pos += len(delimiter)
-        if body.startswith(b"--", pos):
-            break  # the closing delimiter
-        eol = body.find(b"\r\n", pos)  # the rest of the delimiter's line (transport padding)
-        if eol < 0 or body[pos:eol].strip(b" \t"):
-            raise _Refused(400, "bad multipart/form-data: a boundary line is malformed")
+    ended = False
+
+    def on_part_begin() -> None:
+        nonlocal parts
         parts += 1
         if parts > MAX_PARTS:
             raise _Refused(400, f"bad multipart/form-data: more than {MAX_PARTS} parts")
-        head_start = eol + 2
-        head_end = head_start if body.startswith(b"\r\n", head_start) else body.find(b"\r\n\r\n", head_start)
-        end = body.find(b"\r\n" + delimiter, head_end) if head_end >= 0 else -1
-        if end < 0:
-            raise _Refused(400, "bad multipart/form-data: the body ends inside a part")
+        part.clear()
+        part.update(header=b"", headers=[], data=[])
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part["header"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        if part["header"]:
+            part["headers"].append([part["header"], b""])
+            part["header"] = b""
+        if part["headers"]:
+            part["headers"][-1][1] += data[start:end]
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part["data"].append(data[start:end])
+
+    def on_part_end() -> None:
         name = filename = None
-        for line in bytes(body[head_start:head_end]).split(b"\r\n"):  # python-multipart takes bytes
-            key, colon, value = line.partition(b":")
-            if colon and key.strip().lower() == b"content-disposition":
+        for key, value in part["headers"]:
+            if key.strip().lower() == b"content-disposition":
                 _, options = parse_options_header(value)
                 name, filename = options.get(b"name"), options.get(b"filename")
         if name is not None and _decode_name(name) == field and filename is not None:
-            if found is not None:
+            if found:
                 raise _Refused(400, f"bad multipart/form-data: more than one file in '{field}'")
-            data_start = head_end + (2 if head_end == head_start else 4)
-            found = (_decode_name(filename) or "upload", bytes(memoryview(body)[data_start:end]))
-        pos = end + 2
-    if found is None:
+            found.append((_decode_name(filename) or "upload", b"".join(part["data"])))
+
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+        "on_end": on_end,
+    }
+    # A preamble before the first boundary is to be ignored (RFC 2046); the parser expects none.
+    start = body.find(b"--" + boundary)
+    if start < 0:
+        if body.strip():
+            raise _Refused(400, "bad multipart/form-data: no boundary line in the body")
         raise _Refused(422, f"invalid request: missing or bad field {field}")
-    return found
+    try:
+        parser = MultipartParser(boundary, callbacks)
+        parser.write(body[start:] if start else body)
+        parser.finalize()
+    except MultipartParseError as e:
+        raise _Refused(400, f"bad multipart/form-data: {e}") from None
+    if not ended:
+        raise _Refused(400, "bad multipart/form-data: the body ends inside a part")
+    if not found:
+        raise _Refused(422, f"invalid request: missing or bad field {field}")
+    return found[0]
 
 
 def _answer_or_error(action: Any, data: bytes, name: str) -> tuple[int, dict[str, Any]]:
