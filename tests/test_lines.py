@@ -272,9 +272,17 @@ def test_each_digit_read_again_takes_its_own_components_and_its_share_of_touchin
         labels,
         ((1, 0, 10), (2, 4, 14), (3, 16, 40)),
     )
-    first = LineReader._digit_mask(strip, 0, 15)
+    reader = LineReader(None, {}, Path("lines.onnx"))  # settings missing from the metadata: the defaults
+    assert (reader.wide_part, reader.classifier_weight) == (1.5, 1.0)
+    first = reader._digit_mask(strip, 0, 15)
     np.testing.assert_array_equal(first, (labels == 1) | (labels == 2))  # the flag whole, none of the pair
-    second = LineReader._digit_mask(strip, 15, 28)
+    second = reader._digit_mask(strip, 15, 28)
     expected = np.zeros_like(mask)
     expected[:, 15:28] = labels[:, 15:28] == 3
     np.testing.assert_array_equal(second, expected)  # its half of the touching pair only
+    # The model's own setting rules: columns 22-34 take only their part of the 24-wide pair by
+    # default (wider than 1.5 times 12), the whole pair centred in them with a wide_part of 3.
+    part = reader._digit_mask(strip, 22, 34)
+    assert part[:, 22:34].any() and not part[:, :22].any() and not part[:, 34:].any()
+    whole = LineReader(None, {"wide_part": 3.0}, Path("lines.onnx"))._digit_mask(strip, 22, 34)
+    np.testing.assert_array_equal(whole, labels == 3)

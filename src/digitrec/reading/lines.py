@@ -165,7 +165,9 @@ class LineReader:
         # reads each digit the line reader found again, in its columns; the two opinions are multiplied
         # (CLASSIFIER_WEIGHT). None: the line reader alone.
         self.classifier = classifier
-        self.classifier_weight = CLASSIFIER_WEIGHT
+        # Settings of the model, in its metadata; today's values for a model saved without them.
+        self.classifier_weight = float(metadata.get("classifier_weight", CLASSIFIER_WEIGHT))
+        self.wide_part = float(metadata.get("wide_part", WIDE_PART))
 
     def __repr__(self) -> str:
         return f"LineReader(path={str(self.path)!r})"
@@ -233,8 +235,7 @@ class LineReader:
             out.append((best, float(joint[best])))
         return out
 
-    @staticmethod
-    def _digit_mask(strip: Strip, lo: int, hi: int) -> np.ndarray:
+    def _digit_mask(self, strip: Strip, lo: int, hi: int) -> np.ndarray:
         """The ink of the digit read in the box's columns [lo, hi): whole the components centred there
         (a 5's flag, a slanted digit's ends past its columns), and of a component much wider than the
         columns (touching digits) only its part in them; a neighbour's ink reaching in stays out."""
@@ -242,7 +243,7 @@ class LineReader:
         for label, c0, c1 in strip.parts:
             if c1 <= lo or c0 >= hi:
                 continue
-            if c1 - c0 > WIDE_PART * (hi - lo):
+            if c1 - c0 > self.wide_part * (hi - lo):
                 mask[:, lo:hi] |= strip.labels[:, lo:hi] == label
             elif lo <= (c0 + c1) / 2 < hi:
                 mask[:, c0:c1] |= strip.labels[:, c0:c1] == label

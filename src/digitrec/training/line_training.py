@@ -28,7 +28,16 @@ from typing import Any
 import numpy as np
 
 from ..reading.images import ImageError, ink_image, split_lines
-from ..reading.lines import BLANK, STRIDE, STRIP_HEIGHT, LineReader, line_strip, strip_pixels
+from ..reading.lines import (
+    BLANK,
+    CLASSIFIER_WEIGHT,
+    STRIDE,
+    STRIP_HEIGHT,
+    WIDE_PART,
+    LineReader,
+    line_strip,
+    strip_pixels,
+)
 from . import synth
 
 __all__ = ["LineConfig", "build_line_model", "compose_line", "render_line", "train_line_reader"]
@@ -700,6 +709,8 @@ def train_line_reader(cfg: LineConfig, log: Any = print) -> dict[str, Any]:
         "stride": STRIDE,
         "blank": BLANK,
         "min_confidence": threshold,
+        "classifier_weight": CLASSIFIER_WEIGHT,
+        "wide_part": WIDE_PART,
         "epoch": best[1],
         "lines_made": cfg.lines + n_fresh * (cfg.epochs - 1),
         "validation": {k: v[str(threshold)] for k, v in chosen.items()},
