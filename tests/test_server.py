@@ -363,6 +363,9 @@ def test_the_upload_parser_refuses_what_is_malformed() -> None:
     boundary = ctype.split("boundary=")[1].encode()
     # A preamble before the first boundary and an epilogue after the last are ignored (RFC 2046).
     assert parse_upload(b"preamble\r\n" + body + b"epilogue", ctype) == ("a.png", content)
+    # A header with an empty value before the part's Content-Disposition.
+    empty = b'--b\r\nX-Empty:\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nPNG\r\n--b--\r\n'
+    assert parse_upload(empty, "multipart/form-data; boundary=b") == ("a.png", b"PNG")
     cases = {
         "no boundary": ((body, "multipart/form-data"), 400),
         "cut short": ((body[: len(body) // 2], ctype), 400),

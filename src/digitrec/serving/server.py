@@ -215,17 +215,17 @@ def parse_upload(body: bytes | bytearray, content_type: str, field: str = "file"
         if parts > MAX_PARTS:
             raise _Refused(400, f"bad multipart/form-data: more than {MAX_PARTS} parts")
         part.clear()
-        part.update(header=b"", headers=[], data=[])
+        part.update(field=b"", value=b"", headers=[], data=[])
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        part["header"] += data[start:end]
+        part["field"] += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        if part["header"]:
-            part["headers"].append([part["header"], b""])
-            part["header"] = b""
-        if part["headers"]:
-            part["headers"][-1][1] += data[start:end]
+        part["value"] += data[start:end]
+
+    def on_header_end() -> None:  # a header may come in pieces, and its value may be empty
+        part["headers"].append((part["field"], part["value"]))
+        part["field"] = part["value"] = b""
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         part["data"].append(data[start:end])
@@ -249,6 +249,7 @@ def parse_upload(body: bytes | bytearray, content_type: str, field: str = "file"
         "on_part_begin": on_part_begin,
         "on_header_field": on_header_field,
         "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
         "on_part_data": on_part_data,
         "on_part_end": on_part_end,
         "on_end": on_end,
@@ -914,7 +915,7 @@ class _Workers:
         try:
             conn, _ = self.listener.accept()
             return conn
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # none waiting (one that reset before it was accepted)
             return None
         except OSError as e:  # out of file descriptors, say: wait for some to be freed
             logging.getLogger("uvicorn.error").warning(f"accept failed: {e}")
@@ -938,7 +939,7 @@ class _Workers:
         """With the UI: wait for a connection's first bytes (peeked, left for the worker to read); a
         connection that begins with an API request goes to the next worker in turn, any other to the
         UI's (worker 0), which serves every path. A connection that sends nothing within the head
-        timeout is closed; at most `PENDING` wait at once, past that they go in turn unseen."""
+        timeout gets 408 and is closed; at most `PENDING` wait at once, past that they go in turn unseen."""
         import selectors
 
         turn = 0
