@@ -66,7 +66,7 @@ class LineConfig:
     batch_size: int = 64  # lines per step
     learning_rate: float = 2e-3  # peak of a one-cycle schedule (Adam)
     seed: int = 0  # every draw (lines, weights, order) follows from it
-    precision: str = "auto"  # "mixed_bfloat16" where the CPU has AMX (auto), else "float32"
+    precision: str = "auto"  # "bf16" (or "mixed_bfloat16") where the CPU has AMX (auto), else "float32"
     extra_data: tuple[str, ...] = ()  # labelled folders whose digits join MNIST's
     validation_data: tuple[str, ...] = ()  # labelled folders whose digits make validation numbers too
     validation_numbers: int = 600  # validation numbers per digit source (MNIST validation, each folder)
@@ -646,59 +646,62 @@ def train_line_reader(cfg: LineConfig, log: Any = print) -> dict[str, Any]:
         lines = make_lines(n_rendered, 1.0, cfg.seed, pool, cfg.workers)
         lines += make_lines(cfg.lines - n_rendered, 0.0, cfg.seed + 1, pool, cfg.workers)
         # Forked now, before Keras starts its threads; it holds the digits of _POOL from make_lines.
-        maker = multiprocessing.get_context("fork").Pool(1)
+        maker: Any = multiprocessing.get_context("fork").Pool(1)
     else:
+        maker = None
         lines = make_lines(cfg.lines, cfg.rendered, cfg.seed, pool, cfg.workers)
-    log(f"Rendering validation numbers ... ({time.perf_counter() - t0:.0f} s so far)")
-    val = {k: _strips_of(v) for k, v in validation_images(cfg, log).items()}
-    precision = _precision(cfg.precision)
-    model = build_line_model(precision)
-    steps = sum(-(-n // cfg.batch_size) for n in _bucket_sizes(lines))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        cfg.learning_rate / 10, cfg.epochs * steps, warmup_target=cfg.learning_rate, warmup_steps=steps // 2
-    )
-    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=5.0), loss=ctc_loss)
-    history: list[dict[str, Any]] = []
-    best: tuple[float, int] = (-1.0, -1)
-    rng = np.random.default_rng(cfg.seed)
-    for epoch in range(cfg.epochs):
-        te = time.perf_counter()
-        making = None
-        if n_fresh and epoch + 1 < cfg.epochs:  # the next epoch's new lines, made while this one trains
-            making = maker.map_async(_make_lines, _line_tasks(n_fresh, 0.0, cfg.seed + 2 + epoch))
-        bar = _bar(steps, "steps")
-        losses = []
-        for x, y in _batches(lines, cfg.batch_size, rng):
-            losses.append(float(model.train_on_batch(x, y)))
-            bar.update(1)
-            bar.set_postfix(loss=float(np.mean(losses[-50:])))
-        bar.close()
-        if making is not None:
-            fresh = [line for part in making.get() for line in part]
-            lines[len(lines) - n_fresh :] = fresh
-            steps = sum(-(-n // cfg.batch_size) for n in _bucket_sizes(lines))
-        reader = LineReader(_keras_run(model), {}, out / "lines.keras")
-        scores = score_reader(reader, val)
-        exact = float(np.mean([s["0.0"] for k, s in scores.items() if k != "non-digits"]))
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)),
-                "validation": scores,
-                "seconds": time.perf_counter() - te,
-            }
+    try:
+        log(f"Rendering validation numbers ... ({time.perf_counter() - t0:.0f} s so far)")
+        val = {k: _strips_of(v) for k, v in validation_images(cfg, log).items()}
+        precision = _precision(cfg.precision)
+        model = build_line_model(precision)
+        steps = sum(-(-n // cfg.batch_size) for n in _bucket_sizes(lines))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 10, cfg.epochs * steps, warmup_target=cfg.learning_rate, warmup_steps=steps // 2
         )
-        log(
-            f"epoch {epoch + 1}/{cfg.epochs}: loss {np.mean(losses):.3f}, validation exact "
-            + ", ".join(f"{k}: {s['0.0']:.3f}" for k, s in scores.items() if k != "non-digits")
-            + f" ({time.perf_counter() - te:.0f} s)"
-        )
-        if exact > best[0]:
-            best = (exact, epoch + 1)
-            model.save_weights(out / "best.weights.h5")
-    if n_fresh:
-        maker.close()
-        maker.join()
+        model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=5.0), loss=ctc_loss)
+        history: list[dict[str, Any]] = []
+        best: tuple[float, int] = (-1.0, -1)
+        rng = np.random.default_rng(cfg.seed)
+        for epoch in range(cfg.epochs):
+            te = time.perf_counter()
+            making = None
+            if n_fresh and epoch + 1 < cfg.epochs:  # the next epoch's new lines, made while this one trains
+                making = maker.map_async(_make_lines, _line_tasks(n_fresh, 0.0, cfg.seed + 2 + epoch))
+            bar = _bar(steps, "steps")
+            losses = []
+            for x, y in _batches(lines, cfg.batch_size, rng):
+                losses.append(float(model.train_on_batch(x, y)))
+                bar.update(1)
+                bar.set_postfix(loss=float(np.mean(losses[-50:])))
+            bar.close()
+            if making is not None:
+                fresh = [line for part in making.get() for line in part]
+                lines[len(lines) - n_fresh :] = fresh
+                steps = sum(-(-n // cfg.batch_size) for n in _bucket_sizes(lines))
+            reader = LineReader(_keras_run(model), {}, out / "lines.keras")
+            scores = score_reader(reader, val)
+            exact = float(np.mean([s["0.0"] for k, s in scores.items() if k != "non-digits"]))
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": float(np.mean(losses)),
+                    "validation": scores,
+                    "seconds": time.perf_counter() - te,
+                }
+            )
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {np.mean(losses):.3f}, validation exact "
+                + ", ".join(f"{k}: {s['0.0']:.3f}" for k, s in scores.items() if k != "non-digits")
+                + f" ({time.perf_counter() - te:.0f} s)"
+            )
+            if exact > best[0]:
+                best = (exact, epoch + 1)
+                model.save_weights(out / "best.weights.h5")
+    finally:  # the line maker goes with the run, whichever way it ends
+        if maker is not None:
+            maker.terminate()
+            maker.join()
     model.load_weights(out / "best.weights.h5")
     (out / "best.weights.h5").unlink()
     chosen = history[best[1] - 1]["validation"]
