@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,32 @@ def test_rendered_training_data_does_not_depend_on_the_thread_count(mnist, monke
     np.testing.assert_array_equal(neg, realdata.negatives(30, np.random.default_rng(3), workers=1))
 
 
+def test_styled_digits_carry_the_marks_other_writers_add(mnist) -> None:
+    """A slash through the 0, a flag on the 1, a bar across the 7: each shows in the field."""
+    from digitrec.training import realdata
+
+    (x, y), _ = mnist
+    x, y = x[:3000], y[:3000]
+    xs, ys = realdata.styled_digits(x, y, 90, np.random.default_rng(0), workers=2)
+    assert xs.shape == (90, 28, 28) and xs.dtype == np.uint8
+    assert np.bincount(ys, minlength=10).tolist() == [30, 30, 0, 0, 0, 0, 0, 30, 0, 0]
+    again = realdata.styled_digits(x, y, 90, np.random.default_rng(0), workers=1)
+    np.testing.assert_array_equal(xs, again[0])
+    # The 0's hole is crossed: ink in the middle of the field, which a plain 0 leaves empty.
+    middle = [np.median([f[11:17, 11:17].mean() for f in a]) for a in (xs[ys == 0], x[y == 0][:200])]
+    assert middle[0] > 3 * middle[1]
+    # Most plain 1s are a bar (elongation under ONE_LIKE); a flag makes them wider.
+    assert np.mean([realdata.elongation(f) < realdata.ONE_LIKE for f in xs[ys == 1]]) < 0.5
+    # The 7's bar adds ink to the same digit fitted without it.
+    rng = np.random.default_rng(1)
+    sevens = x[y == 7][:60]
+    ratios = [
+        realdata._styled(d, 7, rng).astype(float).sum() / digit_to_mnist(d / 255.0, d > 80).astype(float).sum()
+        for d in sevens
+    ]
+    assert np.median(ratios) > 1.1
+
+
 def test_no_negative_looks_like_a_one(mnist) -> None:
     """Trousers fitted like a digit become a bar; as a "not a digit" example it taught the model to
     reject real 1s. Negatives are drawn again until they are not 1-like; MNIST's 1s mostly are."""
@@ -542,6 +569,32 @@ def test_fit_temperature_finds_the_temperature_of_the_labels() -> None:
         q = calibrated(p, true_t).astype(np.float64)
         y = (q.cumsum(1) > rng.random((len(q), 1))).argmax(1)
         assert fit_temperature(p, y) == pytest.approx(true_t, rel=0.06)
+
+
+def test_a_model_says_which_preprocessing_its_images_took(tiny_run, tmp_path) -> None:
+    from digitrec.models import load_model, read_metadata, save_model
+    from digitrec.reading.images import PREPROCESSING_VERSION
+    from digitrec.reading.recognizer import load_recognizer
+
+    meta = read_metadata(tiny_run.model_path)
+    assert meta["preprocessing_version"] == PREPROCESSING_VERSION
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same version: no warning
+        assert load_recognizer(tiny_run.model_path).preprocessing_version == PREPROCESSING_VERSION
+    # A model trained on another version's fields is still served, with a warning that says so.
+    model, _ = load_model(tiny_run.model_path)
+    older = tmp_path / "older.keras"
+    kept = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
+    save_model(model, older, {**kept, "preprocessing_version": PREPROCESSING_VERSION - 1})
+    with pytest.warns(UserWarning, match=f"version {PREPROCESSING_VERSION - 1} .* by version {PREPROCESSING_VERSION}"):
+        rec = load_recognizer(older, engine="keras")
+    assert rec.preprocessing_version == PREPROCESSING_VERSION - 1
+    # Without the key (models saved before it was recorded): today's version, no warning.
+    del kept["preprocessing_version"]
+    save_model(model, older, kept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_recognizer(older, engine="keras").preprocessing_version == PREPROCESSING_VERSION
 
 
 def test_calibrate_keeps_every_answer_and_lowers_the_validation_loss(tiny_run, mnist, tmp_path) -> None:

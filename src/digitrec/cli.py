@@ -525,6 +525,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--limit", type=int, help="use only the first N training images (quick experiments)")
     p.add_argument("--domain", type=int, help="add N training digits rendered as photos/canvases (real images)")
     p.add_argument("--negatives", type=int, help="add N non-digits as a 'not a digit' class (0: none)")
+    p.add_argument("--styles", type=int, help="add N training 0s, 1s and 7s given a slash, a long flag or a crossbar")
     p.add_argument("--pairs", type=int, help="with --negatives: add N pairs of touching digits to that class")
     p.add_argument(
         "--ensemble",

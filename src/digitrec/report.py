@@ -258,6 +258,7 @@ def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, An
         "training time (fit loop, s)": round(metadata["train_seconds"], 1) if "train_seconds" in metadata else None,
         "data preparation (s)": round(metadata["prepare_seconds"], 1) if "prepare_seconds" in metadata else None,
         "temperature (calibration)": round(metadata["temperature"], 4) if "temperature" in metadata else None,
+        "preprocessing version": metadata.get("preprocessing_version"),
         "rejection threshold": round(metadata["reject"]["threshold"], 4) if "reject" in metadata else None,
         # the percentile of the rendered validation digits' scores it is (models saved since 2026-11-19)
         "rejection percentile": metadata.get("reject", {}).get("percentile"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from ..models import ModelError, file_sha256, load_model, read_metadata, resolve_model_path
 from .images import (
     ONE_LIKE,
+    PREPROCESSING_VERSION,
     Component,
     ImageError,
     InkImage,
@@ -136,6 +138,16 @@ class Recognizer:
         self.reject_class: int | None = metadata.get("reject_class")
         self.reject_threshold: float = float(metadata.get("reject", {}).get("threshold", 1.0))
         self.temperature: float = float(metadata.get("temperature", 1.0))
+        # The preprocessing its training images took (`images.PREPROCESSING_VERSION`); models saved
+        # before it was recorded were trained with today's.
+        self.preprocessing_version = int(metadata.get("preprocessing_version", PREPROCESSING_VERSION))
+        if self.preprocessing_version != PREPROCESSING_VERSION:
+            warnings.warn(
+                f"{path}: trained on images preprocessed by version {self.preprocessing_version} of digitrec's "
+                f"preprocessing, and this digitrec preprocesses by version {PREPROCESSING_VERSION}: it may read "
+                "real images less well than its card says; retrain it, or read with the digitrec that made it",
+                stacklevel=2,
+            )
 
     def __repr__(self) -> str:
         return (

@@ -41,6 +41,7 @@ from ..models import (
     save_model,
     to_float32,
 )
+from ..reading.images import PREPROCESSING_VERSION
 
 __all__ = ["PRESETS", "TrainConfig", "TrainError", "TrainResult", "calibrate", "fit_temperature", "train"]
 
@@ -90,6 +91,7 @@ class TrainConfig:
     domain: int | None = None  # add N training digits rendered as photos/canvases, then preprocessed
     negatives: int | None = None  # add N non-digits as an extra "not a digit" class (0: no such class)
     pairs: int | None = None  # with negatives: add N pairs of touching digits to the "not a digit" class
+    styles: int | None = None  # add N training 0s, 1s and 7s with a slash, a flag, a crossbar (realdata.py)
     ensemble: int = 1  # train N members (seeds seed, seed+1, ...) and save one model averaging them
     extra_data: tuple[str, ...] = ()  # folders of labelled images (labels.csv) added to the training split
     extra_repeat: int = 3  # copies of each extra image in an epoch, each augmented anew (real data is scarce)
@@ -114,6 +116,7 @@ class TrainConfig:
             "domain": 0,
             "negatives": 0,
             "pairs": 0,
+            "styles": 0,
         }
         filled = {k: (recipe.get(k, general[k]) if getattr(self, k) is None else getattr(self, k)) for k in general}
         cfg = dataclasses.replace(self, **filled)
@@ -152,9 +155,10 @@ class TrainConfig:
             problems.append(f"ensemble size must be >= 1, got {self.ensemble}")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1, got {self.limit}")
-        if (self.domain or 0) < 0 or (self.negatives or 0) < 0 or (self.pairs or 0) < 0:
+        if min(self.domain or 0, self.negatives or 0, self.pairs or 0, self.styles or 0) < 0:
             problems.append(
-                f"domain, negatives and pairs must be >= 0, got {self.domain}, {self.negatives}, {self.pairs}"
+                f"domain, negatives, pairs and styles must be >= 0, got {self.domain}, {self.negatives}, "
+                f"{self.pairs}, {self.styles}"
             )
         if self.elastic < 0 or self.rotation < 0 or not 0 <= self.shift < 1 or not 0 <= self.zoom < 1:
             problems.append(
@@ -537,7 +541,7 @@ def _real_image_data(
     cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, num_digits: int, log: Any
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Extra training data for real images (see realdata.py): rendered digits and non-digits."""
-    if not (cfg.domain or cfg.negatives):
+    if not (cfg.domain or cfg.negatives or cfg.styles):
         return None, None
     from . import realdata
 
@@ -546,6 +550,11 @@ def _real_image_data(
     if cfg.domain:
         log(f"Rendering {min(cfg.domain, len(x_tr))} training digits as photos, canvas drawings and bitmaps ...")
         xd, yd = realdata.domain_digits(x_tr, y_tr, cfg.domain, rng)
+        xs.append(xd)
+        ys.append(yd)
+    if cfg.styles:
+        log(f"Drawing {cfg.styles} training 0s, 1s and 7s with a slash, a flag or a crossbar ...")
+        xd, yd = realdata.styled_digits(x_tr, y_tr, cfg.styles, rng)
         xs.append(xd)
         ys.append(yd)
     if cfg.negatives:
@@ -1100,6 +1109,7 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
         "class_names": list(ds.class_names),
         "reject_class": num_digits if cfg.negatives else None,
         "input": {"shape": [28, 28], "dtype": "float32", "range": [0, 255], "polarity": "white ink on black"},
+        "preprocessing_version": PREPROCESSING_VERSION,  # of the path its rendered and labelled images took
         "normalization": "inside the model (layer 'normalize'): feed raw pixel values 0-255",
         "config": cfg.to_json(),
         "data": {
