@@ -139,6 +139,25 @@ def test_extra_data_joins_training_and_the_model_card_names_it(folder: Path, mni
     assert meta["config"]["extra_data"] == [str(folder)] and meta["config"]["extra_repeat"] == 2
 
 
+def test_extra_domain_renders_a_share_of_each_extra_set(folder: Path) -> None:
+    from digitrec.training.train import TrainConfig, TrainError, _rendered_extra
+
+    labelled = load_labelled(folder)
+    cfg = TrainConfig(extra_data=(str(folder),), extra_domain=0.5).resolved()
+    lines = []
+    x, y = _rendered_extra(cfg, [labelled, labelled], lines.append)
+    assert x.shape == (60, 28, 28) and x.dtype == np.uint8 and len(y) == 60  # half of each of the two sets
+    assert "Rendered 60 images" in lines[0]
+    # Each is one of the set's digits under its own label, rendered: close to it, not the same pixels.
+    for field, label in zip(x[:10], y[:10], strict=True):
+        same_label = labelled.x[labelled.y == label].astype(float)
+        distances = np.abs(same_label - field.astype(float)).mean(axis=(1, 2))
+        others = np.abs(labelled.x[labelled.y != label].astype(float) - field.astype(float)).mean(axis=(1, 2))
+        assert field.max() > 200 and 0 < distances.min() < others.min()
+    with pytest.raises(TrainError, match="extra domain"):
+        TrainConfig(extra_domain=1.5).resolved()
+
+
 def test_a_folder_cannot_be_both_training_and_validation_data(folder: Path) -> None:
     from digitrec.training.train import TrainConfig, TrainError
 

@@ -540,6 +540,11 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--extra-repeat", type=int, help="copies of each extra image per epoch, augmented anew (default 3)")
     p.add_argument(
+        "--extra-domain",
+        type=float,
+        help="share of each extra set's images also rendered as photos, canvases and bitmaps (default 0)",
+    )
+    p.add_argument(
         "--validation-data",
         action="append",
         metavar="DIR",

@@ -95,6 +95,7 @@ class TrainConfig:
     ensemble: int = 1  # train N members (seeds seed, seed+1, ...) and save one model averaging them
     extra_data: tuple[str, ...] = ()  # folders of labelled images (labels.csv) added to the training split
     extra_repeat: int = 3  # copies of each extra image in an epoch, each augmented anew (real data is scarce)
+    extra_domain: float = 0.0  # share of each extra set's images also rendered as photos, canvases, bitmaps
     validation_data: tuple[str, ...] = ()  # labelled folders that join validation: epoch choice, threshold
     init: str | None = None  # start from this model's weights (a .keras file or run; "default": the shipped one)
     distribute: bool = False  # data-parallel over every device the backend sees (keras.distribution, JAX only)
@@ -175,6 +176,8 @@ class TrainConfig:
                 problems.append(f"--{name} is part of the augmentation: add --augment, or leave --{name} out")
         if self.extra_repeat < 1:
             problems.append(f"extra repeat must be >= 1, got {self.extra_repeat}")
+        if not 0 <= self.extra_domain <= 1:
+            problems.append(f"extra domain is a share of each extra set, in [0, 1]; got {self.extra_domain}")
         if self.distribute:
             import keras
 
@@ -209,6 +212,7 @@ class TrainConfig:
         for name in ("extra_data", "validation_data"):  # JSON lists
             if name in d:
                 d[name] = tuple(d[name])
+        d.setdefault("styles", 0)  # runs saved before --styles existed drew none, whatever the recipe says now
         return cls(**d).resolved()  # fields added since the run was saved take their defaults
 
 
@@ -565,6 +569,27 @@ def _real_image_data(
             log(f"Rendering {cfg.pairs} pairs of touching digits as non-digits ...")
             xs.append(realdata.touching_pairs(x_tr, cfg.pairs, rng))
             ys.append(np.full(cfg.pairs, num_digits, np.uint8))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _rendered_extra(cfg: TrainConfig, extra_sets: list[Any], log: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``cfg.extra_domain`` of each extra set's images rendered as photos, canvas drawings and small
+    bitmaps and preprocessed again (`realdata.domain_digits`), once each: other writers' digits as other
+    devices show them, which neither the extra sets (one device each) nor the rendered MNIST digits
+    (MNIST's writers) hold."""
+    from . import realdata
+
+    rng = np.random.default_rng([cfg.seed, 8])
+    xs, ys = [], []
+    for s in extra_sets:
+        n = round(cfg.extra_domain * len(s.y))
+        if n:
+            x, y = realdata.domain_digits(s.x, s.y, n, rng)
+            xs.append(x)
+            ys.append(y)
+    log(f"Rendered {sum(len(y) for y in ys)} images of the extra data as photos, canvas drawings and bitmaps")
+    if not xs:
+        return np.empty((0, 28, 28), np.uint8), np.empty(0, np.uint8)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -991,6 +1016,9 @@ def _training_arrays(cfg: TrainConfig, ds: Dataset, log: Any) -> _Arrays:
     if extra_sets:
         x_tr = np.concatenate([x_tr, *(s.x for s in extra_sets for _ in range(cfg.extra_repeat))])
         y_tr = np.concatenate([y_tr, *(s.y for s in extra_sets for _ in range(cfg.extra_repeat))])
+        if cfg.extra_domain:
+            x_rendered, y_rendered = _rendered_extra(cfg, extra_sets, log)
+            x_tr, y_tr = np.concatenate([x_tr, x_rendered]), np.concatenate([y_tr, y_rendered])
     validation_sets = [_labelled(path, log) for path in cfg.validation_data]
     x_fit_val = np.concatenate([x_val, *(s.x for s in validation_sets)])  # the epochs are chosen on all of it
     y_fit_val = np.concatenate([y_val, *(s.y for s in validation_sets)])
