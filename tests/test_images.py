@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from digitrec.reading import images, recognizer
+from digitrec.reading import images, rules
 from digitrec.reading.images import (
     MAX_PIXELS,
     ImageError,
@@ -26,7 +26,8 @@ from digitrec.reading.images import (
     segment,
     to_mnist,
 )
-from digitrec.reading.recognizer import MAX_CUTS, SPLIT_PRIOR, _best_cuts, _cut_candidates
+from digitrec.reading.results import MAX_MARKS
+from digitrec.reading.rules import MAX_CUTS, SPLIT_PRIOR, _best_cuts, _cut_candidates
 from digitrec.training import synth
 from tests.conftest import render_on_paper
 
@@ -338,7 +339,7 @@ def test_a_zigzag_gets_a_bounded_number_of_cuts(monkeypatch) -> None:
     cuts = _cut_candidates(ii, group)
     assert len(cuts) == MAX_CUTS and cuts == sorted(cuts)
     assert cuts[0] == group.x and cuts[-1] == group.x + group.w  # the ends are always kept
-    monkeypatch.setattr(recognizer, "MAX_CUTS", 10**6)
+    monkeypatch.setattr(rules, "MAX_CUTS", 10**6)
     assert set(cuts) < set(_cut_candidates(ii, group))  # the bound took some out
 
 
@@ -979,7 +980,7 @@ def test_a_page_of_marks_is_refused_quickly(rec, tmp_path: Path) -> None:
         for left in range(2, 640, 5):
             draw.line([(left, top), (left, top + 10)], fill=0, width=2)
     # 40 rows of 128 ticks: 40 lines (each tick a mark of its own; as one line, 128 marks of 40 ticks)
-    with pytest.raises(ImageError, match=f"ticks.png: 5120 separate marks.*at most {recognizer.MAX_MARKS}"):
+    with pytest.raises(ImageError, match=f"ticks.png: 5120 separate marks.*at most {MAX_MARKS}"):
         rec.read(_encode(page, "PNG"), "ticks.png")
     page.save(tmp_path / "ticks.png")
     with pytest.raises(ImageError, match=f"^{tmp_path / 'ticks.png'}: 5120 separate marks"):  # named by its path
@@ -1076,3 +1077,26 @@ def test_tiny_images_are_enlarged_before_their_strokes_are_measured():
     ii = images.ink_image(gray)
     assert ii.ink.shape == (64, 64) and ii.scale == 4.0
     assert images.to_mnist(gray).any()
+
+
+def test_the_rule_reader_takes_its_settings_from_the_model(rec, mnist) -> None:
+    """The settings that weigh the model's probabilities come from its metadata, today's where missing."""
+    from digitrec.models import ModelError
+    from digitrec.reading.recognizer import Recognizer
+    from digitrec.reading.rules import RuleReader, RuleSettings
+
+    seven = render_on_paper(mnist[1][0][0])  # a lone digit on paper
+    assert RuleReader(rec).settings == RuleSettings()  # the shipped model's metadata has none
+    assert rec.read_rules(seven).text == "7"
+
+    def with_settings(settings: object) -> Recognizer:
+        return Recognizer(rec.run, {**rec.metadata, "rule_reader": settings}, rec.path, rec.engine)
+
+    # A lone mark reads nothing when LONE_MARGIN x P(not a digit) beats its best reading: a huge
+    # margin makes any lone digit no number.
+    assert RuleReader(with_settings({"lone_margin": 1e6})).settings.lone_margin == 1e6
+    assert with_settings({"lone_margin": 1e6}).read_rules(seven).text == ""
+    assert with_settings({"split_prior": 0.9}).read_rules(seven).text == "7"
+    for bad in ({"lone_margin": "big"}, {"splt_prior": 0.9}, {"weak": -1}, [0.9]):
+        with pytest.raises(ModelError, match="rule_reader"):
+            with_settings(bad).read_rules(seven)

@@ -576,8 +576,11 @@ def test_a_model_says_which_preprocessing_its_images_took(tiny_run, tmp_path) ->
     from digitrec.reading.images import PREPROCESSING_VERSION
     from digitrec.reading.recognizer import load_recognizer
 
+    from digitrec.reading.rules import RuleSettings
+
     meta = read_metadata(tiny_run.model_path)
     assert meta["preprocessing_version"] == PREPROCESSING_VERSION
+    assert meta["rule_reader"] == RuleSettings().to_json()  # what `read --reader rules` weighs its answers with
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same version: no warning
         assert load_recognizer(tiny_run.model_path).preprocessing_version == PREPROCESSING_VERSION

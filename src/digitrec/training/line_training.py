@@ -761,7 +761,7 @@ def export_line_model(keras_path: Path, metadata: dict[str, Any]) -> Path:
 
     from ..export import ExportError
     from ..models import load_model
-    from ..reading.recognizer import onnx_session
+    from ..reading.results import onnx_session
 
     model, _ = load_model(keras_path)
     model(np.zeros((1, STRIP_HEIGHT, 64, 1), np.float32))  # Keras exports only a model that has been called

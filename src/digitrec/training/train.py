@@ -42,6 +42,7 @@ from ..models import (
     to_float32,
 )
 from ..reading.images import PREPROCESSING_VERSION
+from ..reading.rules import RuleSettings
 
 __all__ = ["PRESETS", "TrainConfig", "TrainError", "TrainResult", "calibrate", "fit_temperature", "train"]
 
@@ -1138,6 +1139,7 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
         "reject_class": num_digits if cfg.negatives else None,
         "input": {"shape": [28, 28], "dtype": "float32", "range": [0, 255], "polarity": "white ink on black"},
         "preprocessing_version": PREPROCESSING_VERSION,  # of the path its rendered and labelled images took
+        "rule_reader": RuleSettings().to_json(),  # `read --reader rules`: tuned for digitnet's recipes
         "normalization": "inside the model (layer 'normalize'): feed raw pixel values 0-255",
         "config": cfg.to_json(),
         "data": {
