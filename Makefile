@@ -63,7 +63,8 @@ format: install-dev
 REAL ?= ../shared/data/real
 default-model: install
 	$(BIN)/digitrec train --preset best --seed 0 --precision bf16 --extra-data $(REAL)/cvl-train \
-	  --extra-data $(REAL)/optdigits --validation-data $(REAL)/cvl-valid --out runs/default --overwrite
+	  --extra-data $(REAL)/optdigits --extra-domain 1 --styles 3000 --validation-data $(REAL)/cvl-valid \
+	  --out runs/default --overwrite
 	mkdir -p src/digitrec/assets
 	cp runs/default/model.keras src/digitrec/assets/default.keras
 	$(BIN)/digitrec export --format onnx

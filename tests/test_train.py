@@ -575,7 +575,6 @@ def test_a_model_says_which_preprocessing_its_images_took(tiny_run, tmp_path) ->
     from digitrec.models import load_model, read_metadata, save_model
     from digitrec.reading.images import PREPROCESSING_VERSION
     from digitrec.reading.recognizer import load_recognizer
-
     from digitrec.reading.rules import RuleSettings
 
     meta = read_metadata(tiny_run.model_path)
