@@ -3,11 +3,11 @@ each piece read by the digit model.
 
 `read` uses the learned line reader (`lines.py`), which reads more numbers right on every validation
 set (docs/experiments.md, "The learned line reader"); this reader is what `read --reader rules` and
-`Recognizer.read_rules` run, the baseline of `benchmarks/read_numbers.py`, and the reader of a
-digit model that has no line reader beside it. The settings that weigh the digit model's
-probabilities depend on its calibration, so they belong to the model: `RuleSettings`, stored in its
-metadata, today's values where it has none. The geometric rules below are the model's no more than
-the ink's.
+`Recognizer.read_rules` run, the baseline of `benchmarks/read_numbers.py`, and what `read` falls
+back to where no line reader is found. The settings that weigh the digit model's probabilities
+depend on its calibration, so they belong to the model: `RuleSettings`, stored in its metadata,
+today's values where it has none. The geometric rules depend on the ink alone and stay constants
+here.
 
 May import what `reading` may import.
 """
@@ -217,7 +217,7 @@ class RuleSettings:
         values = {}
         for key, value in given.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1e6:
-                raise ModelError(f"the model's rule_reader setting {key} must be a number >= 0; got {value!r}")
+                raise ModelError(f"the model's rule_reader setting {key} must be a number from 0 to 1e6; got {value!r}")
             values[key] = float(value)
         return cls(**values)
 
