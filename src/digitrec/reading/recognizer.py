@@ -19,6 +19,7 @@ from .images import (
     to_mnist,
 )
 from .results import DigitBox, Prediction, Reading, onnx_session
+from .rules import RuleReader, RuleSettings
 
 __all__ = [
     "DigitBox",
@@ -105,6 +106,8 @@ class Recognizer:
                 "real images less well than its card says; retrain it, or read with the digitrec that made it",
                 stacklevel=2,
             )
+        # What `read_rules` weighs the model's answers with, checked here so a bad setting fails the load.
+        self.rule_settings = RuleSettings.from_metadata(metadata)
 
     def __repr__(self) -> str:
         return (
@@ -174,8 +177,6 @@ class Recognizer:
     def read_rules(self, image: Any, name: str | None = None) -> Reading:
         """The rule-based reader (`rules.RuleReader`): each line cut into digits by connected components
         and rules, each piece read by the digit model, with the settings stored in the model."""
-        from .rules import RuleReader
-
         return RuleReader(self).read(image, name)
 
 

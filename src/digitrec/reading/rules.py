@@ -231,7 +231,7 @@ class RuleReader:
     def __init__(self, recognizer: Any) -> None:
         # ``recognizer``: a `recognizer.Recognizer` (not imported here: it imports this module).
         self.recognizer = recognizer
-        self.settings = RuleSettings.from_metadata(recognizer.metadata)
+        self.settings: RuleSettings = recognizer.rule_settings  # read from its metadata once, at load
 
     def read(self, image: Any, name: str | None = None) -> Reading:
         """Each line cut into digits by connected components and rules (strokes joined, touching

@@ -213,7 +213,6 @@ class TrainConfig:
         for name in ("extra_data", "validation_data"):  # JSON lists
             if name in d:
                 d[name] = tuple(d[name])
-        d.setdefault("styles", 0)  # runs saved before --styles existed drew none, whatever the recipe says now
         return cls(**d).resolved()  # fields added since the run was saved take their defaults
 
 
