@@ -1,11 +1,16 @@
 """Real handwriting from other writers: digitrec against the tutorials' recipe, set by set.
 
-    .venv/bin/python benchmarks/real_handwriting.py [--model M] [--real ../shared/data/real] [--n 2000] [--json]
+    .venv/bin/python benchmarks/real_handwriting.py [--model M] [--real ../shared/data/real] [--n 2000]
+        [--rendered 1000] [--json]
 
 Sets:
 - cvl-valid:  CVL single digits of 60 writers that no model here trains on (validation only);
 - optdigits:  UCI optdigits, 30 writers, 32x32 binary bitmaps (a training set of the shipped model: for
               a model trained on it this row is not a held-out score);
+- cvl-valid as photos, canvases, bitmaps: ``--rendered`` of the cvl-valid digits (every k-th, spread
+  over the writers) rendered again as a phone photo, a web-canvas drawing and a small scanned bitmap
+  (`synth.as_photo`, `as_canvas`, `as_bitmap`, as training renders MNIST's digits) and read from those
+  images: unseen writers on other devices;
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -93,11 +98,30 @@ def tutorial_model(path: str | None) -> object:
     return model
 
 
+def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: object) -> None:
+    """Score ``n`` of the digits (x, y), every k-th, rendered as photos, canvases and bitmaps."""
+    from digitrec.reading.images import to_mnist
+    from digitrec.training import synth
+
+    idx = np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)
+    for style, render in (("photos", synth.as_photo), ("canvases", synth.as_canvas), ("bitmaps", synth.as_bitmap)):
+        rng = np.random.default_rng([seed, len(style)])
+        images = [render(x[i], rng) for i in idx]
+        fields = np.stack([to_mnist(d) for d in images])
+        score(f"cvl-valid as {style}", fields, y[idx], np.stack([tutorial_field(d) for d in images]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model file or run directory (default: the shipped model)")
     ap.add_argument("--real", default=str(REAL), help=f"folder of the real labelled sets (default {REAL})")
     ap.add_argument("--n", type=int, default=2000, help="images per generated set (default 2000; 0: none)")
+    ap.add_argument(
+        "--rendered",
+        type=int,
+        default=1000,
+        help="cvl-valid digits rendered again as photos, canvases and bitmaps, each (default 1000; 0: none)",
+    )
     ap.add_argument("--seed", type=int, default=2026, help="seed of the generated sets (real_images.py's default)")
     ap.add_argument("--tutorial-model", help="a .keras file: load the tutorials' CNN from it, or save it there")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -141,6 +165,8 @@ def main() -> int:
         labelled = load_labelled(folder)
         tutorial_fields = np.stack([tutorial_field(folder / f) for f in labelled.files])
         score(name, labelled.x, labelled.y, tutorial_fields)
+        if name == "cvl-valid" and args.rendered:
+            rendered(labelled.x, labelled.y, args.rendered, args.seed, score)
 
     _, (x_test, y_test) = load_mnist()
     score("MNIST test", x_test, y_test, x_test)

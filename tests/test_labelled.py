@@ -154,8 +154,13 @@ def test_extra_domain_renders_a_share_of_each_extra_set(folder: Path) -> None:
         distances = np.abs(same_label - field.astype(float)).mean(axis=(1, 2))
         others = np.abs(labelled.x[labelled.y != label].astype(float) - field.astype(float)).mean(axis=(1, 2))
         assert field.max() > 200 and 0 < distances.min() < others.min()
+    # 1.5 renders per image: every image once, then half of them again (rendered anew).
+    cfg = TrainConfig(extra_data=(str(folder),), extra_domain=1.5).resolved()
+    x, y = _rendered_extra(cfg, [labelled], lines.append)
+    assert len(y) == 90 and sorted(y[:60].tolist()) == sorted(labelled.y.tolist())
+    assert not any(np.array_equal(x[i], x[j]) for i in range(60) for j in range(60, 90))
     with pytest.raises(TrainError, match="extra domain"):
-        TrainConfig(extra_domain=1.5).resolved()
+        TrainConfig(extra_domain=4.5).resolved()
 
 
 def test_a_folder_cannot_be_both_training_and_validation_data(folder: Path) -> None:

@@ -555,6 +555,29 @@ def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path
         np.testing.assert_array_equal(a, b)
 
 
+def test_select_from_keeps_no_epoch_before_its_share_of_the_run(mnist, tmp_path: Path) -> None:
+    # As above validation never improves after epoch 1; with --select-from 0.5 of 6 epochs the first
+    # epoch that may be kept is 3, and patience counts from there: the run keeps epoch 3, stops after 5.
+    from digitrec.data import load_dataset
+
+    r = train(
+        model="seed-cnn",
+        epochs=6,
+        limit=512,
+        validation=256,
+        learning_rate=1e-12,
+        patience=2,
+        select_from=0.5,
+        out=tmp_path / "sf",
+        verbose=0,
+        data=load_dataset("mnist"),
+    )
+    assert r.best_epoch == 3 and read_metadata(r.model_path)["epoch"] == 3
+    assert r.stopped_early and len(r.history["val_accuracy"]) == 5
+    with pytest.raises(TrainError, match="select from"):
+        TrainConfig(select_from=1.0).resolved()
+
+
 def test_fit_temperature_finds_the_temperature_of_the_labels() -> None:
     # Labels drawn from softmax(z / 2) while the model says softmax(z): the model is overconfident by a
     # temperature of 2, and the fit must say so (and 1 for a model that is right about itself).

@@ -521,6 +521,12 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--validation", type=int, help=f"hold out the last N training images (default {DEFAULT_VALIDATION})")
     p.add_argument("--patience", type=int, help="early stopping: epochs without improvement on validation")
+    p.add_argument(
+        "--select-from",
+        type=float,
+        metavar="SHARE",
+        help="keep the best epoch from this share of the epochs on, e.g. 0.5: the second half (default 0: any)",
+    )
     p.add_argument("--precision", choices=PRECISIONS, help="float32, bf16, or auto: the faster here (default)")
     p.add_argument("--limit", type=int, help="use only the first N training images (quick experiments)")
     p.add_argument("--domain", type=int, help="add N training digits rendered as photos/canvases (real images)")
@@ -542,7 +548,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--extra-domain",
         type=float,
-        help="share of each extra set's images also rendered as photos, canvases and bitmaps (default 0)",
+        help="renders per image of each extra set as photos, canvases and bitmaps, e.g. 0.5 (half of them once) "
+        "or 2 (each twice); at most 4 (default 0)",
     )
     p.add_argument(
         "--validation-data",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -46,6 +47,7 @@ from ..reading.rules import RuleSettings
 
 __all__ = ["PRESETS", "TrainConfig", "TrainError", "TrainResult", "calibrate", "fit_temperature", "train"]
 
+MAX_EXTRA_DOMAIN = 4  # renders per extra image (`TrainConfig.extra_domain`)
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "adadelta")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
 PRECISIONS = ("auto", "float32", "bf16")
@@ -87,6 +89,9 @@ class TrainConfig:
     ema: float = 0.0  # decay per step of a moving average of the weights, which validation and the saved models use
     validation: int = DEFAULT_VALIDATION  # last N training images held out for model selection
     patience: int | None = None  # stop after this many epochs without a better validation accuracy
+    # Share of the epochs before which none is kept as the best: early in a one-cycle schedule the
+    # learning rate is high and a noisy validation score can top the settled epochs by chance.
+    select_from: float = 0.0
     precision: str = "auto"  # float32 | bf16 (mixed bfloat16) | auto: the faster one on this hardware
     limit: int | None = None  # train on the first N training images only (quick experiments, tests)
     domain: int | None = None  # add N training digits rendered as photos/canvases, then preprocessed
@@ -96,7 +101,9 @@ class TrainConfig:
     ensemble: int = 1  # train N members (seeds seed, seed+1, ...) and save one model averaging them
     extra_data: tuple[str, ...] = ()  # folders of labelled images (labels.csv) added to the training split
     extra_repeat: int = 3  # copies of each extra image in an epoch, each augmented anew (real data is scarce)
-    extra_domain: float = 0.0  # share of each extra set's images also rendered as photos, canvases, bitmaps
+    # Renders of each extra set's images as photos, canvases, bitmaps, per image: 0.5 renders half of
+    # them once, 2 renders each twice (in other styles and placements); at most MAX_EXTRA_DOMAIN.
+    extra_domain: float = 0.0
     validation_data: tuple[str, ...] = ()  # labelled folders that join validation: epoch choice, threshold
     init: str | None = None  # start from this model's weights (a .keras file or run; "default": the shipped one)
     distribute: bool = False  # data-parallel over every device the backend sees (keras.distribution, JAX only)
@@ -125,6 +132,10 @@ class TrainConfig:
         cfg.check()
         return cfg
 
+    def first_selectable(self) -> int:
+        """The first epoch that may be kept as the best (``select_from`` of the epochs; at least 1)."""
+        return max(1, math.ceil(self.select_from * (self.epochs or 1)))
+
     def check(self) -> None:
         problems = []
         if self.epochs is not None and self.epochs < 1:
@@ -151,6 +162,8 @@ class TrainConfig:
             problems.append(f"ema must be in [0, 1) (0: none), got {self.ema}")
         if self.validation < 1:
             problems.append(f"validation size must be >= 1, got {self.validation}")
+        if not 0 <= self.select_from < 1:
+            problems.append(f"select from is a share of the epochs, in [0, 1); got {self.select_from}")
         if self.patience is not None and self.patience < 1:
             problems.append(f"patience must be >= 1, got {self.patience}")
         if self.ensemble < 1:
@@ -177,8 +190,11 @@ class TrainConfig:
                 problems.append(f"--{name} is part of the augmentation: add --augment, or leave --{name} out")
         if self.extra_repeat < 1:
             problems.append(f"extra repeat must be >= 1, got {self.extra_repeat}")
-        if not 0 <= self.extra_domain <= 1:
-            problems.append(f"extra domain is a share of each extra set, in [0, 1]; got {self.extra_domain}")
+        if not 0 <= self.extra_domain <= MAX_EXTRA_DOMAIN:
+            problems.append(
+                f"extra domain is renders per image of each extra set, in [0, {MAX_EXTRA_DOMAIN}]; got "
+                f"{self.extra_domain}"
+            )
         if self.distribute:
             import keras
 
@@ -573,20 +589,22 @@ def _real_image_data(
 
 
 def _rendered_extra(cfg: TrainConfig, extra_sets: list[Any], log: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``cfg.extra_domain`` of each extra set's images rendered as photos, canvas drawings and small
-    bitmaps and preprocessed again (`realdata.domain_digits`), once each: other writers' digits as other
-    devices show them, which neither the extra sets (one device each) nor the rendered MNIST digits
-    (MNIST's writers) hold."""
+    """Each extra set's images rendered as photos, canvas drawings and small bitmaps and preprocessed
+    again (`realdata.domain_digits`), ``cfg.extra_domain`` renders per image (each whole pass renders
+    every image once more, in a style and placement of its own; a fraction renders that share of them):
+    other writers' digits as other devices show them, which neither the extra sets (one device each)
+    nor the rendered MNIST digits (MNIST's writers) hold."""
     from . import realdata
 
     rng = np.random.default_rng([cfg.seed, 8])
     xs, ys = [], []
     for s in extra_sets:
-        n = round(cfg.extra_domain * len(s.y))
-        if n:
-            x, y = realdata.domain_digits(s.x, s.y, n, rng)
+        left = round(cfg.extra_domain * len(s.y))
+        while left > 0:
+            x, y = realdata.domain_digits(s.x, s.y, left, rng)  # at most every image once a pass
             xs.append(x)
             ys.append(y)
+            left -= len(y)
     log(f"Rendered {sum(len(y) for y in ys)} images of the extra data as photos, canvas drawings and bitmaps")
     if not xs:
         return np.empty((0, 28, 28), np.uint8), np.empty(0, np.uint8)
@@ -1081,7 +1099,7 @@ def _start_or_resume(
         _compile(model, model.optimizer, cfg)
         keras.utils.set_random_seed(cfg.seed + progress.start_epoch)
         log(f"Resuming {run_dir} after epoch {progress.start_epoch} of {cfg.epochs}")
-        if cfg.patience is not None and progress.start_epoch < cfg.epochs:
+        if cfg.patience is not None and cfg.first_selectable() <= progress.start_epoch < cfg.epochs:
             progress.stopped_before = progress.start_epoch - progress.best_epoch >= cfg.patience
         return model, progress
     if resume:
@@ -1107,7 +1125,8 @@ def _bookkeeping(cfg: TrainConfig, run_dir: Path, metadata: dict, progress: _Pro
                 progress.history.setdefault(k, []).append(float(v))
             val_acc = progress.history["val_accuracy"][-1]
             done = epoch + 1
-            if val_acc > progress.best_val:
+            selectable = done >= cfg.first_selectable()
+            if selectable and val_acc > progress.best_val:
                 progress.best_val, progress.best_epoch = val_acc, done
                 save_model(self.model, run_dir / "model.keras", {**metadata, "epoch": done, "val_accuracy": val_acc})
             seconds = progress.train_seconds + t - self.fit_start - self.seconds
@@ -1118,7 +1137,12 @@ def _bookkeeping(cfg: TrainConfig, run_dir: Path, metadata: dict, progress: _Pro
                 {**metadata, "epoch": done, "val_accuracy": val_acc, "state": state},
             )
             _atomic_json(run_dir / "history.json", progress.history)
-            if cfg.patience is not None and done - progress.best_epoch >= cfg.patience and done < cfg.epochs:
+            if (
+                selectable
+                and cfg.patience is not None
+                and done - progress.best_epoch >= cfg.patience
+                and done < cfg.epochs
+            ):
                 log(f"Early stop: no better validation accuracy for {cfg.patience} epochs")
                 self.stopped_early = True
                 self.model.stop_training = True
