@@ -49,7 +49,7 @@ def test_a_strip_is_the_lines_ink_box_scaled_to_the_ink_height() -> None:
 def test_a_fat_brush_is_thinned_in_the_strip_and_a_pen_left_alone() -> None:
     import cv2
 
-    from digitrec.reading.images import _stroke_width
+    from digitrec.reading.images import stroke_width
 
     def ring(thickness: int) -> np.ndarray:
         ink = np.zeros((120, 120), np.float32)
@@ -61,10 +61,10 @@ def test_a_fat_brush_is_thinned_in_the_strip_and_a_pen_left_alone() -> None:
     scaled = cv2.resize(
         fat, None, fx=INK_HEIGHT / fat.shape[0], fy=INK_HEIGHT / fat.shape[0], interpolation=cv2.INTER_AREA
     )
-    before = _stroke_width(scaled > 0.3)
-    after = _stroke_width(strip_pixels(fat)[0] > 0.3)
+    before = stroke_width(scaled > 0.3)
+    after = stroke_width(strip_pixels(fat)[0] > 0.3)
     assert before > 6 and after <= before - 1.5
-    thin = _stroke_width(strip_pixels(ring(2))[0] > 0.3)
+    thin = stroke_width(strip_pixels(ring(2))[0] > 0.3)
     assert thin < 3  # a pen's stroke is left as it is
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "open_image",
     "segment",
     "split_lines",
+    "stroke_width",
     "to_mnist",
 ]
 
@@ -67,7 +68,7 @@ WORK_SIDE = 640  # images are analysed with their longer side at most this (deco
 SMALL_SIDE = 64  # images with a shorter side below this are enlarged to about it (see `_resize_to_work`)
 LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
-# MNIST's own strokes range widely: measured as `_stroke_width` does, over MNIST_STROKE times the
+# MNIST's own strokes range widely: measured as `stroke_width` does, over MNIST_STROKE times the
 # digit's side, 1% of 5,000 training digits are under 0.64, 10% under 0.79, 90% under 1.47 and 99%
 # under 1.96. Only strokes outside that range are made thinner or thicker, and only into it.
 THIN_ABOVE = 2.0  # thicker strokes (a fat canvas brush) are thinned to THIN_TO (MNIST's 90th percentile)
@@ -980,7 +981,7 @@ def _frame(comp: np.ndarray) -> np.ndarray | None:
 # --- 4. MNIST normalization ------------------------------------------------------------------------
 
 
-def _stroke_width(mask: np.ndarray) -> float:
+def stroke_width(mask: np.ndarray) -> float:
     """Typical stroke width in pixels: twice the mean distance to the background along the ridge."""
     import cv2
 
@@ -1028,7 +1029,7 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     # did before, thinned a fifth of MNIST's own digits and broke some: on 1,200 photos and 800
     # canvases of validation digits, the model then shipped misread or rejected 10 and 15 then, 5
     # and 13 now.
-    width = _stroke_width(crop_mask)
+    width = stroke_width(crop_mask)
     if width < THICKEN_BELOW * target:
         r = max(1, round((target - width) / 2))
         strength = cv2.dilate(strength, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))

@@ -84,12 +84,12 @@ def _stroke_normalised(strip: np.ndarray) -> np.ndarray:
     stroke, scaled to full strength, already measures about 1.9 pixels, MNIST's range at this height.)"""
     import cv2
 
-    from .images import MNIST_STROKE, THIN_ABOVE, THIN_AT_MOST, THIN_TO, _stroke_width
+    from .images import MNIST_STROKE, THIN_ABOVE, THIN_AT_MOST, THIN_TO, stroke_width
 
     mask = strip > 0.3
     if not mask.any():
         return strip
-    width = _stroke_width(mask)
+    width = stroke_width(mask)
     target = MNIST_STROKE * DIGIT_HEIGHT
     if width > THIN_ABOVE * target:
         r = max(1, round(min(width - THIN_TO * target, THIN_AT_MOST * target) / 2))

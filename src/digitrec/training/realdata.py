@@ -101,7 +101,7 @@ def _styled(digit: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarr
     stroke as wide as its own, then fitted and centred again (`digit_to_mnist`)."""
     import cv2
 
-    from ..reading.images import _stroke_width
+    from ..reading.images import stroke_width
 
     pad = 12 * _UP  # room for marks past the digit's box
     big = cv2.resize(digit, (28 * _UP, 28 * _UP), interpolation=cv2.INTER_LINEAR)
@@ -112,7 +112,7 @@ def _styled(digit: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarr
         return digit
     y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
     h, w = y1 - y0 + 1, x1 - x0 + 1
-    thick = max(2, round(_stroke_width(mask) * rng.uniform(0.7, 1.1)))
+    thick = max(2, round(stroke_width(mask) * rng.uniform(0.7, 1.1)))
     marks = np.zeros_like(big)
 
     def stroke(a: tuple[float, float], b: tuple[float, float]) -> None:
