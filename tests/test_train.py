@@ -527,22 +527,31 @@ def test_tensorflow_pipeline_gives_the_pydatasets_batches(mnist) -> None:
             py.on_epoch_end()
 
 
-def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path) -> None:
-    # A learning rate too small to change the predictions: validation never improves after epoch 1,
-    # so with patience 2 the run stops after epoch 3 of 6 and keeps epoch 1.
+def _frozen_run(out: Path, **overrides: object) -> object:
+    """6 epochs at a learning rate too small to change the predictions: validation never improves
+    after epoch 1."""
     from digitrec.data import load_dataset
 
-    r = train(
+    return train(
         model="seed-cnn",
         epochs=6,
         limit=512,
         validation=256,
         learning_rate=1e-12,
         patience=2,
-        out=tmp_path / "es",
+        out=out,
         verbose=0,
         data=load_dataset("mnist"),
+        **overrides,
     )
+
+
+def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path) -> None:
+    # Validation never improves after epoch 1, so with patience 2 the run stops after epoch 3 of 6
+    # and keeps epoch 1.
+    from digitrec.data import load_dataset
+
+    r = _frozen_run(tmp_path / "es")
     assert r.stopped_early and r.best_epoch == 1
     assert len(r.history["val_accuracy"]) == 3
     # --resume on the finished run trains nothing more and keeps its model.
@@ -558,20 +567,7 @@ def test_early_stopping_ends_the_run_after_patience_epochs(mnist, tmp_path: Path
 def test_select_from_keeps_no_epoch_before_its_share_of_the_run(mnist, tmp_path: Path) -> None:
     # As above validation never improves after epoch 1; with --select-from 0.5 of 6 epochs the first
     # epoch that may be kept is 3, and patience counts from there: the run keeps epoch 3, stops after 5.
-    from digitrec.data import load_dataset
-
-    r = train(
-        model="seed-cnn",
-        epochs=6,
-        limit=512,
-        validation=256,
-        learning_rate=1e-12,
-        patience=2,
-        select_from=0.5,
-        out=tmp_path / "sf",
-        verbose=0,
-        data=load_dataset("mnist"),
-    )
+    r = _frozen_run(tmp_path / "sf", select_from=0.5)
     assert r.best_epoch == 3 and read_metadata(r.model_path)["epoch"] == 3
     assert r.stopped_early and len(r.history["val_accuracy"]) == 5
     with pytest.raises(TrainError, match="select from"):
