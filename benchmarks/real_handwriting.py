@@ -36,6 +36,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def turned(fields: np.ndarray, degrees: float) -> np.ndarray:
     return np.stack([cv2.warpAffine(f, m, (28, 28)) for f in fields])
 
 
-def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: object) -> None:
+def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..., None]) -> None:
     """Score ``n`` of the digits (x, y), every k-th, rendered as photos, canvases and bitmaps."""
     from digitrec.reading.images import to_mnist
     from digitrec.training import synth
