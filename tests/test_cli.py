@@ -226,9 +226,13 @@ def test_end_to_end_train_evaluate_info_predict(mnist, tmp_path: Path, capsys: p
     assert summary["test_accuracy"] > 0.8 and summary["train_seconds"] > 0
     assert json.loads((run / "config.json").read_text())["class_weight"] == {"9": 2.0}
 
-    assert main(["evaluate", "--model", str(run), "--json"]) == 0
+    # Training reports the network alone: evaluate without test-time augmentation gives its figure.
+    assert main(["evaluate", "--model", str(run), "--tta", "0", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert metrics["accuracy"] == pytest.approx(summary["test_accuracy"]) and metrics["tta_degrees"] == 0
+    assert main(["evaluate", "--model", str(run), "--json"]) == 0  # by default each answer is read three times
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["tta_degrees"] == 8 and abs(metrics["accuracy"] - summary["test_accuracy"]) < 0.02
     assert (run / "evaluation-test.json").is_file()
     assert len(metrics["confusion_matrix"]) == 10
 
@@ -261,6 +265,13 @@ def test_resume_refuses_other_training_options(capsys: pytest.CaptureFixture[str
     assert main(["train", "--resume", "runs/x", "--epochs", "20", "--model", "cnn", "--overwrite"]) == 1
     err = capsys.readouterr().err
     assert "--resume continues a run with its own settings" in err and "--epochs, --model, --overwrite" in err
+
+
+@pytest.mark.parametrize("value", ["90", "-1", "eight"])
+def test_a_bad_tta_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--tta", value, "x.png"])
+    assert exit_.value.code == 2 and "--tta" in capsys.readouterr().err
 
 
 def test_train_rejects_a_bad_class_weight(capsys: pytest.CaptureFixture[str]) -> None:

@@ -694,6 +694,44 @@ def test_a_preprocessed_image_gets_the_answer_of_its_image(mnist, rec) -> None:
         rec.predict_preprocessed(np.zeros((2, 28, 28), np.uint8))
 
 
+def test_test_time_augmentation_averages_the_field_and_two_turned_copies(rec, mnist) -> None:
+    from digitrec import load_recognizer
+    from digitrec.reading.recognizer import TTA_DEGREES, turned
+
+    x = mnist[1][0][:50]
+    once = load_recognizer(rec.path, tta=0)
+    assert rec.tta == TTA_DEGREES > 0 and once.tta == 0
+    probs, reject = rec.scores(x)
+    alone, own_reject = once.scores(x)
+    copies = [alone, once.scores(turned(x, -TTA_DEGREES))[0], once.scores(turned(x, TTA_DEGREES))[0]]
+    np.testing.assert_allclose(probs, np.mean(copies, axis=0), atol=1e-5)
+    np.testing.assert_allclose(reject, own_reject, atol=1e-6)  # rejection: the field's own, as at training
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(probs, alone, atol=1e-3)  # the copies do change the answer's probabilities
+    # A turned field is the digit turned about its centre: anticlockwise for positive degrees.
+    bar = np.zeros((1, 28, 28), np.uint8)
+    bar[0, 4:24, 13:15] = 255
+    ink = np.argwhere(turned(bar, 30)[0] > 128)
+    top, bottom = ink[ink[:, 0].argmin()], ink[ink[:, 0].argmax()]
+    assert top[1] < bottom[1]  # the top of an upright bar leans left once turned anticlockwise
+
+
+def test_test_time_augmentation_settings_are_checked(rec, monkeypatch) -> None:
+    from digitrec import load_recognizer
+    from digitrec.models import ModelError
+
+    monkeypatch.setenv("DIGITREC_TTA", "0")
+    assert load_recognizer(rec.path).tta == 0
+    assert load_recognizer(rec.path, tta=5).tta == 5  # an argument beats the environment
+    monkeypatch.setenv("DIGITREC_TTA", "eight")
+    with pytest.raises(ModelError, match="DIGITREC_TTA must be a number"):
+        load_recognizer(rec.path)
+    monkeypatch.delenv("DIGITREC_TTA")
+    for bad in (-1, 90, float("nan")):
+        with pytest.raises(ModelError, match="0 to 45 degrees"):
+            load_recognizer(rec.path, tta=bad)
+
+
 def test_a_dash_is_not_read_as_a_digit(rec, mnist) -> None:
     # A zip code with a dash: the dash is not a digit.
     (x, y) = mnist[1]

@@ -153,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from .report import build_report
 
-        report = build_report(args.model, args.report, args.dataset, args.data_dir, args.split)
+        report = build_report(args.model, args.report, args.dataset, args.data_dir, args.split, args.tta)
         metrics = json.loads((report.parent / "metrics.json").read_text())
         if args.json:
             _print_json(metrics)
@@ -161,7 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(format_metrics(metrics, f"{metrics['model']} on {metrics['dataset']} {args.split}"))
             print(f"\nReport: {report}  (figures and metrics.json beside it)")
         return 0
-    metrics = evaluate(args.model, args.dataset, args.data_dir, args.split)
+    metrics = evaluate(args.model, args.dataset, args.data_dir, args.split, args.tta)
     out = Path(args.out) if args.out else None
     if out is None and args.model is not None:
         model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
@@ -226,7 +226,7 @@ def _answer_files(args: argparse.Namespace, answer: Any, show: Any) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .reading.recognizer import load_recognizer
 
-    rec = load_recognizer(args.model)
+    rec = load_recognizer(args.model, tta=args.tta)
 
     def show(row: dict[str, Any]) -> str:
         if row["digit"] is None:
@@ -239,7 +239,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_read(args: argparse.Namespace) -> int:
     from .reading.recognizer import load_recognizer
 
-    rec = load_recognizer(args.model, reader=args.reader)
+    rec = load_recognizer(args.model, reader=args.reader, tta=args.tta)
 
     def show(row: dict[str, Any]) -> str:
         confidences = " ".join(f"{d['confidence']:.2f}" for d in row["digits"])
@@ -342,6 +342,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise CommandError(f"--workers must be 0 (one per core) or more, got {args.workers}")
     os.environ["DIGITREC_READER"] = args.reader  # the workers load their recognizers with it
+    _use_tta(args)
     try:
         serve(args.host, args.port, args.model, config, workers=args.workers)
     except OSError as e:  # binding the workers' sockets (one worker: uvicorn reports it and exits)
@@ -414,6 +415,34 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _degrees(text: str) -> float:
+    """An argparse type: degrees of test-time augmentation, 0 to 45."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 45:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 45")
+    return value
+
+
+def _tta_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tta",
+        type=_degrees,
+        metavar="DEGREES",
+        help="test-time augmentation: each digit's answer averaged over the image and two copies turned this "
+        "many degrees either way; 0 reads each digit once, a third of the model's work (default: "
+        "$DIGITREC_TTA, else the model's own, 8 for the shipped one)",
+    )
+
+
+def _use_tta(args: argparse.Namespace) -> None:
+    """Pass --tta on to the recognizers the server's worker processes load."""
+    if args.tta is not None:
+        os.environ["DIGITREC_TTA"] = f"{args.tta:g}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitrec",
@@ -457,6 +486,7 @@ def _image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    _tta_arg(p)
 
 
 def _add_models(sub: Any) -> None:
@@ -598,6 +628,7 @@ def _add_evaluate(sub: Any) -> None:
         "confusion matrix, per-class table, confident mistakes, calibration, model card",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _tta_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -763,6 +794,7 @@ def _add_serve(sub: Any) -> None:
         help="what /v1/read and the Number tab read lines with: auto, rules or a line model file (see "
         "`digitrec read --help`; default: $DIGITREC_READER or auto)",
     )
+    _tta_arg(p)
     p.add_argument(
         "--max-upload",
         type=_bounded_int(1, MAX_BYTES),

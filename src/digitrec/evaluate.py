@@ -169,15 +169,17 @@ def evaluate(
     dataset: str | None = None,
     data_dir: str | os.PathLike | None = None,
     split: str = "test",
+    tta: float | None = None,
 ) -> dict[str, Any]:
     """Run a saved model (path, run directory, or None for the default) on a split and return its metrics.
 
     ``dataset`` defaults to the one the model was trained on. ``split`` is "test" or "validation"
-    (the held-out end of the training set, as in training).
+    (the held-out end of the training set, as in training). ``tta``: test-time augmentation, as
+    `load_recognizer` takes it (training's own figures are the network's alone: ``tta=0``).
     """
     from .reading.recognizer import load_recognizer
 
-    rec = load_recognizer(model)
+    rec = load_recognizer(model, tta=tta)
     metrics = evaluate_split(rec, dataset, data_dir, split)[0]
     metrics["model"] = str(rec.path)
     return metrics
@@ -203,7 +205,7 @@ def evaluate_split(
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     probabilities, reject = rec.scores(x)
     metrics = classification_metrics(y, probabilities, ds.class_names)
-    metrics.update(model=str(rec.path), dataset=ds.name, split=split)
+    metrics.update(model=str(rec.path), dataset=ds.name, split=split, tta_degrees=rec.tta)
     if rec.reject_class is not None:
         # As `predict` answers: an image whose P(not a digit) reaches the threshold gets no digit.
         rejected = reject >= rec.reject_threshold

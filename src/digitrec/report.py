@@ -284,8 +284,10 @@ def build_report(
     dataset: str | None = None,
     data_dir: str | os.PathLike | None = None,
     split: str = "test",
+    tta: float | None = None,
 ) -> Path:
     """Evaluate ``model`` (None: the shipped default) on ``split`` and write the report into ``out``.
+    ``tta``: test-time augmentation, as `load_recognizer` takes it.
 
     Returns the path of ``report.html``. Beside it: samples.png, history.png (when the run's
     history.json is found), confusion_matrix.png, mistakes.png, reliability.png and metrics.json.
@@ -295,7 +297,7 @@ def build_report(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rec = load_recognizer(model)
+    rec = load_recognizer(model, tta=tta)
     metrics, x, y, ds = evaluate_split(rec, dataset, data_dir, split)
     metrics["model"] = _shown_path(rec.path)
     names = ds.class_names

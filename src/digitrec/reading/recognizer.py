@@ -31,9 +31,16 @@ __all__ = [
     "digit_probabilities",
     "load_recognizer",
     "predict_probabilities",
+    "turned",
 ]
 
 BATCH = 1024  # images per forward pass when predicting many
+
+# Test-time augmentation: the digit probabilities are the mean over the field and two copies of it
+# turned this many degrees either way (0: the field alone). On cvl-valid's unseen writers 97.44 ->
+# 97.76% read right, MNIST validation 99.67 -> 99.67%; three inferences a digit in one batch
+# (docs/experiments.md, "Test-time augmentation"). A model may set its own ("tta_degrees").
+TTA_DEGREES = 8.0
 
 
 def predict_probabilities(model: Any, x: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
@@ -67,6 +74,14 @@ def digit_probabilities(p: np.ndarray, num_digits: int = 10) -> np.ndarray:
     return d / np.maximum(d.sum(axis=1, keepdims=True), 1e-12)
 
 
+def turned(x: np.ndarray, degrees: float) -> np.ndarray:
+    """Each 28x28 field of ``x`` (n, 28, 28) turned by ``degrees`` (anticlockwise) about its centre."""
+    import cv2
+
+    m = cv2.getRotationMatrix2D((13.5, 13.5), degrees, 1.0)
+    return np.stack([cv2.warpAffine(f, m, (28, 28), flags=cv2.INTER_LINEAR) for f in x]) if len(x) else x
+
+
 def default_model_path() -> Path | None:
     """The model shipped inside the package, if this build has one."""
     p = resources.files("digitrec") / "assets" / "default.keras"
@@ -79,10 +94,19 @@ class Recognizer:
     ``run`` maps float32 pixels (n, 28, 28) to the model's probabilities (n, outputs): ONNX Runtime or
     Keras. They are then calibrated with the temperature fitted on validation data at training
     (metadata "temperature"; 1 for models saved before it existed).
+
+    ``tta``: degrees of the test-time augmentation of the digit answer (see `TTA_DEGREES`); None:
+    the model's own ("tta_degrees"), else `TTA_DEGREES`; 0: none.
     """
 
     def __init__(
-        self, run: Any, metadata: dict[str, Any], path: Path, engine: str = "keras", line_reader: Any = None
+        self,
+        run: Any,
+        metadata: dict[str, Any],
+        path: Path,
+        engine: str = "keras",
+        line_reader: Any = None,
+        tta: float | None = None,
     ) -> None:
         self.run = run
         self.line_reader = line_reader  # a `lines.LineReader` that `read` uses; None: the rule-based reader
@@ -96,6 +120,9 @@ class Recognizer:
         self.reject_class: int | None = metadata.get("reject_class")
         self.reject_threshold: float = float(metadata.get("reject", {}).get("threshold", 1.0))
         self.temperature: float = float(metadata.get("temperature", 1.0))
+        self.tta = float(metadata.get("tta_degrees", TTA_DEGREES) if tta is None else tta)
+        if not 0 <= self.tta <= 45:
+            raise ModelError(f"test-time augmentation must be 0 to 45 degrees, got {self.tta:g}")
         # The preprocessing its training images took (`images.PREPROCESSING_VERSION`); models saved
         # before it was recorded were trained with today's.
         self.preprocessing_version = int(metadata.get("preprocessing_version", PREPROCESSING_VERSION))
@@ -132,10 +159,21 @@ class Recognizer:
         return x
 
     def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """MNIST-format digits -> (digit probabilities (n, 10), "not a digit" probability (n,))."""
-        p = self._probabilities(self._check(x))
-        reject = p[:, self.reject_class] if self.reject_class is not None else np.zeros(len(p), np.float32)
-        return digit_probabilities(p, self.num_digits), reject
+        """MNIST-format digits -> (digit probabilities (n, 10), "not a digit" probability (n,)).
+
+        With test-time augmentation (``tta`` > 0) the digit probabilities are the mean over each field
+        and two copies turned ``tta`` degrees either way, read in one batch; P(not a digit) is the
+        field's own, so the rejection threshold chosen at training keeps its meaning."""
+        x = self._check(x)
+        n = len(x)
+        if self.tta:
+            x = np.concatenate([x, turned(x, -self.tta), turned(x, self.tta)])
+        p = self._probabilities(x)
+        reject = p[:n, self.reject_class] if self.reject_class is not None else np.zeros(n, np.float32)
+        digits = digit_probabilities(p, self.num_digits)
+        if self.tta:
+            digits = (digits[:n] + digits[n : 2 * n] + digits[2 * n :]) / np.float32(3)
+        return digits, reject
 
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
         """MNIST-format digits, uint8 (n, 28, 28) or one (28, 28) -> digit probabilities (n, 10)."""
@@ -224,7 +262,10 @@ def _line_reader(reader: str | os.PathLike | None, model: Path) -> Any:
 
 
 def load_recognizer(
-    path: str | os.PathLike | None = None, engine: str = "auto", reader: str | os.PathLike | None = "auto"
+    path: str | os.PathLike | None = None,
+    engine: str = "auto",
+    reader: str | os.PathLike | None = "auto",
+    tta: float | None = None,
 ) -> Recognizer:
     """Load a model file or run directory; ``None`` means the default model shipped with the package.
 
@@ -236,6 +277,9 @@ def load_recognizer(
     model (``lines.onnx`` or ``lines.keras`` in its folder, as `digitrec train-reader` writes), else
     the one shipped with the package, else the rule-based reader; "rules": the rule-based reader; a
     path: that line model.
+
+    ``tta``: degrees of test-time augmentation of the digit answers (`Recognizer`); None: $DIGITREC_TTA
+    if set, else the model's own, else `TTA_DEGREES`; 0 turns it off (a third of the inference).
     """
     if engine not in ENGINES:
         raise ModelError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -247,12 +291,17 @@ def load_recognizer(
                 "`digitrec train --out runs/mine` and pass --model runs/mine"
             )
     p = resolve_model_path(path)
+    if tta is None and os.environ.get("DIGITREC_TTA"):
+        try:
+            tta = float(os.environ["DIGITREC_TTA"])
+        except ValueError:
+            raise ModelError(f"DIGITREC_TTA must be a number of degrees, got {os.environ['DIGITREC_TTA']!r}") from None
     if engine in ("auto", "onnx"):
         meta = read_metadata(p)
         run = _onnx_runner(p, required=engine == "onnx")
         if run is not None:
-            return Recognizer(run, meta, p, "onnx", _line_reader(reader, p))
+            return Recognizer(run, meta, p, "onnx", _line_reader(reader, p), tta)
         if engine == "onnx":
             raise ModelError(f"{p}: no ONNX twin made from this model; run `digitrec export --model {p}` first")
     model, meta = load_model(p)
-    return Recognizer(lambda x: predict_probabilities(model, x), meta, p, "keras", _line_reader(reader, p))
+    return Recognizer(lambda x: predict_probabilities(model, x), meta, p, "keras", _line_reader(reader, p), tta)
