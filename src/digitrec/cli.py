@@ -239,7 +239,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_read(args: argparse.Namespace) -> int:
     from .reading.recognizer import load_recognizer
 
-    rec = load_recognizer(args.model, reader=args.reader, tta=args.tta)
+    rec = load_recognizer(args.model, reader=args.reader)
 
     def show(row: dict[str, Any]) -> str:
         confidences = " ".join(f"{d['confidence']:.2f}" for d in row["digits"])
@@ -433,7 +433,7 @@ def _tta_arg(p: argparse.ArgumentParser) -> None:
         metavar="DEGREES",
         help="test-time augmentation: each digit's answer averaged over the image and two copies turned this "
         "many degrees either way; 0 reads each digit once, a third of the model's work (default: "
-        "$DIGITREC_TTA, else the model's own, 8 for the shipped one)",
+        "$DIGITREC_TTA, else the model's own, 8 for the shipped one; `read` reads each digit once)",
     )
 
 
@@ -486,7 +486,6 @@ def _image_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
-    _tta_arg(p)
 
 
 def _add_models(sub: Any) -> None:
@@ -653,6 +652,7 @@ def _add_predict(sub: Any) -> None:
         "digit (blank, a letter, a picture of a shoe) gets digit null. Exit code 1 if any file failed.",
     )
     _image_args(p)
+    _tta_arg(p)
     p.set_defaults(func=cmd_predict)
 
 

@@ -161,7 +161,7 @@ class LineReader:
         self.metadata = metadata
         self.path = path
         self.min_confidence = float(metadata.get("min_confidence", 0.5))
-        # A digit model (`Recognizer.scores`: MNIST fields -> digit probabilities, P(not a digit)) that
+        # A digit model (`Recognizer.read_once`: MNIST fields -> digit probabilities, P(not a digit)) that
         # reads each digit the line reader found again, in its columns; the two opinions are multiplied
         # (CLASSIFIER_WEIGHT). None: the line reader alone.
         self.classifier = classifier

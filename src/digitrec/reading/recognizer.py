@@ -36,10 +36,11 @@ __all__ = [
 
 BATCH = 1024  # images per forward pass when predicting many
 
-# Test-time augmentation: the digit probabilities are the mean over the field and two copies of it
-# turned this many degrees either way (0: the field alone). On cvl-valid's unseen writers 97.44 ->
-# 97.76% read right, MNIST validation 99.67 -> 99.67%; three inferences a digit in one batch
-# (docs/experiments.md, "Test-time augmentation"). A model may set its own ("tta_degrees").
+# Test-time augmentation of `predict`'s answers: the digit probabilities are the mean over the field
+# and two copies of it turned this many degrees either way (0: the field alone). On cvl-valid's
+# unseen writers 97.44 -> 97.76% read right; three inferences a digit in one batch. `read` reads each
+# digit once: on validation numbers it gained nothing and cost 1.5 ms a number (docs/experiments.md,
+# "Test-time augmentation"). A model may set its own ("tta_degrees").
 TTA_DEGREES = 8.0
 
 
@@ -111,7 +112,7 @@ class Recognizer:
         self.run = run
         self.line_reader = line_reader  # a `lines.LineReader` that `read` uses; None: the rule-based reader
         if line_reader is not None and line_reader.classifier is None:
-            line_reader.classifier = self.scores  # reads each digit the line reader found again
+            line_reader.classifier = self.read_once  # reads each digit the line reader found again
         self.engine = engine
         self.metadata = metadata
         self.path = path
@@ -158,22 +159,28 @@ class Recognizer:
             raise ValueError(f"expected uint8 pixels 0-255 (white digit on black), got dtype {x.dtype}")
         return x
 
-    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, x: np.ndarray, tta: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """MNIST-format digits -> (digit probabilities (n, 10), "not a digit" probability (n,)).
 
-        With test-time augmentation (``tta`` > 0) the digit probabilities are the mean over each field
-        and two copies turned ``tta`` degrees either way, read in one batch; P(not a digit) is the
-        field's own, so the rejection threshold chosen at training keeps its meaning."""
+        With test-time augmentation (``tta`` degrees, None: the recognizer's own) the digit
+        probabilities are the mean over each field and two copies turned ``tta`` degrees either way,
+        read in one batch; P(not a digit) is the field's own, so the rejection threshold chosen at
+        training keeps its meaning."""
         x = self._check(x)
         n = len(x)
-        if self.tta:
-            x = np.concatenate([x, turned(x, -self.tta), turned(x, self.tta)])
+        tta = self.tta if tta is None else tta
+        if tta:
+            x = np.concatenate([x, turned(x, -tta), turned(x, tta)])
         p = self._probabilities(x)
         reject = p[:n, self.reject_class] if self.reject_class is not None else np.zeros(n, np.float32)
         digits = digit_probabilities(p, self.num_digits)
-        if self.tta:
+        if tta:
             digits = (digits[:n] + digits[n : 2 * n] + digits[2 * n :]) / np.float32(3)
         return digits, reject
+
+    def read_once(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`scores` without test-time augmentation: what the line readers weigh each digit with."""
+        return self.scores(x, tta=0)
 
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
         """MNIST-format digits, uint8 (n, 28, 28) or one (28, 28) -> digit probabilities (n, 10)."""

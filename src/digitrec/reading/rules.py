@@ -337,7 +337,7 @@ class RuleReader:
             if g not in masks:
                 masks[g] = group_mask(ii, g)
             fields.append(group_to_mnist(ii, g, cut, masks[g]))
-        probs, reject = self.recognizer.scores(np.stack(fields))
+        probs, reject = self.recognizer.read_once(np.stack(fields))  # the settings were chosen on these
         plausible = np.ones(len(pieces))
         for k, (g, cut) in enumerate(pieces):
             if cut is None or probs[k].argmax() != 1:
