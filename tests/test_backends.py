@@ -62,7 +62,7 @@ def test_backend_trains_and_reads_tensorflow_models(
     assert all(shape == [2, 10] for shape in out["shapes"].values())
     assert out["test_accuracy"] > 0.8
     assert out["precision"] == "float32"  # auto picks float32 for JAX and torch on CPU
-    rec = load_recognizer(tiny_run.model_path)  # the model's outputs, calibrated with its temperature
+    rec = load_recognizer(tiny_run.model_path, tta=0)  # the model's outputs, calibrated with its temperature
     np.testing.assert_allclose(
         calibrated(np.array(out["probs"], np.float32), rec.temperature), rec.predict_arrays(x), atol=1e-4
     )

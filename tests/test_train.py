@@ -631,14 +631,14 @@ def test_calibrate_keeps_every_answer_and_lowers_the_validation_loss(tiny_run, m
                               "temperature": 5.0})  # fmt: skip
     out = tmp_path / "calibrated.keras"
     assert main(["calibrate", "--model", str(wrong), "--out", str(out)]) == 0
-    after = load_recognizer(out)
+    after = load_recognizer(out, tta=0)
     meta = read_metadata(out)
     assert after.temperature == meta["temperature"] > 0
     assert meta["temperature"] == pytest.approx(old_meta["temperature"], rel=1e-3) != 5.0
     assert meta["metrics"]["test"]["accuracy"] == pytest.approx(tiny_run.metrics["test"]["accuracy"])
     (xt, yt), _ = mnist
     _, (xv, yv) = split_validation(xt, yt, tiny_run.config.validation)
-    before = load_recognizer(wrong, engine="keras")
+    before = load_recognizer(wrong, engine="keras", tta=0)  # a temperature keeps each reading's answer
     assert before.temperature == 5.0
     raw, cal = before.predict_arrays(xv), after.predict_arrays(xv)
     np.testing.assert_array_equal(raw.argmax(1), cal.argmax(1))  # the same answers
@@ -788,7 +788,7 @@ def test_a_model_with_a_reject_class_gets_its_threshold_from_validation(mnist, t
     assert negatives.reshape(len(negatives), -1).any(axis=1).all()
     assert 0.7 * 500 <= len(negatives) < 500  # max(500, 600 // 10) drawn, about a quarter blank pages
     # The digits the threshold counts as read right are the rendered validation digits the model reads right.
-    probs, _ = rec.scores(seen["data"]["val_domain"])
+    probs, _ = rec.read_once(seen["data"]["val_domain"])  # as training reads them
     assert np.array_equal(seen["right"], probs.argmax(axis=1) == seen["data"]["val_domain_labels"])
     assert 0 < np.sum(~seen["right"]) < len(seen["right"])  # a one-epoch model misreads some, not all
 
