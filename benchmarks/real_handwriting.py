@@ -10,7 +10,8 @@ Sets:
 - cvl-valid as photos, canvases, bitmaps: ``--rendered`` of the cvl-valid digits (every k-th, spread
   over the writers) rendered again as a phone photo, a web-canvas drawing and a small scanned bitmap
   (`synth.as_photo`, `as_canvas`, `as_bitmap`, as training renders MNIST's digits) and read from those
-  images: unseen writers on other devices;
+  images: unseen writers on other devices; and as a photo of a whole page (800-1200 px) in which the
+  digit is 4-12% of the side (blurred as the photos are, up to 2 px);
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -105,12 +106,17 @@ def tutorial_model(path: str | None) -> object:
 
 
 def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..., None]) -> None:
-    """Score ``n`` of the digits (x, y), every k-th, rendered as photos, canvases and bitmaps."""
+    """Score ``n`` of the digits (x, y), every k-th, rendered as photos, canvases and bitmaps, and as
+    photos of a page with the digit 4-12% of its side."""
     from digitrec.reading.images import to_mnist
     from digitrec.training import synth
 
+    def small(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # a page photographed whole
+        return synth.as_photo(ink, rng, size=int(rng.integers(800, 1201)), fill=(0.04, 0.12), blur=2.0)
+
     idx = np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)
-    for style, render in (("photos", synth.as_photo), ("canvases", synth.as_canvas), ("bitmaps", synth.as_bitmap)):
+    styles = (("photos", synth.as_photo), ("canvases", synth.as_canvas), ("bitmaps", synth.as_bitmap))
+    for style, render in (*styles, ("photos, small in the frame", small)):
         rng = np.random.default_rng([seed, len(style)])
         images = [render(x[i], rng) for i in idx]
         fields = np.stack([to_mnist(d) for d in images])

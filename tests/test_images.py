@@ -753,6 +753,47 @@ def test_test_time_augmentation_settings_are_checked(rec, monkeypatch) -> None:
             load_recognizer(rec.path, tta=bad)
 
 
+def _small_on_a_page(ink: np.ndarray, page: int, rng: np.random.Generator) -> bytes:
+    """White-on-black ``ink`` as dark ink on a noisy ``page``-pixel photo of paper, a JPEG."""
+    h, w = ink.shape
+    y, x = (int(v) for v in rng.integers(0, [page - h, page - w]))
+    paper = np.full((page, page), 228.0, np.float32)
+    paper[y : y + h, x : x + w] -= ink.astype(np.float32) * (190.0 / 255.0)
+    paper += rng.normal(0, 3, paper.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def test_a_small_digit_in_a_large_photo_is_found(rec, mnist) -> None:
+    # A digit a twentieth of the frame's side (a page photographed whole): under 0.1% of the pixels
+    # are ink, which the 99.9th percentile of the ink map took for none ("blank").
+    import cv2
+
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(7)
+    for d in range(10):
+        digit = cv2.resize(x[int(np.flatnonzero(y == d)[2])], (56, 56), interpolation=cv2.INTER_CUBIC)
+        answer = rec.predict(_small_on_a_page(digit, 1100, rng))
+        assert answer.digit == d, (d, answer)
+    number = np.zeros((28, 4 + 30 * 5), np.uint8)
+    for k, d in enumerate((2, 0, 4, 7, 1)):
+        number[:, 4 + 30 * k : 32 + 30 * k] = x[int(np.flatnonzero(y == d)[3])]
+    line = cv2.resize(number, (number.shape[1] * 2, 56), interpolation=cv2.INTER_CUBIC)
+    assert rec.read(_small_on_a_page(line, 1400, rng)).text == "20471"
+
+
+def test_small_digits_in_photos_of_a_whole_page_are_read(rec, mnist) -> None:
+    # Under 0.5% of the pixels are ink: the tails of the levels are the paper's noise and lighting, so
+    # the polarity was a toss-up (the light paper around the digit read as chalk on a board).
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(11)
+    idx = rng.choice(len(x), 20, replace=False)
+    pages = [synth.as_photo(x[i], rng, size=int(rng.integers(800, 1201)), fill=(0.05, 0.1), blur=2.0) for i in idx]
+    right = [rec.predict(page).digit == y[i] for page, i in zip(pages, idx, strict=True)]
+    assert sum(right) >= 17, right
+
+
 def test_a_dash_is_not_read_as_a_digit(rec, mnist) -> None:
     # A zip code with a dash: the dash is not a digit.
     (x, y) = mnist[1]

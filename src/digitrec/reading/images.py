@@ -93,6 +93,8 @@ RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's st
 # of full contrast: with 32, 3 of 2,000 blank pages (`synth.blank_page`) were still read as numbers
 # after the levelling; none with 64. Photographed paper and boards leave far more.
 MIN_HEADROOM = 64.0
+SMALL_INK_PATCH = np.ones((2, 2), np.uint8)  # see `_ink_map`: the strongest ink of a small digit
+SMALL_INK_RATIO = 1.5
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
@@ -598,7 +600,12 @@ def _polarity(levels: np.ndarray) -> tuple[bool, float]:
     lo, median, hi = _percentiles_u8(levels, (0.5, 50, 99.5))
     dark_ink = (median - lo) >= (hi - median)
     if hi - lo < 2 * 255 * MIN_CONTRAST:
-        return dark_ink, median  # no ink worth the name: the minority rule is as good as any
+        # No ink worth the name in the tails: none (a blank page), or a small digit in a large frame,
+        # under 0.5% of the pixels, whose polarity the noise would decide. The strongest 2x2 patch
+        # either way decides instead (its weakest pixel: a lone hot pixel does not count).
+        darkest = int(cv2.dilate(levels, SMALL_INK_PATCH).min())
+        brightest = int(cv2.erode(levels, SMALL_INK_PATCH).max())
+        return median - darkest >= brightest - median, median
     otsu, _ = cv2.threshold(np.ascontiguousarray(levels), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     dark_share = float(np.count_nonzero(levels <= otsu)) / levels.size
     if not DENSE_INK <= dark_share <= 1 - DENSE_INK:
@@ -677,7 +684,17 @@ def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, fl
     bias = min(bias, 0.25 * top)  # where ink is the majority (a bold digit cropped tight), not its level
     ink -= bias
     np.clip(ink, 0.0, 1.0, out=ink)
-    return ink, bool(dark_ink), min(max(top - bias, 0.0), 1.0)
+    strongest = min(max(top - bias, 0.0), 1.0)
+    # A small digit in a large frame (a page photographed whole): under 0.1% of the pixels are ink, the
+    # 99.9th percentile is the paper's, and the image read as blank. The strongest 2x2 patch (its
+    # weakest pixel, so that a lone hot pixel does not count) says how strong the ink is. On rendered
+    # photos, canvases and bitmaps it is within 7% of the percentile, so they are read as before; on
+    # digits a twentieth of the frame's side, 6 to 95 times it (docs/experiments.md, "Small digits in
+    # a large frame").
+    patch = float(cv2.erode(ink, SMALL_INK_PATCH).max()) if ink.size >= 4 else strongest
+    if patch > SMALL_INK_RATIO * strongest:
+        strongest = patch
+    return ink, bool(dark_ink), strongest
 
 
 def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bool = True) -> InkImage:

@@ -95,11 +95,13 @@ def as_photo(
     size: int | None = None,
     fill: tuple[float, float] = (0.45, 0.85),
     jpeg: bool = True,
+    blur: float | None = None,
 ) -> bytes:
     """White-on-black ink (any size) -> a photo of dark ink on paper, as encoded bytes (JPEG or PNG).
 
     Paper of varying colour, a lighting gradient, sensor noise, blur, a small rotation, off-centre
-    placement, 100-500 px, JPEG compression.
+    placement, 100-500 px, JPEG compression. ``blur``: the largest Gaussian blur in pixels (default
+    1.2 per 200 px of the photo's side, as if the ink filled about half of it).
     """
     import cv2
     from PIL import Image
@@ -116,7 +118,7 @@ def as_photo(
         # number did so in about 1 number in 20. Place it again (a single digit never needs to).
         if a.sum() >= 0.99 * placed.sum():
             break
-    blur = rng.uniform(0, 1.2) * side / 200
+    blur = rng.uniform(0, 1.2) * (side / 200 if blur is None else blur / 1.2)
     if blur > 0.3:
         a = cv2.GaussianBlur(a, (0, 0), blur)
     # float32 throughout: these full-image operations are most of the time of rendering a photo.
