@@ -753,12 +753,13 @@ def test_test_time_augmentation_settings_are_checked(rec, monkeypatch) -> None:
             load_recognizer(rec.path, tta=bad)
 
 
-def _small_on_a_page(ink: np.ndarray, page: int, rng: np.random.Generator) -> bytes:
-    """White-on-black ``ink`` as dark ink on a noisy ``page``-pixel photo of paper, a JPEG."""
+def _small_on_a_page(ink: np.ndarray, page: int, rng: np.random.Generator, contrast: float = 0.83) -> bytes:
+    """White-on-black ``ink`` as dark ink on a noisy ``page``-pixel photo of paper, a JPEG; the ink
+    darkens the paper by ``contrast`` at most."""
     h, w = ink.shape
     y, x = (int(v) for v in rng.integers(0, [page - h, page - w]))
     paper = np.full((page, page), 228.0, np.float32)
-    paper[y : y + h, x : x + w] -= ink.astype(np.float32) * (190.0 / 255.0)
+    paper[y : y + h, x : x + w] -= ink.astype(np.float32) * (228.0 * contrast / 255.0)
     paper += rng.normal(0, 3, paper.shape)
     buf = io.BytesIO()
     Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
@@ -781,6 +782,22 @@ def test_a_small_digit_in_a_large_photo_is_found(rec, mnist) -> None:
         number[:, 4 + 30 * k : 32 + 30 * k] = x[int(np.flatnonzero(y == d)[3])]
     line = cv2.resize(number, (number.shape[1] * 2, 56), interpolation=cv2.INTER_CUBIC)
     assert rec.read(_small_on_a_page(line, 1400, rng)).text == "20471"
+
+
+def test_faint_pencil_is_read(rec, mnist) -> None:
+    # Pencil photographed darkens the paper by a sixth or less: a fixed floor of 12% contrast cut into
+    # the strokes themselves.
+    import cv2
+
+    (x, y) = mnist[1]
+    right = []
+    for contrast in (0.16, 0.14):
+        rng = np.random.default_rng(5)
+        for d in range(10):
+            digit = cv2.resize(x[int(np.flatnonzero(y == d)[4])], (140, 140), interpolation=cv2.INTER_CUBIC)
+            digit = cv2.GaussianBlur(cv2.erode(digit, np.ones((5, 5), np.uint8)), (0, 0), 1.5)  # a pencil's line
+            right.append(rec.predict(_small_on_a_page(digit, 300, rng, contrast=contrast)).digit == d)
+    assert sum(right) >= 13, right  # 8 of 20 with the fixed floor
 
 
 def test_small_digits_in_photos_of_a_whole_page_are_read(rec, mnist) -> None:

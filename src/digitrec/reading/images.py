@@ -87,6 +87,9 @@ ONE_LIKE = 0.25  # a field whose ink spreads less than this across its main axis
 DENSE_INK = 0.3
 MIN_CONTRAST = 0.12  # ink weaker than this fraction of full contrast is never ink (texture, noise)
 RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's strongest ink (ruled lines)
+# ...but where the strongest ink is faint (pencil photographed: under 2 x MIN_CONTRAST), MIN_CONTRAST
+# would cut into the strokes themselves: there the floor is this share of the strongest ink.
+FAINT_SHARE = 0.5
 # Ink is measured against the room the paper leaves it (its level for dark ink, 255 less it for light),
 # but never less than this many levels: a blank sheet of bright paper taken for a board with light ink
 # (its polarity is a toss-up) had 30-45 levels of room, so its sensor noise became "chalk" at 0.15-0.2
@@ -708,7 +711,7 @@ def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bo
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
     # A tiny image has no lighting to take off, and its strokes may be wider than the background's window.
     ink, dark_ink, strongest = _ink_map(gray, flat=composited or scale > decoded)
-    threshold = max(MIN_CONTRAST, RELATIVE_INK * strongest)
+    threshold = max(min(MIN_CONTRAST, FAINT_SHARE * strongest), RELATIVE_INK * strongest)
     mask = ink >= threshold
     if strongest < MIN_CONTRAST or not mask.any():
         empty = np.zeros(ink.shape, np.int32)

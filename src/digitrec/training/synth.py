@@ -96,12 +96,14 @@ def as_photo(
     fill: tuple[float, float] = (0.45, 0.85),
     jpeg: bool = True,
     blur: float | None = None,
+    faint: tuple[float, float] | None = None,
 ) -> bytes:
     """White-on-black ink (any size) -> a photo of dark ink on paper, as encoded bytes (JPEG or PNG).
 
     Paper of varying colour, a lighting gradient, sensor noise, blur, a small rotation, off-centre
     placement, 100-500 px, JPEG compression. ``blur``: the largest Gaussian blur in pixels (default
-    1.2 per 200 px of the photo's side, as if the ink filled about half of it).
+    1.2 per 200 px of the photo's side, as if the ink filled about half of it). ``faint``: the ink is
+    grey, darker than the paper by a share drawn from this range (pencil), instead of a pen's colour.
     """
     import cv2
     from PIL import Image
@@ -126,6 +128,8 @@ def as_photo(
     paper = (rng.uniform(175, 255, 3) * tint).astype(np.float32)
     pen = rng.choice([[20, 20, 25], [20, 30, 110], [10, 10, 10], [60, 40, 40]]) + rng.uniform(0, 40, 3)
     pen = pen.astype(np.float32)
+    if faint is not None:
+        pen = paper * np.float32(1 - rng.uniform(*faint))
     strength = np.float32(rng.uniform(0.75, 1.0))
     rgb = paper + (strength * a)[..., None] * (pen - paper)  # (h, w, 3): paper where a=0, pen where a=1
     # Lighting: a linear gradient in a random direction, and a soft vignette.
