@@ -784,6 +784,39 @@ def test_a_small_digit_in_a_large_photo_is_found(rec, mnist) -> None:
     assert rec.read(_small_on_a_page(line, 1400, rng)).text == "20471"
 
 
+def _on_a_desk(page: np.ndarray, rng: np.random.Generator, share: float = 0.8) -> bytes:
+    """A photo of a light ``page`` (uint8 gray) lying on a darker desk that shows round it, a JPEG."""
+    import cv2
+
+    h, w = page.shape
+    ph, pw = int(h * share), int(w * share)
+    photo = np.full((h, w), rng.uniform(50, 120), np.float32) + rng.normal(0, 4, (h, w))
+    y, x = (int(v) for v in rng.integers(0, [h - ph, w - pw]))
+    photo[y : y + ph, x : x + pw] = cv2.resize(page, (pw, ph), interpolation=cv2.INTER_AREA)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def test_a_page_on_a_desk_is_read(rec, mnist) -> None:
+    # The desk round the page was ink to every step: a strip of it a stroke to the background's window,
+    # a desk in the corners the polarity of chalk on a board. Such photos read "not a digit" or nothing.
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(3)
+    for d in range(10):
+        page = render_on_paper(x[int(np.flatnonzero(y == d)[5])], size=320)[..., 0]
+        answer = rec.predict(_on_a_desk(page, rng, share=float(rng.uniform(0.7, 0.9))))
+        assert answer.digit == d, (d, answer)
+    number = np.zeros((28, 4 + 30 * 4), np.uint8)
+    for k, d in enumerate((5, 8, 3, 6)):
+        number[:, 4 + 30 * k : 32 + 30 * k] = x[int(np.flatnonzero(y == d)[6])]
+    page = np.full((200, 420), 230, np.uint8)
+    page[40:152, 20 : 516 // 1][:, : 4 * number.shape[1] - 96] = 230  # room for the line
+    line = 230 - (np.kron(number, np.ones((4, 3), np.uint8)) * 0.8).astype(np.uint8)
+    page[44 : 44 + line.shape[0], 10 : 10 + line.shape[1]] = line
+    assert rec.read(_on_a_desk(page, rng)).text == "5836"
+
+
 def test_faint_pencil_is_read(rec, mnist) -> None:
     # Pencil photographed darkens the paper by a sixth or less: a fixed floor of 12% contrast cut into
     # the strokes themselves.

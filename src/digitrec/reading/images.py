@@ -98,6 +98,15 @@ FAINT_SHARE = 0.5
 MIN_HEADROOM = 64.0
 SMALL_INK_PATCH = np.ones((2, 2), np.uint8)  # see `_ink_map`: the strongest ink of a small digit
 SMALL_INK_RATIO = 1.5
+# A desk around the page (`_off_page`): regions darker than the page by this share of its level, of
+# at least PAGE_AROUND_AREA of the image, along at least PAGE_AROUND_EDGE of one image edge, with the
+# page left at least PAGE_AT_LEAST of the image; strokes taken away by a closing PAGE_SMOOTH of the
+# reduced image's side wide. A shadow darkens paper by less than PAGE_CONTRAST.
+PAGE_CONTRAST = 0.25
+PAGE_AROUND_AREA = 0.01
+PAGE_AROUND_EDGE = 0.3
+PAGE_AT_LEAST = 0.3
+PAGE_SMOOTH = 0.1
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
@@ -655,6 +664,71 @@ def _background(levels: np.ndarray) -> tuple[np.ndarray, bool]:
     return background, dark_ink
 
 
+def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where a photo shows what lies around the page (a desk, a table's edge), and the page's level
+    there (a plane fitted to the page: its lighting), both full size; or None. What lies around it:
+    the regions much darker than the page, without marks, that run along a good part of an image
+    edge, found on the image reduced and closed so that no dark stroke is left.
+
+    Left in, such a region was ink to every later step: the background's window (a fifth of the
+    image) took a strip of desk for a stroke, and a desk in the corners made the page's polarity that
+    of chalk on a board; a digit on a page that did not fill the photo read "not a digit" or nothing
+    (docs/experiments.md, "A desk around the page").
+    """
+    import cv2
+
+    h, w = gray.shape
+    if min(h, w) < 2 * BACKGROUND_SIDE // 3:
+        return None
+    levels = gray if gray.dtype == np.uint8 else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    f = max(1, min(h, w) // BACKGROUND_SIDE)
+    small = cv2.resize(levels, (w // f, h // f), interpolation=cv2.INTER_AREA) if f > 1 else levels
+    # A closing takes the strokes away (a median as wide cost 0.4 ms); mirrored at the edges, a strip of
+    # desk along an edge counts twice as wide, and so stays if it is over half the window.
+    k = max(3, int(PAGE_SMOOTH * min(small.shape)) | 1)
+    padded = cv2.copyMakeBorder(small, k, k, k, k, cv2.BORDER_REFLECT)
+    closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    smooth = np.ascontiguousarray(closed[k:-k, k:-k])
+    otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark = (smooth <= otsu).view(np.uint8)
+    share = cv2.countNonZero(dark)
+    if share == 0 or share == dark.size:
+        return None
+    paper, around = cv2.mean(smooth, 1 - dark)[0], cv2.mean(smooth, dark)[0]
+    if paper - around < PAGE_CONTRAST * paper:
+        return None  # paper and a shadow or a lighting gradient, not paper and a desk
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
+    sh, sw = small.shape
+    off = np.zeros(n, bool)
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < PAGE_AROUND_AREA * small.size:
+            continue
+        c = labels == i
+        if max(c[0].mean(), c[-1].mean(), c[:, 0].mean(), c[:, -1].mean()) < PAGE_AROUND_EDGE:
+            continue
+        # Marks within the region (2x2 patches or more, well darker than its typical level) make it paper
+        # in a shadow, or a page of its own, not a desk: it stays as it is.
+        inside = cv2.erode(c.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)  # not its blurred border
+        if not inside.any():
+            continue
+        typical = float(np.median(small[inside]))
+        marks = cv2.erode((small < (1 - 2 * MIN_CONTRAST) * typical).view(np.uint8), np.ones((2, 2), np.uint8))
+        off[i] = not marks.view(bool)[inside].any()
+    if not off.any():
+        return None
+    mask = off[labels].view(np.uint8)
+    if mask.mean() > 1 - PAGE_AT_LEAST:
+        return None
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=5)  # and the page's blurred edge
+    ys, xs = np.nonzero(mask[::2, ::2] == 0)
+    a = np.stack([np.ones(len(ys)), (2 * xs + 0.5) / sw, (2 * ys + 0.5) / sh], 1)
+    coef = np.linalg.lstsq(a, smooth[::2, ::2][ys, xs].astype(np.float64), rcond=None)[0]
+    yy = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h
+    xx = (np.arange(w, dtype=np.float32)[None, :] + 0.5) / w
+    level = np.clip(np.float32(coef[0]) + np.float32(coef[1]) * xx + np.float32(coef[2]) * yy, 0, 255)
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level
+
+
 def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, float]:
     """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour; the polarity;
     and the 99.9th percentile of the ink (the strongest ink, ignoring a few hot pixels).
@@ -709,8 +783,13 @@ def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bo
     gray, composited, decoded = _gray(image, name)
     gray, scale = _resize_to_work(gray, line)
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
+    flat = composited or scale > decoded
+    page = None if flat else _off_page(gray)
+    off = None if page is None else page[0]
+    if page is not None:  # what the photo shows around the page becomes blank paper, lit as the page is
+        gray = np.where(page[0], page[1].astype(gray.dtype), gray)
     # A tiny image has no lighting to take off, and its strokes may be wider than the background's window.
-    ink, dark_ink, strongest = _ink_map(gray, flat=composited or scale > decoded)
+    ink, dark_ink, strongest = _ink_map(gray, flat=flat)
     threshold = max(min(MIN_CONTRAST, FAINT_SHARE * strongest), RELATIVE_INK * strongest)
     mask = ink >= threshold
     if strongest < MIN_CONTRAST or not mask.any():
@@ -745,7 +824,16 @@ def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bo
         if spans_width or spans_height:
             continue  # a ruled line or a page edge, not a digit
         box = (slice(y - y0, y - y0 + bh), slice(x - x0, x - x0 + bw))  # in the labelled crop
-        mass = float(crop_ink[box][sub[box] == i].sum(dtype=np.float64))  # its ink, within its box
+        own = sub[box] == i
+        edge = x == 0 or y == 0 or x + bw == w or y + bh == h
+        if off is not None and edge and (bw >= 0.15 * w or bh >= 0.15 * h):
+            # In a photo that shows what lies around the page: a mark within a tenth of the image's side
+            # of its edges, along a sixth of one or more, is a sliver of it too narrow for `_off_page`.
+            r0, r1 = max(0, round(0.1 * h) - y), min(bh, round(0.9 * h) - y)
+            c0, c1 = max(0, round(0.1 * w) - x), min(bw, round(0.9 * w) - x)
+            if r0 >= r1 or c0 >= c1 or not own[r0:r1, c0:c1].any():
+                continue
+        mass = float(crop_ink[box][own].sum(dtype=np.float64))  # its ink, within its box
         keep.append(Component(x, y, bw, bh, mass, (i,)))
     keep.sort(key=lambda c: c.x)
     if len(keep) < n - 1:  # some were dropped: unlabel them

@@ -25,6 +25,7 @@ __all__ = [
     "handwriting_fonts",
     "letter_glyph",
     "number_strip",
+    "on_a_desk",
     "scribble",
     "validation_letter_fonts",
 ]
@@ -145,6 +146,28 @@ def as_photo(
         img.save(buf, "JPEG", quality=int(rng.integers(40, 96)))
     else:
         img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def on_a_desk(photo: bytes, rng: np.random.Generator) -> bytes:
+    """A photo of a page (as `as_photo` makes it) -> the same page photographed on a desk: the page
+    60-90% of the frame, turned a little, off-centre, on a darker surface with its own lighting, JPEG."""
+    import cv2
+    from PIL import Image
+
+    page = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"), np.float32)
+    h, w = page.shape[:2]
+    share = rng.uniform(0.6, 0.9)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-6, 6), share)
+    m[:, 2] += rng.uniform(-0.5, 0.5, 2) * (1 - share) * np.array([w, h])
+    inside = cv2.warpAffine(np.ones((h, w), np.float32), m, (w, h))[..., None]
+    desk = rng.uniform(30, 160) * np.array([1.0, rng.uniform(0.7, 1.0), rng.uniform(0.5, 0.9)], np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    light = 1 - rng.uniform(0, 0.3) * (xx / w if rng.random() < 0.5 else yy / h)
+    surface = desk * light[..., None] + _sensor_noise(h, w, rng) * np.float32(rng.uniform(2, 8))
+    out = inside * cv2.warpAffine(page, m, (w, h)) + (1 - inside) * surface
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB").save(buf, "JPEG", quality=int(rng.integers(60, 96)))
     return buf.getvalue()
 
 
