@@ -107,6 +107,7 @@ PAGE_AROUND_AREA = 0.01
 PAGE_AROUND_EDGE = 0.3
 PAGE_AT_LEAST = 0.3
 PAGE_SMOOTH = 0.1
+PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
@@ -814,6 +815,7 @@ def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bo
     h, w = mask.shape
     areas = stats[1:, cv2.CC_STAT_AREA]
     biggest = int(areas.max())
+    near_off = None if off is None else cv2.dilate(off.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
     keep = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
@@ -833,6 +835,8 @@ def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bo
             c0, c1 = max(0, round(0.1 * w) - x), min(bw, round(0.9 * w) - x)
             if r0 >= r1 or c0 >= c1 or not own[r0:r1, c0:c1].any():
                 continue
+        if near_off is not None and area < PAGE_SCRAP * biggest and near_off[y : y + bh, x : x + bw][own].any():
+            continue  # a scrap of what lies around the page, left at its edge
         mass = float(crop_ink[box][own].sum(dtype=np.float64))  # its ink, within its box
         keep.append(Component(x, y, bw, bh, mass, (i,)))
     keep.sort(key=lambda c: c.x)
