@@ -833,6 +833,22 @@ def test_faint_pencil_is_read(rec, mnist) -> None:
     assert sum(right) >= 13, right  # 8 of 20 with the fixed floor
 
 
+def test_a_small_digit_in_a_large_scan_is_read_at_its_own_resolution(rec, mnist) -> None:
+    # A 48-64 px digit on a 2,000-2,400 px page is 13-20 px once the page is reduced to 640 px: too few
+    # pixels for its strokes. It is read again from the page around it, at the page's resolution.
+    import cv2
+
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(2)
+    right = []
+    for size, page in ((64, 2400), (48, 2000)):
+        for k in range(10):
+            digit = cv2.resize(x[int(np.flatnonzero(y == k)[7 + k])], (size, size), interpolation=cv2.INTER_CUBIC)
+            digit = cv2.erode(digit, np.ones((3, 3), np.uint8))  # a pen's stroke, thinner than MNIST's
+            right.append(rec.predict(_small_on_a_page(digit, page, rng)).digit == k)
+    assert sum(right) >= 19, right  # 6 of 20 read from the reduced page alone
+
+
 def test_small_digits_in_photos_of_a_whole_page_are_read(rec, mnist) -> None:
     # Under 0.5% of the pixels are ink: the tails of the levels are the paper's noise and lighting, so
     # the polarity was a toss-up (the light paper around the digit read as chalk on a board).

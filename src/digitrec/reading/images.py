@@ -107,6 +107,10 @@ PAGE_AROUND_AREA = 0.01
 PAGE_AROUND_EDGE = 0.3
 PAGE_AT_LEAST = 0.3
 PAGE_SMOOTH = 0.1
+# A digit whose ink spans fewer working pixels than this in an image that was reduced is read again
+# from the decoded image around it (`to_mnist`), with this share of its size as margin on each side.
+SMALL_DIGIT = 48
+SMALL_DIGIT_MARGIN = 1.0
 PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
@@ -779,9 +783,13 @@ def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bo
     """Decode ``image`` and locate its ink: the shared first half of `to_mnist` and `segment`.
     ``line``: the image holds a line of digits (see `_resize_to_work`). ``rules``: look for printed
     rules under a single digit (see `_form_rules`; always looked for in a line)."""
+    return _ink_image(*_gray(image, name), line=line, rules=rules)
+
+
+def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, rules: bool) -> InkImage:
+    """`ink_image` of an image already decoded to gray (see `_gray`)."""
     import cv2
 
-    gray, composited, decoded = _gray(image, name)
     gray, scale = _resize_to_work(gray, line)
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
     flat = composited or scale > decoded
@@ -1194,7 +1202,32 @@ def to_mnist(image: Any, name: str | None = None, rules: bool = True) -> np.ndar
     (`realdata`) are made without, since they have none, and so that they stay what the shipped
     model was trained on.
     """
-    ii = ink_image(image, name, rules=rules)
+    gray, composited, decoded = _gray(image, name)
+    ii = _ink_image(gray, composited, decoded, line=False, rules=rules)
+    reduced = ii.scale / decoded  # working pixels per decoded pixel
+    if ii.components and reduced < 1:
+        x0 = min(c.x for c in ii.components)
+        y0 = min(c.y for c in ii.components)
+        x1 = max(c.x + c.w for c in ii.components)
+        y1 = max(c.y + c.h for c in ii.components)
+        if max(x1 - x0, y1 - y0) < SMALL_DIGIT:
+            # A small digit in a large photo: read again from the decoded image around it, at the
+            # resolution the reduction to WORK_SIDE took from it (docs/experiments.md, "Small digits
+            # in a large frame").
+            side = max(x1 - x0, y1 - y0) / reduced
+            cx, cy = (x0 + x1) / 2 / reduced, (y0 + y1) / 2 / reduced
+            half = max(side * (0.5 + SMALL_DIGIT_MARGIN), SMALL_DIGIT / 2)
+            h, w = gray.shape
+            box = (
+                max(0, int(cy - half)),
+                min(h, int(cy + half) + 1),
+                max(0, int(cx - half)),
+                min(w, int(cx + half) + 1),
+            )
+            crop = np.ascontiguousarray(gray[box[0] : box[1], box[2] : box[3]])
+            again = _ink_image(crop, composited, 1.0, line=False, rules=rules)
+            if again.components:
+                ii = again
     return digit_to_mnist(ii.ink, ii.mask)
 
 
