@@ -760,10 +760,23 @@ def _small_on_a_page(ink: np.ndarray, page: int, rng: np.random.Generator, contr
     y, x = (int(v) for v in rng.integers(0, [page - h, page - w]))
     paper = np.full((page, page), 228.0, np.float32)
     paper[y : y + h, x : x + w] -= ink.astype(np.float32) * (228.0 * contrast / 255.0)
-    paper += rng.normal(0, 3, paper.shape)
+    return _jpeg(paper + rng.normal(0, 3, paper.shape))
+
+
+def _jpeg(gray: np.ndarray) -> bytes:
+    """A float gray image, clipped to 0-255, as a JPEG of quality 85."""
     buf = io.BytesIO()
-    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
+    Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
     return buf.getvalue()
+
+
+def _number(mnist: tuple, digits: tuple[int, ...], k: int) -> np.ndarray:
+    """The k-th test images of ``digits`` side by side, 2 px apart: a 28 px high white-on-black line."""
+    (x, y) = mnist[1]
+    number = np.zeros((28, 4 + 30 * len(digits)), np.uint8)
+    for i, d in enumerate(digits):
+        number[:, 4 + 30 * i : 32 + 30 * i] = x[int(np.flatnonzero(y == d)[k])]
+    return number
 
 
 def test_a_small_digit_in_a_large_photo_is_found(rec, mnist) -> None:
@@ -777,9 +790,7 @@ def test_a_small_digit_in_a_large_photo_is_found(rec, mnist) -> None:
         digit = cv2.resize(x[int(np.flatnonzero(y == d)[2])], (56, 56), interpolation=cv2.INTER_CUBIC)
         answer = rec.predict(_small_on_a_page(digit, 1100, rng))
         assert answer.digit == d, (d, answer)
-    number = np.zeros((28, 4 + 30 * 5), np.uint8)
-    for k, d in enumerate((2, 0, 4, 7, 1)):
-        number[:, 4 + 30 * k : 32 + 30 * k] = x[int(np.flatnonzero(y == d)[3])]
+    number = _number(mnist, (2, 0, 4, 7, 1), 3)
     line = cv2.resize(number, (number.shape[1] * 2, 56), interpolation=cv2.INTER_CUBIC)
     assert rec.read(_small_on_a_page(line, 1400, rng)).text == "20471"
 
@@ -793,9 +804,7 @@ def _on_a_desk(page: np.ndarray, rng: np.random.Generator, share: float = 0.8) -
     photo = np.full((h, w), rng.uniform(50, 120), np.float32) + rng.normal(0, 4, (h, w))
     y, x = (int(v) for v in rng.integers(0, [h - ph, w - pw]))
     photo[y : y + ph, x : x + pw] = cv2.resize(page, (pw, ph), interpolation=cv2.INTER_AREA)
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
-    return buf.getvalue()
+    return _jpeg(photo)
 
 
 def test_a_page_on_a_desk_is_read(rec, mnist) -> None:
@@ -807,11 +816,8 @@ def test_a_page_on_a_desk_is_read(rec, mnist) -> None:
         page = render_on_paper(x[int(np.flatnonzero(y == d)[5])], size=320)[..., 0]
         answer = rec.predict(_on_a_desk(page, rng, share=float(rng.uniform(0.7, 0.9))))
         assert answer.digit == d, (d, answer)
-    number = np.zeros((28, 4 + 30 * 4), np.uint8)
-    for k, d in enumerate((5, 8, 3, 6)):
-        number[:, 4 + 30 * k : 32 + 30 * k] = x[int(np.flatnonzero(y == d)[6])]
+    number = _number(mnist, (5, 8, 3, 6), 6)
     page = np.full((200, 420), 230, np.uint8)
-    page[40:152, 20 : 516 // 1][:, : 4 * number.shape[1] - 96] = 230  # room for the line
     line = 230 - (np.kron(number, np.ones((4, 3), np.uint8)) * 0.8).astype(np.uint8)
     page[44 : 44 + line.shape[0], 10 : 10 + line.shape[1]] = line
     assert rec.read(_on_a_desk(page, rng)).text == "5836"
