@@ -12,7 +12,8 @@ Sets:
   (`synth.as_photo`, `as_canvas`, `as_bitmap`, as training renders MNIST's digits) and read from those
   images: unseen writers on other devices; and as a photo of a whole page (800-1200 px) in which the
   digit is 4-12% of the side (blurred as the photos are, up to 2 px); as a photo of faint pencil
-  (grey ink 12-30% darker than the paper); and as a photo of the page on a desk (`synth.on_a_desk`);
+  (grey ink 12-30% darker than the paper); as a photo of the page on a desk (`synth.on_a_desk`);
+  and as a photo with a shadow cast across it (`synth.with_a_shadow`);
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -124,7 +125,15 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
     def desk(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # the page 60-90% of the frame
         return synth.on_a_desk(synth.as_photo(ink, rng), rng)
 
-    others = (("photos, small in the frame", small), ("photos in faint pencil", pencil), ("photos on a desk", desk))
+    def shadow(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # light cut by 30-60% past an edge
+        return synth.with_a_shadow(synth.as_photo(ink, rng), rng)
+
+    others = (
+        ("photos, small in the frame", small),
+        ("photos in faint pencil", pencil),
+        ("photos on a desk", desk),
+        ("photos with a cast shadow", shadow),
+    )
     for style, render in (*styles, *others):
         rng = np.random.default_rng([seed, len(style)])
         images = [render(x[i], rng) for i in idx]

@@ -111,7 +111,8 @@ PAGE_SMOOTH = 0.1
 # from the decoded image around it (`to_mnist`), with this share of its size as margin on each side.
 SMALL_DIGIT = 48
 SMALL_DIGIT_MARGIN = 1.0
-PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
+PAGE_SCRAP = 0.25
+SHADE_FLAT = 0.15  # a marked region whose level varies less than this share of it is paper in a shadow  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
@@ -669,16 +670,19 @@ def _background(levels: np.ndarray) -> tuple[np.ndarray, bool]:
     return background, dark_ink
 
 
-def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Where a photo shows what lies around the page (a desk, a table's edge), and the page's level
-    there (a plane fitted to the page: its lighting), both full size; or None. What lies around it:
-    the regions much darker than the page, without marks, that run along a good part of an image
-    edge, found on the image reduced and closed so that no dark stroke is left.
+def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """Where a photo shows what lies around the page (a desk, a table's edge), the page's level (a
+    plane fitted to the page in the light: its lighting), and the gain that lights the paper in a cast
+    shadow again (0 outside shadows; None: no shadow), all full size; or None. What lies around the
+    page: the regions much darker than it, without marks, that run along a good part of an image
+    edge, found on the image reduced and closed so that no dark stroke is left. A shadow: such a
+    region with marks in it (the digit), evenly shaded (not a lighting gradient, which the ink map
+    levels itself).
 
     Left in, such a region was ink to every later step: the background's window (a fifth of the
     image) took a strip of desk for a stroke, and a desk in the corners made the page's polarity that
-    of chalk on a board; a digit on a page that did not fill the photo read "not a digit" or nothing
-    (docs/experiments.md, "A desk around the page").
+    of chalk on a board; a digit on a page that did not fill the photo read "not a digit" or nothing.
+    A shadow's sharp edge was ink the same way (docs/experiments.md, "A desk around the page").
     """
     import cv2
 
@@ -705,6 +709,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
     sh, sw = small.shape
     off = np.zeros(n, bool)
+    shaded = []
     for i in range(1, n):
         if stats[i, cv2.CC_STAT_AREA] < PAGE_AROUND_AREA * small.size:
             continue
@@ -719,19 +724,29 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         typical = float(np.median(small[inside]))
         marks = cv2.erode((small < (1 - 2 * MIN_CONTRAST) * typical).view(np.uint8), np.ones((2, 2), np.uint8))
         off[i] = not marks.view(bool)[inside].any()
-    if not off.any():
+        lo, hi = np.percentile(smooth[inside], (10, 90))
+        if not off[i] and hi - lo < SHADE_FLAT * typical:  # evenly shaded: a cast shadow, not a gradient
+            shaded.append((i, typical))
+    if not off.any() and not shaded:
         return None
     mask = off[labels].view(np.uint8)
     if mask.mean() > 1 - PAGE_AT_LEAST:
         return None
     mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=5)  # and the page's blurred edge
-    ys, xs = np.nonzero(mask[::2, ::2] == 0)
+    shade = None
+    if shaded:
+        shade = np.zeros((sh, sw), np.float32)
+        for i, typical in shaded:
+            region = cv2.dilate((labels == i).view(np.uint8), np.ones((3, 3), np.uint8), iterations=2).view(bool)
+            shade[region] = paper / max(typical, 1.0)
+        shade = cv2.resize(shade, (w, h), interpolation=cv2.INTER_NEAREST)
+    ys, xs = np.nonzero((mask[::2, ::2] == 0) & (dark[::2, ::2] == 0))  # the page in the light
     a = np.stack([np.ones(len(ys)), (2 * xs + 0.5) / sw, (2 * ys + 0.5) / sh], 1)
     coef = np.linalg.lstsq(a, smooth[::2, ::2][ys, xs].astype(np.float64), rcond=None)[0]
     yy = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h
     xx = (np.arange(w, dtype=np.float32)[None, :] + 0.5) / w
     level = np.clip(np.float32(coef[0]) + np.float32(coef[1]) * xx + np.float32(coef[2]) * yy, 0, 255)
-    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
 
 
 def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, float]:
@@ -794,9 +809,12 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
     flat = composited or scale > decoded
     page = None if flat else _off_page(gray)
-    off = None if page is None else page[0]
+    off = None if page is None or not page[0].any() else page[0]
     if page is not None:  # what the photo shows around the page becomes blank paper, lit as the page is
-        gray = np.where(page[0], page[1].astype(gray.dtype), gray)
+        g = np.where(page[0], page[1], gray.astype(np.float32))
+        if page[2] is not None:
+            g = np.where(page[2] > 0, np.minimum(g * page[2], page[1]), g)
+        gray = np.clip(g, 0, 255).astype(gray.dtype) if gray.dtype == np.uint8 else g
     # A tiny image has no lighting to take off, and its strokes may be wider than the background's window.
     ink, dark_ink, strongest = _ink_map(gray, flat=flat)
     threshold = max(min(MIN_CONTRAST, FAINT_SHARE * strongest), RELATIVE_INK * strongest)

@@ -28,6 +28,7 @@ __all__ = [
     "on_a_desk",
     "scribble",
     "validation_letter_fonts",
+    "with_a_shadow",
 ]
 
 # Letters that a person could read as a digit (O/0, l/1, S/5, Z/2, B/8, g/9, b/6, ...) are not negatives.
@@ -166,6 +167,27 @@ def on_a_desk(photo: bytes, rng: np.random.Generator) -> bytes:
     light = 1 - rng.uniform(0, 0.3) * (xx / w if rng.random() < 0.5 else yy / h)
     surface = desk * light[..., None] + _sensor_noise(h, w, rng) * np.float32(rng.uniform(2, 8))
     out = inside * cv2.warpAffine(page, m, (w, h)) + (1 - inside) * surface
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB").save(buf, "JPEG", quality=int(rng.integers(60, 96)))
+    return buf.getvalue()
+
+
+def with_a_shadow(photo: bytes, rng: np.random.Generator) -> bytes:
+    """A photo -> the same with a shadow cast across it: the light cut by 30-60% beyond a straight edge
+    (at any angle, past the middle or short of it), sharp or blurred over up to 3% of the side, JPEG."""
+    import cv2
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"), np.float32)
+    h, w = rgb.shape[:2]
+    theta = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    side = (xx - w / 2) * np.cos(theta) + (yy - h / 2) * np.sin(theta) > rng.uniform(-0.3, 0.3) * min(h, w)
+    shade = side.astype(np.float32)
+    soft = rng.uniform(0, 0.03) * min(h, w)
+    if soft > 0.5:
+        shade = cv2.GaussianBlur(shade, (0, 0), soft)
+    out = rgb * (1 - np.float32(rng.uniform(0.3, 0.6)) * shade)[..., None]
     buf = io.BytesIO()
     Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB").save(buf, "JPEG", quality=int(rng.integers(60, 96)))
     return buf.getvalue()
