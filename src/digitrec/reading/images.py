@@ -111,8 +111,8 @@ PAGE_SMOOTH = 0.1
 # from the decoded image around it (`to_mnist`), with this share of its size as margin on each side.
 SMALL_DIGIT = 48
 SMALL_DIGIT_MARGIN = 1.0
-PAGE_SCRAP = 0.25
-SHADE_FLAT = 0.15  # a marked region whose level varies less than this share of it is paper in a shadow  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
+PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
+SHADE_FLAT = 0.15  # a marked region whose level varies less than this share of it is paper in a shadow
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
