@@ -98,10 +98,10 @@ FAINT_SHARE = 0.5
 MIN_HEADROOM = 64.0
 SMALL_INK_PATCH = np.ones((2, 2), np.uint8)  # see `_ink_map`: the strongest ink of a small digit
 SMALL_INK_RATIO = 1.5
-# A desk around the page (`_off_page`): regions darker than the page by this share of its level, of
-# at least PAGE_AROUND_AREA of the image, along at least PAGE_AROUND_EDGE of one image edge, with the
-# page left at least PAGE_AT_LEAST of the image; strokes taken away by a closing PAGE_SMOOTH of the
-# reduced image's side wide. A shadow darkens paper by less than PAGE_CONTRAST.
+# A desk around the page, or a cast shadow (`_off_page`): regions darker than the page by this share of
+# its level, of at least PAGE_AROUND_AREA of the image, along at least PAGE_AROUND_EDGE of one image
+# edge, with the page left at least PAGE_AT_LEAST of the image; strokes taken away by a closing
+# PAGE_SMOOTH of the reduced image's side wide. Gentler shades are the ink map's to level.
 PAGE_CONTRAST = 0.25
 PAGE_AROUND_AREA = 0.01
 PAGE_AROUND_EDGE = 0.3
@@ -705,7 +705,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         return None
     paper, around = cv2.mean(smooth, 1 - dark)[0], cv2.mean(smooth, dark)[0]
     if paper - around < PAGE_CONTRAST * paper:
-        return None  # paper and a shadow or a lighting gradient, not paper and a desk
+        return None  # a gentle shade or lighting gradient, which the ink map levels
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
     sh, sw = small.shape
     off = np.zeros(n, bool)
