@@ -840,6 +840,21 @@ def test_a_shadow_cast_across_the_page_is_not_ink(rec, mnist) -> None:
     assert sum(right) >= 18, right
 
 
+def test_a_vignette_is_not_ink(rec, mnist) -> None:
+    # Light falling off towards every corner (a flash, a lamp above the page): a plane cannot level it,
+    # the background's window took the darker corners for ink, and such photos read "not a digit".
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[0:320, 0:320]
+    falloff = np.clip(((xx - 160) ** 2 + (yy - 160) ** 2) / 160**2, 0, 1.5)
+    right = []
+    for d in range(10):
+        page = render_on_paper(x[int(np.flatnonzero(y == d)[9])], size=320)[..., 0].astype(np.float32)
+        strength = rng.uniform(0.25, 0.45)  # the corners darkened by 37-67%
+        right.append(rec.predict(_jpeg(page * (1 - strength * falloff) + rng.normal(0, 3, page.shape))).digit == d)
+    assert sum(right) >= 9, right
+
+
 def test_faint_pencil_is_read(rec, mnist) -> None:
     # Pencil photographed darkens the paper by a sixth or less: a fixed floor of 12% contrast cut into
     # the strokes themselves.

@@ -113,6 +113,7 @@ SMALL_DIGIT = 48
 SMALL_DIGIT_MARGIN = 1.0
 PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
 SHADE_FLAT = 0.15  # a marked region whose level varies less than this share of it is paper in a shadow
+VIGNETTE = 40.0  # levels: a lighting surface that bends less than this is levelled by a plane
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
@@ -595,6 +596,54 @@ def _plane(slope: tuple[float, float], h: int, w: int) -> np.ndarray:
     return np.float32(slope[0]) * xx + np.float32(slope[1]) * yy
 
 
+def _paper_curve(g: np.ndarray) -> np.ndarray | None:
+    """The paper's lighting as a quadratic surface (a vignette, a flash's fall-off towards the corners),
+    fitted as `_paper_trend` fits its plane: its six coefficients (1, x, y, x^2, xy, y^2, in units of
+    the image's width and height from its centre); None, so that a plane does, unless the corners are
+    VIGNETTE / 2 levels darker than the middles of the edges and the surface bends by VIGNETTE levels.
+
+    A plane cannot follow light that falls off towards every corner: the background's window, cut
+    short at the corners, took their darker paper for ink, and a photo darkened by a third at its
+    corners read "not a digit" (docs/experiments.md, "Vignettes").
+    """
+    import cv2
+
+    h, w = g.shape
+    bh, bw = h // TREND_GRID, w // TREND_GRID
+    v = cv2.resize(g[: bh * TREND_GRID, : bw * TREND_GRID], (TREND_GRID, TREND_GRID), interpolation=cv2.INTER_AREA)
+    v = v.astype(np.float64)
+    # A vignette's mark: the corners darker than the middles of the edges. A plane (a lighting gradient
+    # in any direction) moves the two by the same amount, so only light that falls off towards every
+    # corner opens this gap (and ink or an object has to lie in the corners to fake it).
+    m = TREND_GRID // 2
+    corners = [v[:2, :2], v[:2, -2:], v[-2:, :2], v[-2:, -2:]]
+    middles = [v[:2, m - 1 : m + 1], v[-2:, m - 1 : m + 1], v[m - 1 : m + 1, :2], v[m - 1 : m + 1, -2:]]
+    if np.mean([c.mean() for c in middles]) - np.mean([c.mean() for c in corners]) < VIGNETTE / 2:
+        return None
+    v = v.ravel()
+    a = _trend_design(h, w)
+    a = np.concatenate([a, a[:, 1:2] ** 2, a[:, 1:2] * a[:, 2:3], a[:, 2:3] ** 2], axis=1)
+    keep = np.ones(len(v), bool)
+    for _ in range(3):
+        ak = a[keep]
+        coef = np.linalg.lstsq(ak, v[keep], rcond=None)[0]
+        r = np.abs(v - a @ coef)
+        keep = r <= 3.0 * 1.4826 * _percentile(r[keep], 50) + 1.0
+        if keep.sum() < 3 * TREND_GRID:
+            break
+    points = np.array([[x * x, x * y, y * y] for x in (-0.5, 0, 0.5) for y in (-0.5, 0, 0.5)])
+    bend = points @ coef[3:]
+    return coef if float(bend.max() - bend.min()) >= VIGNETTE else None
+
+
+def _curved(coef: np.ndarray, h: int, w: int) -> np.ndarray:
+    """`_paper_curve`'s surface over an (h, w) image, less its level at the centre: float32 (h, w)."""
+    yy = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h - 0.5
+    xx = (np.arange(w, dtype=np.float32)[None, :] + 0.5) / w - 0.5
+    c = coef.astype(np.float32)
+    return c[1] * xx + c[2] * yy + c[3] * xx * xx + c[4] * xx * yy + c[5] * yy * yy
+
+
 @functools.lru_cache(maxsize=64)
 def _trend_design(h: int, w: int) -> np.ndarray:
     """The plane's design matrix for `_paper_trend`'s blocks: (1, x, y) of each block's centre, in
@@ -656,10 +705,12 @@ def _background(levels: np.ndarray) -> tuple[np.ndarray, bool]:
     if f > 1:
         small = cv2.resize(small, (w // f, h // f), interpolation=cv2.INTER_AREA)
     slope = _paper_trend(small)  # per image side, so the same at either size
-    trend = _plane(slope, *small.shape)
+    curve = _paper_curve(small)
+    trend = _plane(slope, *small.shape) if curve is None else _curved(curve, *small.shape)
     level = cv2.subtract(small, trend, dtype=cv2.CV_8U)  # rounded (half to even) and clipped
     # The polarity at full size: reduced, thin strokes and dense marks blur into a grey.
-    dark_ink, _ = _polarity(level if f == 1 else cv2.subtract(levels, _plane(slope, h, w), dtype=cv2.CV_8U))
+    full = _plane(slope, h, w) if curve is None else _curved(curve, h, w)
+    dark_ink, _ = _polarity(level if f == 1 else cv2.subtract(levels, full, dtype=cv2.CV_8U))
     k = max(3, int(0.2 * min(level.shape)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
     op = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
