@@ -855,6 +855,18 @@ def test_a_vignette_is_not_ink(rec, mnist) -> None:
     assert sum(right) >= 9, right
 
 
+def test_a_fold_from_top_to_bottom_is_not_part_of_the_digit(rec, mnist) -> None:
+    # Two pages side by side, or a fold: a thin line from top to bottom beside the digit, read with it.
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(8)
+    for d in range(10):
+        page = render_on_paper(x[int(np.flatnonzero(y == d)[10])], size=320)[..., 0].astype(np.float32)
+        fold = int(rng.integers(250, 300))
+        page[:, fold : fold + 3] = 150
+        page[:, fold + 3 :] = 245
+        assert rec.predict(_jpeg(page + rng.normal(0, 3, page.shape))).digit == d
+
+
 def test_faint_pencil_is_read(rec, mnist) -> None:
     # Pencil photographed darkens the paper by a sixth or less: a fixed floor of 12% contrast cut into
     # the strokes themselves.

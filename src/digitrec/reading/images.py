@@ -900,6 +900,8 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
             continue  # specks and noise
         spans_width = bw >= 0.9 * w and bh <= 0.1 * h
         spans_height = bh >= 0.98 * h and bw <= 0.05 * w and (x == 0 or x + bw == w)
+        # A line from top to bottom beside other marks, not a line of digits: a fold, two pages' edge.
+        spans_height |= not line and n > 2 and bh >= 0.98 * h and bw <= 0.03 * w
         if spans_width or spans_height:
             continue  # a ruled line or a page edge, not a digit
         box = (slice(y - y0, y - y0 + bh), slice(x - x0, x - x0 + bw))  # in the labelled crop
