@@ -14,7 +14,7 @@ Sets:
   digit is 4-12% of the side (blurred as the photos are, up to 2 px); as a photo of faint pencil
   (grey ink 12-30% darker than the paper); as a photo of the page on a desk (`synth.on_a_desk`);
   as a photo with a shadow cast across it (`synth.with_a_shadow`); and as a photo whose corners are
-  30-75% darker (a vignette, a flash's fall-off);
+  30-75% darker (`synth.with_a_vignette`: a vignette, a flash's fall-off);
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -37,7 +37,6 @@ is rejected is decided on the field alone either way.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -131,16 +130,7 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
         return synth.with_a_shadow(synth.as_photo(ink, rng), rng)
 
     def vignette(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # corners 30-75% darker (a flash)
-        from PIL import Image
-
-        rgb = np.asarray(Image.open(io.BytesIO(synth.as_photo(ink, rng))).convert("RGB"), np.float32)
-        h, w = rgb.shape[:2]
-        yy, xx = np.mgrid[0:h, 0:w]
-        falloff = np.clip(((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (min(h, w) / 2) ** 2, 0, 1.5)
-        out = rgb * (1 - rng.uniform(0.2, 0.5) * falloff)[..., None]
-        buf = io.BytesIO()
-        Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
-        return buf.getvalue()
+        return synth.with_a_vignette(synth.as_photo(ink, rng), rng)
 
     others = (
         ("photos, small in the frame", small),

@@ -569,31 +569,48 @@ def _paper_trend(g: np.ndarray) -> tuple[float, float]:
     (levels per image width, per image height) of a plane fitted to the means of a TREND_GRID x
     TREND_GRID grid of blocks, refitted twice without the blocks that ink pulls off it (over three
     robust standard deviations)."""
+    coef = _robust_fit(_trend_design(*g.shape), _block_means(g).ravel())
+    return float(coef[1]), float(coef[2])
+
+
+def _block_means(g: np.ndarray) -> np.ndarray:
+    """The means of a TREND_GRID x TREND_GRID grid of blocks of ``g``: float64 (TREND_GRID, TREND_GRID)."""
     import cv2
 
     h, w = g.shape
     # Whole blocks, OpenCV's fast path: up to TREND_GRID - 1 edge rows or columns are left out.
     bh, bw = h // TREND_GRID, w // TREND_GRID
     v = cv2.resize(g[: bh * TREND_GRID, : bw * TREND_GRID], (TREND_GRID, TREND_GRID), interpolation=cv2.INTER_AREA)
-    v = v.astype(np.float64).ravel()
-    a = _trend_design(h, w)
+    return v.astype(np.float64)
+
+
+def _robust_fit(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Least squares of ``v`` on the columns of ``a``, refitted twice without the values off the fit by
+    over three robust standard deviations (the blocks that ink pulls off the paper's level)."""
     keep = np.ones(len(v), bool)
     for _ in range(3):
         ak = a[keep]
-        coef = np.linalg.solve(ak.T @ ak, ak.T @ v[keep])  # least squares in 3 unknowns (lstsq: 3x the time)
+        coef = np.linalg.solve(ak.T @ ak, ak.T @ v[keep])  # least squares in a few unknowns (lstsq: 3x the time)
         r = np.abs(v - a @ coef)
         keep = r <= 3.0 * 1.4826 * _percentile(r[keep], 50) + 1.0
         if keep.sum() < 3 * TREND_GRID:
             break  # too few blocks left to trust another fit
-    return float(coef[1]), float(coef[2])
+    return coef
 
 
 def _plane(slope: tuple[float, float], h: int, w: int) -> np.ndarray:
     """The plane of `_paper_trend`'s ``slope`` (levels per image width, per image height) over an
     (h, w) image, zero at its centre: float32 (h, w)."""
+    yy, xx = _centred(h, w)
+    return np.float32(slope[0]) * xx + np.float32(slope[1]) * yy
+
+
+def _centred(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's row (h, 1) and column (1, w), in units of the image's height and width from its
+    centre: float32."""
     yy = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h - 0.5
     xx = (np.arange(w, dtype=np.float32)[None, :] + 0.5) / w - 0.5
-    return np.float32(slope[0]) * xx + np.float32(slope[1]) * yy
+    return yy, xx
 
 
 def _paper_curve(g: np.ndarray) -> np.ndarray | None:
@@ -606,12 +623,7 @@ def _paper_curve(g: np.ndarray) -> np.ndarray | None:
     short at the corners, took their darker paper for ink, and a photo darkened by a third at its
     corners read "not a digit" (docs/experiments.md, "Vignettes").
     """
-    import cv2
-
-    h, w = g.shape
-    bh, bw = h // TREND_GRID, w // TREND_GRID
-    v = cv2.resize(g[: bh * TREND_GRID, : bw * TREND_GRID], (TREND_GRID, TREND_GRID), interpolation=cv2.INTER_AREA)
-    v = v.astype(np.float64)
+    v = _block_means(g)
     # A vignette's mark: the corners darker than the middles of the edges. A plane (a lighting gradient
     # in any direction) moves the two by the same amount, so only light that falls off towards every
     # corner opens this gap (and ink or an object has to lie in the corners to fake it).
@@ -620,17 +632,9 @@ def _paper_curve(g: np.ndarray) -> np.ndarray | None:
     middles = [v[:2, m - 1 : m + 1], v[-2:, m - 1 : m + 1], v[m - 1 : m + 1, :2], v[m - 1 : m + 1, -2:]]
     if np.mean([c.mean() for c in middles]) - np.mean([c.mean() for c in corners]) < VIGNETTE / 2:
         return None
-    v = v.ravel()
-    a = _trend_design(h, w)
+    a = _trend_design(*g.shape)
     a = np.concatenate([a, a[:, 1:2] ** 2, a[:, 1:2] * a[:, 2:3], a[:, 2:3] ** 2], axis=1)
-    keep = np.ones(len(v), bool)
-    for _ in range(3):
-        ak = a[keep]
-        coef = np.linalg.lstsq(ak, v[keep], rcond=None)[0]
-        r = np.abs(v - a @ coef)
-        keep = r <= 3.0 * 1.4826 * _percentile(r[keep], 50) + 1.0
-        if keep.sum() < 3 * TREND_GRID:
-            break
+    coef = _robust_fit(a, v.ravel())
     points = np.array([[x * x, x * y, y * y] for x in (-0.5, 0, 0.5) for y in (-0.5, 0, 0.5)])
     bend = points @ coef[3:]
     return coef if float(bend.max() - bend.min()) >= VIGNETTE else None
@@ -638,8 +642,7 @@ def _paper_curve(g: np.ndarray) -> np.ndarray | None:
 
 def _curved(coef: np.ndarray, h: int, w: int) -> np.ndarray:
     """`_paper_curve`'s surface over an (h, w) image, less its level at the centre: float32 (h, w)."""
-    yy = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h - 0.5
-    xx = (np.arange(w, dtype=np.float32)[None, :] + 0.5) / w - 0.5
+    yy, xx = _centred(h, w)
     c = coef.astype(np.float32)
     return c[1] * xx + c[2] * yy + c[3] * xx * xx + c[4] * xx * yy + c[5] * yy * yy
 
@@ -792,11 +795,9 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
             shade[region] = paper / max(typical, 1.0)
         shade = cv2.resize(shade, (w, h), interpolation=cv2.INTER_NEAREST)
     ys, xs = np.nonzero((mask[::2, ::2] == 0) & (dark[::2, ::2] == 0))  # the page in the light
-    a = np.stack([np.ones(len(ys)), (2 * xs + 0.5) / sw, (2 * ys + 0.5) / sh], 1)
+    a = np.stack([np.ones(len(ys)), (2 * xs + 0.5) / sw - 0.5, (2 * ys + 0.5) / sh - 0.5], 1)
     coef = np.linalg.lstsq(a, smooth[::2, ::2][ys, xs].astype(np.float64), rcond=None)[0]
-    yy = (np.arange(h, dtype=np.float32)[:, None] + 0.5) / h
-    xx = (np.arange(w, dtype=np.float32)[None, :] + 0.5) / w
-    level = np.clip(np.float32(coef[0]) + np.float32(coef[1]) * xx + np.float32(coef[2]) * yy, 0, 255)
+    level = np.clip(np.float32(coef[0]) + _plane((coef[1], coef[2]), h, w), 0, 255)
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
 
 
@@ -860,11 +861,13 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
     flat = composited or scale > decoded
     page = None if flat else _off_page(gray)
-    off = None if page is None or not page[0].any() else page[0]
+    off = None
     if page is not None:  # what the photo shows around the page becomes blank paper, lit as the page is
-        g = np.where(page[0], page[1], gray.astype(np.float32))
-        if page[2] is not None:
-            g = np.where(page[2] > 0, np.minimum(g * page[2], page[1]), g)
+        around, level, shade = page
+        off = around if around.any() else None
+        g = np.where(around, level, gray.astype(np.float32))
+        if shade is not None:
+            g = np.where(shade > 0, np.minimum(g * shade, level), g)
         gray = np.clip(g, 0, 255).astype(gray.dtype) if gray.dtype == np.uint8 else g
     # A tiny image has no lighting to take off, and its strokes may be wider than the background's window.
     ink, dark_ink, strongest = _ink_map(gray, flat=flat)
@@ -1277,16 +1280,13 @@ def to_mnist(image: Any, name: str | None = None, rules: bool = True) -> np.ndar
     ii = _ink_image(gray, composited, decoded, line=False, rules=rules)
     reduced = ii.scale / decoded  # working pixels per decoded pixel
     if ii.components and reduced < 1:
-        x0 = min(c.x for c in ii.components)
-        y0 = min(c.y for c in ii.components)
-        x1 = max(c.x + c.w for c in ii.components)
-        y1 = max(c.y + c.h for c in ii.components)
-        if max(x1 - x0, y1 - y0) < SMALL_DIGIT:
+        held = functools.reduce(merge_components, ii.components)  # the box holding all the ink
+        if max(held.w, held.h) < SMALL_DIGIT:
             # A small digit in a large photo: read again from the decoded image around it, at the
             # resolution the reduction to WORK_SIDE took from it (docs/experiments.md, "Small digits
             # in a large frame").
-            side = max(x1 - x0, y1 - y0) / reduced
-            cx, cy = (x0 + x1) / 2 / reduced, (y0 + y1) / 2 / reduced
+            side = max(held.w, held.h) / reduced
+            cx, cy = (held.x + held.w / 2) / reduced, (held.y + held.h / 2) / reduced
             half = max(side * (0.5 + SMALL_DIGIT_MARGIN), SMALL_DIGIT / 2)
             h, w = gray.shape
             box = (

@@ -39,7 +39,7 @@ BATCH = 1024  # images per forward pass when predicting many
 # Test-time augmentation of `predict`'s answers: the digit probabilities are the mean over the field
 # and two copies of it turned this many degrees either way (0: the field alone). On cvl-valid's
 # unseen writers 97.44 -> 97.76% read right; three inferences a digit in one batch. `read` reads each
-# digit once: on validation numbers it gained nothing and cost 1.5 ms a number (docs/experiments.md,
+# digit once: on validation numbers it gained nothing and cost about 2 ms a number (docs/experiments.md,
 # "Test-time augmentation"). A model may set its own ("tta_degrees").
 TTA_DEGREES = 8.0
 

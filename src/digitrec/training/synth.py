@@ -29,6 +29,7 @@ __all__ = [
     "scribble",
     "validation_letter_fonts",
     "with_a_shadow",
+    "with_a_vignette",
 ]
 
 # Letters that a person could read as a digit (O/0, l/1, S/5, Z/2, B/8, g/9, b/6, ...) are not negatives.
@@ -150,13 +151,28 @@ def as_photo(
     return buf.getvalue()
 
 
+def _rgb(photo: bytes) -> np.ndarray:
+    """An encoded photo -> float32 RGB (h, w, 3)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"), np.float32)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """Float RGB (h, w, 3), clipped to 0-255, as a JPEG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def on_a_desk(photo: bytes, rng: np.random.Generator) -> bytes:
     """A photo of a page (as `as_photo` makes it) -> the same page photographed on a desk: the page
     60-90% of the frame, turned a little, off-centre, on a darker surface with its own lighting, JPEG."""
     import cv2
-    from PIL import Image
 
-    page = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"), np.float32)
+    page = _rgb(photo)
     h, w = page.shape[:2]
     share = rng.uniform(0.6, 0.9)
     m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-6, 6), share)
@@ -167,18 +183,15 @@ def on_a_desk(photo: bytes, rng: np.random.Generator) -> bytes:
     light = 1 - rng.uniform(0, 0.3) * (xx / w if rng.random() < 0.5 else yy / h)
     surface = desk * light[..., None] + _sensor_noise(h, w, rng) * np.float32(rng.uniform(2, 8))
     out = inside * cv2.warpAffine(page, m, (w, h)) + (1 - inside) * surface
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB").save(buf, "JPEG", quality=int(rng.integers(60, 96)))
-    return buf.getvalue()
+    return _jpeg(out, int(rng.integers(60, 96)))
 
 
 def with_a_shadow(photo: bytes, rng: np.random.Generator) -> bytes:
     """A photo -> the same with a shadow cast across it: the light cut by 30-60% beyond a straight edge
     (at any angle, past the middle or short of it), sharp or blurred over up to 3% of the side, JPEG."""
     import cv2
-    from PIL import Image
 
-    rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"), np.float32)
+    rgb = _rgb(photo)
     h, w = rgb.shape[:2]
     theta = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -188,9 +201,18 @@ def with_a_shadow(photo: bytes, rng: np.random.Generator) -> bytes:
     if soft > 0.5:
         shade = cv2.GaussianBlur(shade, (0, 0), soft)
     out = rgb * (1 - np.float32(rng.uniform(0.3, 0.6)) * shade)[..., None]
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB").save(buf, "JPEG", quality=int(rng.integers(60, 96)))
-    return buf.getvalue()
+    return _jpeg(out, int(rng.integers(60, 96)))
+
+
+def with_a_vignette(photo: bytes, rng: np.random.Generator) -> bytes:
+    """A photo -> the same with light falling off towards every corner (a flash, a lamp above the
+    page): darkened by 20-50% of r^2, r the distance from the centre in half the shorter side (capped
+    at 1.5: the corners 30-75% darker), JPEG of quality 85."""
+    rgb = _rgb(photo)
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    falloff = np.clip(((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (min(h, w) / 2) ** 2, 0, 1.5)
+    return _jpeg(rgb * (1 - rng.uniform(0.2, 0.5) * falloff)[..., None], 85)
 
 
 def as_canvas(ink: np.ndarray, rng: np.random.Generator, size: int | None = None) -> bytes:
