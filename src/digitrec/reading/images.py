@@ -145,6 +145,17 @@ THICK_LINE = 1.25
 # teeth often end the line at the digit: 3 -> 86); past the rest by 0.3 of its height on both sides
 # together instead: 193, but 5 of 3,000 rendered training digits lost a stroke (1 with this rule).
 STICK_OUT = 0.1
+# A line that one digit touches or crosses (`_touching_rule`): at least RULE_UNDER times as long as
+# the rest of the ink is high, running on past it by RULE_PAST of that height on both sides, its
+# middle below the top RULE_BELOW of the digit (not a 5's or 7's bar), its pixels in RULE_WHOLE of
+# its columns at least (whole but where strokes cross it). Past by 0.1 (STICK_OUT), 0.2 or a share of
+# 0.6 took the base off 1 to 5 of 26,880 clean digits (2s with a long flat base: MNIST test,
+# cvl-valid, cvl-train, optdigits); with these none (docs/experiments.md, "Lines and boxes around
+# one digit").
+RULE_UNDER = 1.0
+RULE_PAST = 0.25
+RULE_BELOW = 0.3
+RULE_WHOLE = 0.75
 # A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
 # quadrilateral with corners within FRAME_CORNER degrees of square, each side straight ink along at
 # least FRAME_COVER of its length (rules are checked the same way); hollow: its ink covers under
@@ -153,8 +164,24 @@ STICK_OUT = 0.1
 FRAME_COVER = 0.85
 FRAME_CORNER = 25.0
 FRAME_MIN = 12  # pixels of the working image: smaller components are never frames
+# ...and a frame's component, the digit within it included where it touches the frame, covers at most
+# this share of its box in the image of one digit (half in a line). Half missed small boxes with a
+# bold digit touching them (see docs/experiments.md, "Lines and boxes around one digit").
+FRAME_FILL = 0.7
 FRAME_LINE = 0.15  # a frame's lines are thin: `_line_pixels`' radius (about their width) at most this of its side
+# In the image of one digit, a frame or a line the digit touches takes the ink within FRAME_GROW pixels
+# of it too: the runs along a tilted line leave the steps of its edges, which then read as strokes
+# (a stroke touching the line loses as much at its end). Lines of digits are read as before.
+FRAME_GROW = 2
 ROW_OF_BOXES = 1.6  # a frame this many times as wide as high (or more) holds several boxes
+
+
+@functools.cache
+def _disc(radius: int) -> np.ndarray:
+    """A disc of ``radius`` pixels as a uint8 structuring element (OpenCV's ellipse)."""
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 class ImageError(Exception):
@@ -954,10 +981,12 @@ def _form_rules(
         _rules(mask, stats, out)
         if not line and out.any() and not _sticks_out(mask, out):
             out[:] = 0  # one digit's own long stroke (a 2's flat base), not a line under it
+        if not line and not out.any():
+            _touching_rule(mask, out)
     for i in range(1, len(stats)):
         x, y, w, h, area = (int(v) for v in stats[i])
-        if w >= FRAME_MIN and h >= FRAME_MIN and area <= 0.5 * w * h:
-            frame = _frame(labels[y : y + h, x : x + w] == i)
+        if w >= FRAME_MIN and h >= FRAME_MIN and area <= (0.5 if line else FRAME_FILL) * w * h:
+            frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line)
             if frame is not None:
                 out[y : y + h, x : x + w] |= frame
     return out.view(bool) & mask if out.any() else None
@@ -990,32 +1019,12 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
     # A rule runs under (or over) most of the line: two digits' strokes joined in a line (a 5's flag
     # and a 7's bar, a 2's base and a 6) are straight for a part of it at most.
     length = int(max(RULE_LENGTH * height, RULE_SPAN * mask.shape[1], 3 * MIN_DIGIT_HEIGHT))
-    if mask.shape[1] < length * RULE_COS:
-        return  # no rule fits across the ink (most single digits): spare the costly Hough transform
+    found = _rule_band(mask, length)
+    if found is None:
+        return
+    band, r, near, _ = found
     m8 = mask.view(np.uint8)
-    if not _may_hold_rule(m8, length):
-        return
-    segments = _hough_segments(m8, length, upright=False)
-    if not segments:
-        return
-    band, r = _line_pixels(m8, _trace(m8.shape, segments))
-    # Each a printed line: along nearly all of it, ink on long straight runs (a line the transform
-    # drew across thick strokes crosses runs as short as they are thick).
-    near = cv2.dilate(band, np.ones((5, 5), np.uint8))
-    kept = [s for s in segments if _along(near, s[:2], s[2:]) >= FRAME_COVER]
-    if not kept:
-        return
-    if len(kept) < len(segments):
-        band, r = _line_pixels(m8, _trace(m8.shape, kept))
-        near = cv2.dilate(band, np.ones((5, 5), np.uint8))
-    # Ink thicker across the rule than the rule is a stroke on it (a 7's bar along a ruled line, a
-    # stroke crossing it): ink on vertical runs longer than THICK_LINE rule widths stays. The pieces
-    # joined to the rules are still found with the whole band, so a comb's tooth stays one piece.
-    t = int(np.ceil(THICK_LINE * (r - 1))) + 1
-    # (paper beyond the edges: the crop ends at the ink, and a rule at its edge is not a longer run)
-    column = np.ones((t, 1), np.uint8)
-    thick = cv2.morphologyEx(m8, cv2.MORPH_OPEN, column, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    out |= band & (1 - thick)
+    out |= _thin_across(m8, band, r)
     # The bars joined to the rules: a comb's teeth (short), the sides of boxes (joining two rules).
     n, sub, bar_stats, _ = cv2.connectedComponentsWithStats(m8 & (1 - band), connectivity=8)
     joined = []
@@ -1038,20 +1047,98 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
             out[y : y + h, x : x + w] |= bar
 
 
+def _rule_band(mask: np.ndarray, length: int, edges: bool = False) -> tuple[np.ndarray, int, np.ndarray, float] | None:
+    """The printed lines of ``mask`` (bool) at least ``length`` long within 20 degrees of the
+    horizontal: their ink (uint8 1, `_line_pixels`), its radius, the ink dilated by 2 px (to test what
+    touches it) and the longest line's length; None if there are none. ``edges``: see `_may_hold_rule`."""
+    import cv2
+
+    if mask.shape[1] < length * RULE_COS:
+        return None  # no rule fits across the ink (most single digits): spare the costly Hough transform
+    m8 = mask.view(np.uint8)
+    if not _may_hold_rule(m8, length, edges):
+        return None
+    segments = _hough_segments(m8, length, upright=False)
+    if not segments:
+        return None
+    band, r = _line_pixels(m8, _trace(m8.shape, segments))
+    # Each a printed line: along nearly all of it, ink on long straight runs (a line the transform
+    # drew across thick strokes crosses runs as short as they are thick).
+    near = cv2.dilate(band, np.ones((5, 5), np.uint8))
+    kept = [s for s in segments if _along(near, s[:2], s[2:]) >= FRAME_COVER]
+    if not kept:
+        return None
+    if len(kept) < len(segments):
+        band, r = _line_pixels(m8, _trace(m8.shape, kept))
+        near = cv2.dilate(band, np.ones((5, 5), np.uint8))
+    return band, r, near, max(float(np.hypot(s[2] - s[0], s[3] - s[1])) for s in kept)
+
+
+def _thin_across(m8: np.ndarray, band: np.ndarray, r: int) -> np.ndarray:
+    """The rule's pixels of ``band`` (found in ``m8``, radius ``r``) that are no stroke on it."""
+    import cv2
+
+    # Ink thicker across the rule than the rule is a stroke on it (a 7's bar along a ruled line, a
+    # stroke crossing it): ink on vertical runs longer than THICK_LINE rule widths stays. The pieces
+    # joined to the rules are still found with the whole band, so a comb's tooth stays one piece.
+    t = int(np.ceil(THICK_LINE * (r - 1))) + 1
+    # (paper beyond the edges: the crop ends at the ink, and a rule at its edge is not a longer run)
+    column = np.ones((t, 1), np.uint8)
+    thick = cv2.morphologyEx(m8, cv2.MORPH_OPEN, column, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return band & (1 - thick)
+
+
+def _touching_rule(mask: np.ndarray, out: np.ndarray) -> None:
+    """Mark in ``out`` (uint8, 1: rule) a line that one digit (``mask``, bool) touches or crosses:
+    an underline it rests on, a ruled line through it. `_rules` measures a line against the marks'
+    height, which is the digit's and the line's together where they touch; here the line spans the
+    ink and is measured against the rest of it once taken off (see RULE_UNDER)."""
+    import cv2
+
+    found = _rule_band(mask, int(max(RULE_SPAN * mask.shape[1], 3 * MIN_DIGIT_HEIGHT)), edges=True)
+    if found is None:
+        return
+    band, r, _, longest = found
+    m8 = mask.view(np.uint8)
+    line = _thin_across(m8, cv2.dilate(band, _disc(FRAME_GROW)) & m8, r)  # grown: see FRAME_GROW
+    rest, lbox = _bbox(mask & (line == 0)), _bbox(line.view(bool))
+    if rest is None or lbox is None:
+        return
+    y0, y1, x0, x1 = rest
+    height = y1 - y0
+    ly0, ly1, lx0, lx1 = lbox
+    if (
+        longest >= RULE_UNDER * height
+        and min(x0 - lx0, lx1 - x1) >= RULE_PAST * height
+        and (ly0 + ly1) / 2 >= y0 + RULE_BELOW * height
+        and line.any(axis=0)[lx0:lx1].mean() >= RULE_WHOLE
+    ):
+        out |= line
+
+
 COARSE = 4  # `_may_hold_rule` looks for rules in blocks of COARSE x COARSE pixels first
 
 
-def _may_hold_rule(m8: np.ndarray, length: int) -> bool:
+def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> bool:
     """Whether the mask may hold a rule ``length`` long: the same Hough transform on the mask reduced
     to blocks of COARSE x COARSE pixels (a block with any ink is ink), where a rule is still a line
     but there are a sixteenth of the pixels to vote. The full transform took about half of the time
     of `ink_image` on a photographed number (4.4 of 8.5 ms, one Xeon core); a line of digits without
-    rules now spends about a tenth of that here and stops."""
+    rules now spends about a tenth of that here and stops. ``edges``: the last rows and columns that
+    make no whole block count too, and the reduced mask gets a block of paper all round (OpenCV's
+    transform missed a line along its edge: an underline is the lowest ink of one digit's crop)."""
     h, w = m8.shape
     if min(h, w) < 4 * COARSE:
         return True
+    if edges:
+        import cv2
+
+        m8 = cv2.copyMakeBorder(m8, 0, -h % COARSE, 0, -w % COARSE, cv2.BORDER_CONSTANT, value=0)
+        h, w = m8.shape
     hs, ws = h // COARSE, w // COARSE
     small = m8[: hs * COARSE, : ws * COARSE].reshape(hs, COARSE, ws, COARSE).max(axis=(1, 3))
+    if edges:
+        small = np.pad(small, 1)
     return bool(_hough_segments(np.ascontiguousarray(small), max(3, int(0.6 * length / COARSE)), upright=False))
 
 
@@ -1129,9 +1216,9 @@ def _is_bar(piece: np.ndarray, r: int, elongated: bool = True) -> bool:
     return min(a, b) <= r + 2 and (not elongated or max(a, b) >= 2 * min(a, b))
 
 
-def _frame(comp: np.ndarray) -> np.ndarray | None:
+def _frame(comp: np.ndarray, grow: bool = False) -> np.ndarray | None:
     """If ``comp`` (bool, one component's box) is a frame (see `_form_rules`), its pixels to take off
-    (uint8, 1: frame); else None."""
+    (uint8, 1: frame); else None. ``grow``: see FRAME_GROW."""
     import cv2
 
     c8 = comp.view(np.uint8)
@@ -1151,6 +1238,8 @@ def _frame(comp: np.ndarray) -> np.ndarray | None:
     band, r = _line_pixels(c8, edges, "hv")
     if r > FRAME_LINE * min(lengths):
         return None  # printed lines are thin for the box they make; a letter's strokes are not
+    if grow:
+        band = cv2.dilate(band, _disc(FRAME_GROW)) & c8
     # Each side is a printed line: straight ink along nearly all of it (a letter's outline, a
     # digit's curve, is straight along a part at most).
     near = cv2.dilate(band, np.ones((5, 5), np.uint8))
