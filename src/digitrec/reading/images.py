@@ -116,6 +116,8 @@ SHADE_FLAT = 0.15  # a marked region whose level varies less than this share of 
 VIGNETTE = 40.0  # levels: a lighting surface that bends less than this is levelled by a plane
 TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this many blocks a side
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
+NEIGHBOUR_WIDTH = 0.5  # see `_without_neighbours`
+NEIGHBOUR_MASS = 0.35
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
 MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
 # `read` fits a group wider or taller than this (working pixels) into its field from a copy reduced
@@ -876,7 +878,8 @@ def _ink_map(gray: np.ndarray, flat: bool = False) -> tuple[np.ndarray, bool, fl
 def ink_image(image: Any, name: str | None = None, line: bool = False, rules: bool = True) -> InkImage:
     """Decode ``image`` and locate its ink: the shared first half of `to_mnist` and `segment`.
     ``line``: the image holds a line of digits (see `_resize_to_work`). ``rules``: look for printed
-    rules under a single digit (see `_form_rules`; always looked for in a line)."""
+    rules under a single digit (see `_form_rules`; always looked for in a line) and for pieces of
+    its neighbours at the crop's edges (`_without_neighbours`)."""
     return _ink_image(*_gray(image, name), line=line, rules=rules)
 
 
@@ -949,6 +952,8 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
         mass = float(crop_ink[box][own].sum(dtype=np.float64))  # its ink, within its box
         keep.append(Component(x, y, bw, bh, mass, (i,)))
     keep.sort(key=lambda c: c.x)
+    if rules and not line and len(keep) > 1:
+        keep = _without_neighbours(keep, w)
     if len(keep) < n - 1:  # some were dropped: unlabel them
         relabel = np.zeros(n, np.int32)  # a lookup table: kept labels map to themselves, others to 0
         for c in keep:
@@ -957,6 +962,33 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     labels = np.zeros(mask.shape, np.int32)
     labels[y0:y1, x0:x1] = sub
     return InkImage(ink, labels > 0, labels, tuple(keep), scale, dark_ink)
+
+
+def _without_neighbours(comps: list[Component], width: int) -> list[Component]:
+    """One digit's components (left to right) without a piece of a neighbour that the crop's left or
+    right edge cut: the one mark at that edge, apart from the rest by a column of paper, the rest not
+    reaching that edge, narrower than NEIGHBOUR_WIDTH of the rest's height and lighter than
+    NEIGHBOUR_MASS of its ink (a digit cropped from a number, a date, a row of boxes)."""
+    for at_left in (True, False):
+        if len(comps) < 2:
+            break
+        piece = comps[0] if at_left else comps[-1]
+        rest = comps[1:] if at_left else comps[:-1]
+        x0, x1 = min(c.x for c in rest), max(c.x + c.w for c in rest)
+        y0, y1 = min(c.y for c in rest), max(c.y + c.h for c in rest)
+        if at_left:
+            cut, apart, free = piece.x == 0, piece.x + piece.w < x0, x0 > 0
+        else:
+            cut, apart, free = piece.x + piece.w == width, piece.x > x1, x1 < width
+        if (
+            cut
+            and apart
+            and free
+            and piece.w <= NEIGHBOUR_WIDTH * (y1 - y0)
+            and piece.mass <= NEIGHBOUR_MASS * sum(c.mass for c in rest)
+        ):
+            comps = rest
+    return comps
 
 
 def _form_rules(
@@ -1361,7 +1393,8 @@ def to_mnist(image: Any, name: str | None = None, rules: bool = True) -> np.ndar
     """Any image holding one digit -> uint8 (28, 28), white on black, fitted and centred the MNIST way.
 
     An image with no ink gives an all-black field (the recognizer reports it as "no digit").
-    ``rules``: take off a printed line the digit was written on (an underline); the training renders
+    ``rules``: take off what a digit cut from a page carries besides itself: a printed line it was
+    written on (an underline), a piece of a neighbour cut by the crop's edge; the training renders
     (`realdata`) are made without, since they have none, and so that they stay what the shipped
     model was trained on.
     """
