@@ -1015,6 +1015,8 @@ def _form_rules(
             out[:] = 0  # one digit's own long stroke (a 2's flat base), not a line under it
         if not line and not out.any():
             _touching_rule(mask, out)
+        elif not line:
+            out |= _teeth(mask, out)
     for i in range(1, len(stats)):
         x, y, w, h, area = (int(v) for v in stats[i])
         if w >= FRAME_MIN and h >= FRAME_MIN and area <= (0.5 if line else FRAME_FILL) * w * h:
@@ -1133,7 +1135,10 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray) -> None:
     band, r, _, longest = found
     m8 = mask.view(np.uint8)
     line = _thin_across(m8, cv2.dilate(band, _disc(FRAME_GROW)) & m8, r)  # grown: see FRAME_GROW
-    rest, lbox = _bbox(mask & (line == 0)), _bbox(line.view(bool))
+    if not line.any():
+        return
+    teeth = _teeth(mask, line)
+    rest, lbox = _bbox(mask & (line == 0) & (teeth == 0)), _bbox(line.view(bool))
     if rest is None or lbox is None:
         return
     y0, y1, x0, x1 = rest
@@ -1145,7 +1150,47 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray) -> None:
         and (ly0 + ly1) / 2 >= y0 + RULE_BELOW * height
         and line.any(axis=0)[lx0:lx1].mean() >= RULE_WHOLE
     ):
-        out |= line
+        out |= line | teeth
+
+
+def _teeth(mask: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """The straight upright bars joined to ``line`` (uint8 1: a printed line under one digit, in its
+    ``mask``) on both sides of the digit, not under it: a comb's teeth, the sides of a cell open at
+    the top, however tall. The digit is what else is left, or, where all is bars (a 1 in a comb), the
+    bar nearest the line's middle. uint8 1 on them; none unless there are bars on both sides."""
+    import cv2
+
+    out = np.zeros(mask.shape, np.uint8)
+    n, sub, stats, _ = cv2.connectedComponentsWithStats((mask & (line == 0)).view(np.uint8), connectivity=8)
+    if n < 3:
+        return out  # no digit and tooth apart
+    cols = line.any(axis=0)
+    r = int(np.ceil(line.sum() / max(1, cols.sum()))) + 1  # the line's width, and a pixel
+    near = cv2.dilate(line, np.ones((3, 3), np.uint8)).view(bool)
+    biggest = int(stats[1:, cv2.CC_STAT_AREA].max())
+    bars, others = [], []
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if area < 0.04 * biggest:
+            continue  # a speck: neither
+        piece = sub[y : y + h, x : x + w] == i
+        if h >= 2 * w and (near[y : y + h, x : x + w] & piece).any() and _is_bar(piece, r):
+            bars.append((x, x + w, i))
+        else:
+            others.append((x, x + w))
+    if not bars:
+        return out
+    if not others:
+        middle = (np.flatnonzero(cols)[0] + np.flatnonzero(cols)[-1]) / 2
+        nearest = min(bars, key=lambda b: abs((b[0] + b[1]) / 2 - middle))
+        bars.remove(nearest)
+        others.append(nearest[:2])
+    d0, d1 = min(o[0] for o in others), max(o[1] for o in others)
+    left, right = [b for b in bars if b[1] <= d0], [b for b in bars if b[0] >= d1]
+    if left and right:  # one side's bar alone may be the digit's own stroke (a 4's, on its bar)
+        for _, _, i in left + right:
+            out |= (sub == i).view(np.uint8)
+    return out
 
 
 COARSE = 4  # `_may_hold_rule` looks for rules in blocks of COARSE x COARSE pixels first
