@@ -132,12 +132,20 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
     def vignette(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # corners 30-75% darker (a flash)
         return synth.with_a_vignette(synth.as_photo(ink, rng), rng)
 
+    def cell(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # a box, comb, underline or ruled line
+        return synth.as_photo(synth.in_a_form_cell(ink, rng), rng)
+
+    def cut(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # pieces of the neighbours at the edges
+        return synth.as_scan(synth.cut_from_a_number(ink, [x[int(k)] for k in rng.integers(0, len(x), 2)], rng), rng)
+
     others = (
         ("photos, small in the frame", small),
         ("photos in faint pencil", pencil),
         ("photos on a desk", desk),
         ("photos with a cast shadow", shadow),
         ("photos with a vignette", vignette),
+        ("photos in a form cell", cell),
+        ("scans cut from a number", cut),
     )
     for style, render in (*styles, *others):
         rng = np.random.default_rng([seed, len(style)])

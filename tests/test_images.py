@@ -541,7 +541,7 @@ def _on_a_line(digit: np.ndarray, rng: np.random.Generator, through: bool) -> np
 def test_a_digit_touching_or_crossed_by_a_printed_line_is_predicted(mnist, rec) -> None:
     # A line that the digit touches joins it into one mark, whose height (digit and line) made the
     # line look too short to be a rule: before, 5 of these 12 underlined digits and 6 of 12 crossed
-    # ones were read right; now 12 and 8 (a line through a 1 is shorter than the 1 is high, and
+    # ones were read right; now 11 and 8 (a line through a 1 is shorter than the 1 is high, and
     # stays). See docs/experiments.md, "Lines and boxes around one digit".
     (x, y) = mnist[1]
     rng = np.random.default_rng(4)

@@ -15,14 +15,18 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "CELL_STYLES",
     "FORM_STYLES",
     "as_canvas",
     "as_photo",
+    "as_scan",
     "blank_page",
+    "cut_from_a_number",
     "dejavu_fonts",
     "font_glyph",
     "form_field",
     "handwriting_fonts",
+    "in_a_form_cell",
     "letter_glyph",
     "number_strip",
     "on_a_desk",
@@ -253,6 +257,96 @@ def as_bitmap(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         small = np.where(small > rng.uniform(60, 160), 255.0, 0.0)
     return (255 - np.clip(small, 0, 255)).astype(np.uint8)
+
+
+def as_scan(ink: np.ndarray, rng: np.random.Generator) -> bytes:
+    """White-on-black ink (any size) -> a flatbed scan of it as it is, with no margin added: dark ink
+    on near-white paper, 40-100% of its size, a slight blur, PNG."""
+    import cv2
+    from PIL import Image
+
+    a = ink.astype(np.float32) / 255.0
+    s = rng.uniform(0.4, 1.0)
+    a = cv2.resize(a, (max(8, round(a.shape[1] * s)), max(8, round(a.shape[0] * s))), interpolation=cv2.INTER_AREA)
+    blur = rng.uniform(0.0, 0.8)
+    if blur > 0.3:
+        a = cv2.GaussianBlur(a, (0, 0), blur)
+    paper = rng.uniform(225, 252)
+    gray = paper - a * rng.uniform(150, 215)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _enlarged(digit: np.ndarray, up: int = 4) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(_crop(digit), None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+
+
+CELL_STYLES = ("box", "comb", "underline", "ruled")
+
+
+def in_a_form_cell(digit: np.ndarray, rng: np.random.Generator, style: str | None = None) -> np.ndarray:
+    """A 28x28 digit written in a printed form cell, as one white-on-black array 4x its size: a box
+    around it, a comb (a base line with a tooth either side, a quarter to all of the digit's height),
+    an underline, or a ruled line through its lower half, lighter than the pen (``style``, default one
+    of `CELL_STYLES` at random). The printed lines are 0.3-1 times a pen's stroke wide; the digit
+    may touch them (a bold hand in a small cell)."""
+    import cv2
+
+    style = style or str(rng.choice(CELL_STYLES))
+    if style not in CELL_STYLES:
+        raise ValueError(f"unknown cell style {style!r}; one of {', '.join(CELL_STYLES)}")
+    d = _enlarged(digit)
+    h, w = d.shape
+    pad = int(0.6 * h)
+    ink = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
+    ink[pad : pad + h, pad : pad + w] = d
+    t = max(1, round(0.12 * h * rng.uniform(0.3, 1.0)))  # MNIST's strokes are about 0.12 of its height
+    m = int(rng.uniform(-0.02, 0.3) * h)  # the cell's margin round the digit (below 0: it touches)
+    half = max(h, w) // 2 + m  # the cell is square about the digit's centre
+    cx, cy = pad + w // 2, pad + h // 2
+    base = pad + h + int(rng.uniform(-0.03, 0.15) * h)
+    if style == "box":
+        cv2.rectangle(ink, (cx - half, cy - half), (cx + half, cy + half), 255, t)
+    elif style == "comb":
+        reach = int(rng.uniform(0.0, 0.5) * h)  # the base runs on past the teeth
+        cv2.line(ink, (cx - half - reach, base), (cx + half + reach, base), 255, t)
+        tooth = int(rng.uniform(0.25, 1.0) * h)
+        for x in (cx - half, cx + half):
+            cv2.line(ink, (x, base), (x, base - tooth), 255, t)
+    elif style == "underline":
+        cv2.line(ink, (cx - half - int(0.2 * h), base), (cx + half + int(0.2 * h), base), 255, t)
+    else:
+        y = pad + int(rng.uniform(0.5, 1.0) * h)
+        cv2.line(ink, (0, y), (ink.shape[1] - 1, y), int(rng.uniform(90, 200)), max(1, t // 2))
+    return ink
+
+
+def cut_from_a_number(digit: np.ndarray, neighbours: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 digit cut from a written number, as one white-on-black array 4x its size: a margin of
+    8-20% of its height, into which pieces of its ``neighbours`` (two 28x28 digits, left and right)
+    reach from the crop's edges, ending short of the digit."""
+    import cv2
+
+    d = _enlarged(digit)
+    h, w = d.shape
+    m = max(4, int(rng.uniform(0.08, 0.2) * h))
+    ink = np.zeros((h + 2 * m, w + 2 * m), np.uint8)
+    ink[m : m + h, m : m + w] = d
+    for left, other in zip((True, False), neighbours, strict=False):
+        o = _enlarged(other)
+        o = cv2.resize(o, (max(2, o.shape[1] * h // o.shape[0]), h))
+        take = min(o.shape[1], m - int(rng.integers(1, max(2, m // 2))))
+        dy = int(rng.uniform(-0.1, 0.1) * h)
+        rows = slice(max(0, m + dy), min(ink.shape[0], m + dy + h))
+        piece = o[: rows.stop - rows.start]
+        if left:
+            ink[rows, :take] = np.maximum(ink[rows, :take], piece[:, o.shape[1] - take :])
+        else:
+            ink[rows, ink.shape[1] - take :] = np.maximum(ink[rows, ink.shape[1] - take :], piece[:, :take])
+    return ink
 
 
 def number_strip(digits: list[np.ndarray], rng: np.random.Generator, touching: float = 0.1) -> np.ndarray:
