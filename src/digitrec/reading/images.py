@@ -1029,11 +1029,10 @@ def _form_rules(
             areas = stats[:, 4]  # OpenCV's CC_STAT_AREA
             counts = areas >= max(3, 0.04 * areas[1:].max())
             counts[0] = False  # the paper
-            solid = counts[labels]
-            box = _bbox(solid)
-            if box is not None:
-                y0, y1, x0, x1 = box
-                _touching_rule_reduced(np.ascontiguousarray(solid[y0:y1, x0:x1]), out[y0:y1, x0:x1])
+            x0, y0 = stats[counts, 0].min(), stats[counts, 1].min()
+            x1, y1 = (stats[counts, 0] + stats[counts, 2]).max(), (stats[counts, 1] + stats[counts, 3]).max()
+            if x1 - x0 >= TOUCHING_ASPECT * (y1 - y0):  # else no line across it can be long enough
+                _touching_rule_reduced(counts[labels[y0:y1, x0:x1]], out[y0:y1, x0:x1])
         elif not line:
             out |= _teeth(mask, out)
     for i in range(1, len(stats)):
@@ -1144,17 +1143,21 @@ def _thin_across(m8: np.ndarray, band: np.ndarray, r: int) -> np.ndarray:
 def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray) -> None:
     """`_touching_rule` on ``mask`` reduced by a whole factor to TOUCHING_SIDE pixels or less (a block
     with any ink is ink), its line and teeth marked in ``out`` at full size (the ink of their blocks)."""
+    import cv2
+
     h, w = mask.shape
     f = -(-max(h, w) // TOUCHING_SIDE)
     if f == 1:
         _touching_rule(mask, out)
         return
-    m8 = np.pad(mask.view(np.uint8), ((0, -h % f), (0, -w % f)))
-    small = m8.reshape(m8.shape[0] // f, f, m8.shape[1] // f, f).max(axis=(1, 3))
+    m8 = cv2.copyMakeBorder(mask.view(np.uint8), 0, -h % f, 0, -w % f, cv2.BORDER_CONSTANT, value=0)
+    # (a block's mean of 0s and 255s is above 0 where any of it is ink)
+    small = cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
     found = np.zeros(small.shape, np.uint8)
-    _touching_rule(small.view(bool), found)
+    _touching_rule(small, found)
     if found.any():
-        out |= np.repeat(np.repeat(found, f, axis=0), f, axis=1)[:h, :w] & mask.view(np.uint8)
+        up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)
+        out |= up[:h, :w] & mask.view(np.uint8)
 
 
 def _touching_rule(mask: np.ndarray, out: np.ndarray) -> None:
@@ -1164,9 +1167,7 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray) -> None:
     ink and is measured against the rest of it once taken off (see RULE_UNDER)."""
     import cv2
 
-    h, w = mask.shape
-    if w < TOUCHING_ASPECT * h:
-        return  # no line across the ink can be as long as the rest of it is high: spare the Hough transform
+    w = mask.shape[1]
     found = _rule_band(mask, int(max(RULE_SPAN * w, 3 * MIN_DIGIT_HEIGHT)), edges=True)
     if found is None:
         return
