@@ -924,7 +924,8 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     y0, x0 = y0 - y0 % 2, x0 - x0 % 2  # OpenCV labels 2x2 blocks: keep them aligned with the image's
     crop = mask[y0:y1, x0:x1]
     n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
-    printed = _form_rules(crop, sub, stats, line, rules)
+    h, w = mask.shape
+    printed = _form_rules(crop, sub, stats, line, rules, edges=(x0 == 0 and x1 == w, y0 == 0 and y1 == h))
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
         n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
@@ -1003,7 +1004,12 @@ def _without_neighbours(comps: list[Component], width: int) -> list[Component]:
 
 
 def _form_rules(
-    mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, line: bool, rules: bool = True
+    mask: np.ndarray,
+    labels: np.ndarray,
+    stats: np.ndarray,
+    line: bool,
+    rules: bool = True,
+    edges: tuple[bool, bool] = (False, False),
 ) -> np.ndarray | None:
     """The pixels of ``mask`` (bool, labelled as ``labels`` with OpenCV's ``stats``) that are printed
     form lines rather than handwriting, or None if there are none.
@@ -1015,7 +1021,11 @@ def _form_rules(
       20 degrees of the horizontal, at least RULE_LENGTH times as long as the marks are high (an
       underline, a comb's base, the top and bottom of a row of boxes), with the straight bars joined
       to them that are short (a comb's teeth) or that join two of them (the sides of boxes). Under a
-      single digit, only rules that run past it on both sides (see STICK_OUT).
+      single digit, only rules that run past it on both sides (see STICK_OUT), and else a line the
+      digit touches or crosses (`_touching_rule`); ``edges``: whether the ink runs from the image's
+      left to its right edge, and from its top to its bottom (a crop of lined or squared paper): then
+      lines across the page apart from the digit are not its marks, and a line from top to bottom
+      through it is looked for too.
 
     A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
     """
@@ -1028,11 +1038,26 @@ def _form_rules(
             # Among the marks that count (specks and noise left out, as `_ink_image` leaves them out later)
             areas = stats[:, 4]  # OpenCV's CC_STAT_AREA
             counts = areas >= max(3, 0.04 * areas[1:].max())
+            # ...and not the lines across the page apart from the digit (`_ink_image` drops them later)
+            hh, ww = mask.shape
+            across, upright = edges
+            if across:
+                counts &= (stats[:, 2] < 0.9 * ww) | (stats[:, 3] > 0.1 * hh)
+            if upright:
+                counts &= (stats[:, 3] < 0.98 * hh) | (stats[:, 2] > 0.05 * ww)
             counts[0] = False  # the paper
-            x0, y0 = stats[counts, 0].min(), stats[counts, 1].min()
-            x1, y1 = (stats[counts, 0] + stats[counts, 2]).max(), (stats[counts, 1] + stats[counts, 3]).max()
-            if x1 - x0 >= TOUCHING_ASPECT * (y1 - y0):  # else no line across it can be long enough
-                _touching_rule_reduced(counts[labels[y0:y1, x0:x1]], out[y0:y1, x0:x1])
+            if counts.any():
+                x0, y0 = stats[counts, 0].min(), stats[counts, 1].min()
+                x1 = (stats[counts, 0] + stats[counts, 2]).max()
+                y1 = (stats[counts, 1] + stats[counts, 3]).max()
+                marks = counts[labels[y0:y1, x0:x1]]
+                if x1 - x0 >= TOUCHING_ASPECT * (y1 - y0):  # else no line across it can be long enough
+                    _touching_rule_reduced(marks, out[y0:y1, x0:x1])
+                if upright and y0 == 0 and y1 == hh and y1 - y0 >= TOUCHING_ASPECT * (x1 - x0):
+                    # Ink from the image's top to its bottom (a crop of lined or squared paper): a line
+                    # from top to bottom through the digit, the same way on its side.
+                    rest = np.ascontiguousarray((marks & (out[y0:y1, x0:x1] == 0)).T)
+                    _touching_rule_reduced(rest, out[y0:y1, x0:x1].T, upright=True)
         elif not line:
             out |= _teeth(mask, out)
     for i in range(1, len(stats)):
@@ -1140,7 +1165,7 @@ def _thin_across(m8: np.ndarray, band: np.ndarray, r: int) -> np.ndarray:
     return band & (1 - thick)
 
 
-def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray) -> None:
+def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
     """`_touching_rule` on ``mask`` reduced by a whole factor to TOUCHING_SIDE pixels or less (a block
     with any ink is ink), its line and teeth marked in ``out`` at full size (the ink of their blocks)."""
     import cv2
@@ -1148,23 +1173,24 @@ def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray) -> None:
     h, w = mask.shape
     f = -(-max(h, w) // TOUCHING_SIDE)
     if f == 1:
-        _touching_rule(mask, out)
+        _touching_rule(mask, out, upright)
         return
     m8 = cv2.copyMakeBorder(mask.view(np.uint8), 0, -h % f, 0, -w % f, cv2.BORDER_CONSTANT, value=0)
     # (a block's mean of 0s and 255s is above 0 where any of it is ink)
     small = cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
     found = np.zeros(small.shape, np.uint8)
-    _touching_rule(small, found)
+    _touching_rule(small, found, upright)
     if found.any():
         up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)
         out |= up[:h, :w] & mask.view(np.uint8)
 
 
-def _touching_rule(mask: np.ndarray, out: np.ndarray) -> None:
+def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
     """Mark in ``out`` (uint8, 1: rule) a line that one digit (``mask``, bool) touches or crosses:
     an underline it rests on, a ruled line through it. `_rules` measures a line against the marks'
     height, which is the digit's and the line's together where they touch; here the line spans the
-    ink and is measured against the rest of it once taken off (see RULE_UNDER)."""
+    ink and is measured against the rest of it once taken off (see RULE_UNDER). ``upright``: ``mask``
+    is a digit's ink turned on its side, the line one from top to bottom (no RULE_BELOW)."""
     import cv2
 
     w = mask.shape[1]
@@ -1189,7 +1215,7 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray) -> None:
         and np.median(across[across > 0]) <= RULE_THIN * height
         and longest >= RULE_UNDER * height
         and min(x0 - lx0, lx1 - x1) >= RULE_PAST * height
-        and (ly0 + ly1) / 2 >= y0 + RULE_BELOW * height
+        and (upright or (ly0 + ly1) / 2 >= y0 + RULE_BELOW * height)
         and line.any(axis=0)[lx0:lx1].mean() >= RULE_WHOLE
     ):
         out |= line | teeth
