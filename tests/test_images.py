@@ -671,29 +671,25 @@ def test_a_digit_cropped_from_lined_paper_is_predicted(mnist, rec) -> None:
         assert sum(a == y[i] for a, i in zip(answers, picks, strict=True)) >= least, (upright, answers, y[picks])
 
 
-def test_a_2_s_base_running_past_it_on_both_sides_stays() -> None:
-    # A 2 with a long flat base that runs on past the rest of it on both sides, a little, as some
-    # writers draw it: a digit's own stroke, not a line it touches (RULE_PAST).
+@pytest.mark.parametrize(
+    ("top", "side", "base"),
+    [
+        # its flat base runs on past the rest of it to one side (as long as a rule under a digit):
+        # rules under one digit must run past it on both sides
+        ((10, 28), (26, 29), (10, 56)),
+        # ...or past it on both sides, a little, as some writers draw it: a line the digit touches
+        # must run on by a quarter of its height (RULE_PAST)
+        ((14, 30), (28, 31), (10, 36)),
+    ],
+)
+def test_a_digit_s_own_long_stroke_is_no_rule(top: tuple, side: tuple, base: tuple) -> None:
+    # A 2 keeps its base.
     ink = np.zeros((40, 60), np.uint8)
-    ink[6:9, 14:30] = 255  # the top
-    ink[6:20, 28:31] = 255  # the right side
+    ink[6:9, top[0] : top[1]] = 255  # the top
+    ink[6:20, side[0] : side[1]] = 255  # the right side
     for k in range(15):  # the diagonal down to the base
-        ink[19 + k, 28 - k : 31 - k] = 255
-    ink[33:36, 10:36] = 255  # the base, on past the rest by about 0.1 of its height each side
-    with_base = ink_image(_form_page(ink))
-    without = ink_image(_form_page(ink), rules=False)
-    assert with_base.mask.sum() == without.mask.sum() > 0
-
-
-def test_a_digit_s_own_long_stroke_is_no_rule() -> None:
-    # A 2 whose flat base runs on past the rest of it to one side (as long as a rule under a digit)
-    # keeps its base: rules under one digit must run past it on both sides.
-    ink = np.zeros((40, 60), np.uint8)
-    ink[6:9, 10:28] = 255  # the top
-    ink[6:20, 26:29] = 255  # the right side
-    for k in range(16):  # the diagonal down to the base
-        ink[19 + k, 26 - k : 29 - k] = 255
-    ink[33:36, 10:56] = 255  # the base, on past the rest to the right
+        ink[19 + k, side[0] - k : side[1] - k] = 255
+    ink[33:36, base[0] : base[1]] = 255
     with_base = ink_image(_form_page(ink))
     without = ink_image(_form_page(ink), rules=False)
     assert with_base.mask.sum() == without.mask.sum() > 0
