@@ -934,7 +934,6 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     stats[:, cv2.CC_STAT_LEFT] += x0
     stats[:, cv2.CC_STAT_TOP] += y0
     crop_ink = ink[y0:y1, x0:x1]  # the labelled crop's ink
-    h, w = mask.shape
     areas = stats[1:, cv2.CC_STAT_AREA]
     biggest = int(areas.max())
     near_off = None if off is None else cv2.dilate(off.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
