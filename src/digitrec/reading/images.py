@@ -169,6 +169,10 @@ TOUCHING_ASPECT = 0.65
 # 0.55 ms, to 128 px 0.74 ms, for about the same digits read right (docs/experiments.md, "Lines and
 # boxes around one digit").
 TOUCHING_SIDE = 96
+# Squared paper, where the ink of one digit's image runs from edge to edge both ways: two straight
+# lines or more each way and GRID_LINES in all, each across GRID_SPAN of the image (`_page_grid`).
+GRID_LINES = 5
+GRID_SPAN = 0.95
 # A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
 # quadrilateral with corners within FRAME_CORNER degrees of square, each side straight ink along at
 # least FRAME_COVER of its length (rules are checked the same way); hollow: its ink covers under
@@ -1029,6 +1033,10 @@ def _form_rules(
     A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
     """
     out = np.zeros(mask.shape, np.uint8)
+    if not line and rules and all(edges):
+        grid = _page_grid(mask)
+        if grid is not None:
+            return grid.view(bool) & mask
     if line or rules:
         _rules(mask, stats, out)
         if not line and out.any() and not _sticks_out(mask, out):
@@ -1162,6 +1170,37 @@ def _thin_across(m8: np.ndarray, band: np.ndarray, r: int) -> np.ndarray:
     column = np.ones((t, 1), np.uint8)
     thick = cv2.morphologyEx(m8, cv2.MORPH_OPEN, column, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return band & (1 - thick)
+
+
+def _page_grid(mask: np.ndarray) -> np.ndarray | None:
+    """The lines of squared paper in the image of one digit whose ink runs from edge to edge both
+    ways (``mask``, bool): at least GRID_LINES straight lines each way across the whole image, found
+    on the ink reduced to TOUCHING_SIDE pixels; uint8 1 on their ink but where strokes cross them,
+    or None."""
+    import cv2
+
+    h, w = mask.shape
+    f = -(-max(h, w) // TOUCHING_SIDE)
+    m8 = cv2.copyMakeBorder(mask.view(np.uint8), 0, -h % f, 0, -w % f, cv2.BORDER_CONSTANT, value=0)
+    small = cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
+    found = np.zeros(small.shape, np.uint8)
+    bands, counts = [], []
+    for turned in (False, True):
+        s8 = np.ascontiguousarray(small.T if turned else small).view(np.uint8)
+        segments = _hough_segments(s8, int(GRID_SPAN * s8.shape[1]), upright=False)
+        at = sorted((a[1] + a[3]) / 2 for a in segments)
+        counts.append(sum(1 for a, b in zip([-99.0, *at], at, strict=False) if b - a > 2))  # lines apart
+        if counts[-1] < 2:
+            return None
+        band, r = _line_pixels(s8, _trace(s8.shape, segments))
+        part = _thin_across(s8, band, r)
+        found |= part.T if turned else part
+        bands.append(band.T if turned else band)
+    if sum(counts) < GRID_LINES:
+        return None  # fewer lines than squared paper shows (a box's four sides cropped tight)
+    found |= bands[0] & bands[1]  # where the lines cross each other
+    up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return up[:h, :w] & mask.view(np.uint8)
 
 
 def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
