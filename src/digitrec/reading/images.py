@@ -159,6 +159,10 @@ RULE_UNDER = 1.0
 RULE_PAST = 0.25
 RULE_BELOW = 0.3
 RULE_WHOLE = 0.75
+# A line with upright bars on both sides of a digit that is more than bars (a comb, an open cell:
+# `_teeth`) is printed: it need not run on past the digit (a cell's sides end it), and the digit's
+# strokes may cross more of it.
+RULE_WHOLE_CELL = 0.5
 RULE_THIN = 0.25
 # A line spans the ink's width W at 20 degrees at most, so it is under 1.07 W long, and the rest of the
 # ink is at least the ink's height H less the line's width and slant: ink narrower than
@@ -1066,7 +1070,7 @@ def _form_rules(
                     rest = np.ascontiguousarray((marks & (out[y0:y1, x0:x1] == 0)).T)
                     _touching_rule_reduced(rest, out[y0:y1, x0:x1].T, upright=True)
         elif not line:
-            out |= _teeth(mask, out)
+            out |= _teeth(mask, out)[0]
     for i in range(1, len(stats)):
         x, y, w, h, area = (int(v) for v in stats[i])
         if w >= FRAME_MIN and h >= FRAME_MIN and area <= (0.5 if line else FRAME_FILL) * w * h:
@@ -1240,7 +1244,8 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> 
     line = _thin_across(m8, cv2.dilate(band, _disc(FRAME_GROW)) & m8, r)  # grown: see FRAME_GROW
     if not line.any():
         return
-    teeth = _teeth(mask, line)
+    teeth, cell = _teeth(mask, line)
+    cell &= not upright  # (a margin rule has no cell)
     rest, lbox = _bbox(mask & (line == 0) & (teeth == 0)), _bbox(line.view(bool))
     if rest is None or lbox is None:
         return
@@ -1252,24 +1257,25 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> 
         height >= 0.5 * mask.shape[0]  # the digit is most of the ink's height; the line is thin
         and np.median(across[across > 0]) <= RULE_THIN * height
         and longest >= RULE_UNDER * height
-        and min(x0 - lx0, lx1 - x1) >= RULE_PAST * height
+        and (cell or min(x0 - lx0, lx1 - x1) >= RULE_PAST * height)  # a cell's sides end it
         and (upright or (ly0 + ly1) / 2 >= y0 + RULE_BELOW * height)
-        and line.any(axis=0)[lx0:lx1].mean() >= RULE_WHOLE
+        and line.any(axis=0)[lx0:lx1].mean() >= (RULE_WHOLE_CELL if cell else RULE_WHOLE)
     ):
         out |= line | teeth
 
 
-def _teeth(mask: np.ndarray, line: np.ndarray) -> np.ndarray:
+def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
     """The straight upright bars joined to ``line`` (uint8 1: a printed line under one digit, in its
     ``mask``) on both sides of the digit, not under it: a comb's teeth, the sides of a cell open at
     the top, however tall. The digit is what else is left, or, where all is bars (a 1 in a comb), the
-    bar nearest the line's middle. uint8 1 on them; none unless there are bars on both sides."""
+    bar nearest the line's middle. uint8 1 on them (none unless there are bars on both sides), and
+    whether the digit was more than bars (then they surely stand apart from it)."""
     import cv2
 
     out = np.zeros(mask.shape, np.uint8)
     n, sub, stats, _ = cv2.connectedComponentsWithStats((mask & (line == 0)).view(np.uint8), connectivity=8)
     if n < 3:
-        return out  # no digit and tooth apart
+        return out, False  # no digit and tooth apart
     cols = line.any(axis=0)
     r = int(np.ceil(line.sum() / max(1, cols.sum()))) + 1  # the line's width, and a pixel
     near = cv2.dilate(line, np.ones((3, 3), np.uint8)).view(bool)
@@ -1285,7 +1291,8 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> np.ndarray:
         else:
             others.append((x, x + w))
     if not bars:
-        return out
+        return out, False
+    apart = bool(others)
     if not others:
         middle = (np.flatnonzero(cols)[0] + np.flatnonzero(cols)[-1]) / 2
         nearest = min(bars, key=lambda b: abs((b[0] + b[1]) / 2 - middle))
@@ -1293,10 +1300,11 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> np.ndarray:
         others.append(nearest[:2])
     d0, d1 = min(o[0] for o in others), max(o[1] for o in others)
     left, right = [b for b in bars if b[1] <= d0], [b for b in bars if b[0] >= d1]
-    if left and right:  # one side's bar alone may be the digit's own stroke (a 4's, on its bar)
-        for _, _, i in left + right:
-            out |= (sub == i).view(np.uint8)
-    return out
+    if not (left and right):
+        return out, False  # one side's bar alone may be the digit's own stroke (a 4's, on its bar)
+    for _, _, i in left + right:
+        out |= (sub == i).view(np.uint8)
+    return out, apart
 
 
 COARSE = 4  # `_may_hold_rule` looks for rules in blocks of COARSE x COARSE pixels first
