@@ -800,7 +800,7 @@ def test_printed_line_detection_leaves_digits_and_letters_alone(mnist, monkeypat
     pages = [render_on_paper(x[i], size=160) for i in range(60)]
     pages += [np.pad(synth.letter_glyph(rng, fonts, sizes=(40, 97)), 8) for _ in range(40)] if fonts else []
     with_detection = [to_mnist(p) for p in pages]
-    monkeypatch.setattr(images, "_form_rules", lambda *a, **k: None)
+    monkeypatch.setattr(images, "form_rules", lambda *a, **k: None)
     for page, field in zip(pages, with_detection, strict=True):
         np.testing.assert_array_equal(to_mnist(page), field)
 

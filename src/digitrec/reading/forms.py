@@ -1,0 +1,531 @@
+"""Printed lines told from handwriting: the boxes, combs, underlines and ruled lines of forms and
+pages, found in an ink mask so that the reading path (`images`) can take them off before it reads.
+
+Imports NumPy, OpenCV and `masks` only. `form_rules` is the entry point: frames in any image; rules
+in a line of digits; under a single digit, a line it rests on or that crosses it, a comb's teeth and
+an open cell's sides, and the lines of lined or squared paper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .masks import bbox as _bbox
+from .masks import disc as _disc
+from .masks import percentile as _percentile
+
+__all__ = ["MIN_DIGIT_HEIGHT", "form_rules"]
+
+MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
+
+# Printed form rules (see `form_rules`): in a line of digits, a straight line at least RULE_LENGTH
+# times as long as the marks are high is a rule (an underline, a comb's base, a row of boxes' top
+# and bottom): no digit's stroke is as long.
+RULE_LENGTH = 1.5
+RULE_SPAN = 0.9  # ...and at least this fraction of the line's ink as wide: rules span the field
+RULE_SLOPE = 0.36  # ...within 20 degrees of the horizontal
+RULE_COS = 0.94  # a rule within 20 degrees of the horizontal runs across at least this much of its length
+# A rule's pixels stay where the ink across it runs longer than THICK_LINE times its width
+# (`_line_pixels`' radius less one): a stroke lies along it or crosses it. On lined paper with dark
+# lines (level 100 on 235 paper, 2 px) through 40 lines of validation digits: 16 -> 39 read right,
+# 15 -> 31 as photos; with 3 px lines 0 -> 29 and 0 -> 22 (1.0 and 1.5: within two lines of these over
+# the eight darker settings). Validation form fields (boxes, row, comb, underline): 93 / 88 / 90 / 94
+# -> 95 / 88 / 96 / 97 of 100.
+THICK_LINE = 1.25
+# In the image of one digit (`predict`), rules count only where they run past the rest of the ink on
+# both sides, by at least STICK_OUT of its height each: a line written on runs on beyond the digit,
+# a digit's own long stroke (a 2's flat base, a 5's bar) ends at it on one side. On 200 photographed
+# validation digits each over an underline, `predict` right for 9 before, 192 after (on a comb, whose
+# teeth often end the line at the digit: 3 -> 86); past the rest by 0.3 of its height on both sides
+# together instead: 193, but 5 of 3,000 rendered training digits lost a stroke (1 with this rule).
+STICK_OUT = 0.1
+# A line that one digit touches or crosses (`_touching_rule`): at least RULE_UNDER times as long as
+# the rest of the ink is high, running on past it by RULE_PAST of that height on both sides, its
+# middle below the top RULE_BELOW of the digit (not a 5's or 7's bar), its pixels in RULE_WHOLE of
+# its columns at least (whole but where strokes cross it) and, in a column, RULE_THIN of the rest's
+# height at most (thin: a 9's thick loop and tail are no line), the rest at least half the ink's
+# height. Past by 0.1 (STICK_OUT), 0.2 or a share of 0.6 took the base off 1 to 5 of 26,880 clean
+# digits (2s with a long flat base: MNIST test, cvl-valid, cvl-train, optdigits); with these none
+# (docs/experiments.md, "Lines and boxes around one digit").
+RULE_UNDER = 1.0
+RULE_PAST = 0.25
+RULE_BELOW = 0.3
+RULE_WHOLE = 0.75
+# A line with upright bars on both sides of a digit that is more than bars (a comb, an open cell:
+# `_teeth`) is printed: it need not run on past the digit (a cell's sides end it), and the digit's
+# strokes may cross more of it.
+RULE_WHOLE_CELL = 0.5
+RULE_THIN = 0.25
+# A line spans the ink's width W at 20 degrees at most, so it is under 1.07 W long, and the rest of the
+# ink is at least the ink's height H less the line's width and slant: ink narrower than
+# TOUCHING_ASPECT * H holds no such line and is not searched (most 1s, 7s and 9s).
+TOUCHING_ASPECT = 0.65
+# ...and the line is looked for in the ink reduced to at most this many pixels a side: at full size
+# the search cost a photographed digit (100-500 px photos) 1.4 ms more on one core, reduced to 96 px
+# 0.55 ms, to 128 px 0.74 ms, for about the same digits read right (docs/experiments.md, "Lines and
+# boxes around one digit").
+TOUCHING_SIDE = 96
+# Squared paper, where the ink of one digit's image runs from edge to edge both ways: two straight
+# lines or more each way and GRID_LINES in all, each across GRID_SPAN of the image (`_page_grid`).
+GRID_LINES = 5
+GRID_SPAN = 0.95
+# A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
+# quadrilateral with corners within FRAME_CORNER degrees of square, each side straight ink along at
+# least FRAME_COVER of its length (rules are checked the same way); hollow: its ink covers under
+# half of its box. On 3,000 training letters the test found no frame; with ink within 2 px of the
+# sides instead of straight ink, 24 ("a", "w", "U").
+FRAME_COVER = 0.85
+FRAME_CORNER = 25.0
+FRAME_MIN = 12  # pixels of the working image: smaller components are never frames
+# ...and a frame's component, the digit within it included where it touches the frame, covers at most
+# this share of its box in the image of one digit (half in a line). Half missed small boxes with a
+# bold digit touching them (see docs/experiments.md, "Lines and boxes around one digit").
+FRAME_FILL = 0.7
+FRAME_LINE = 0.15  # a frame's lines are thin: `_line_pixels`' radius (about their width) at most this of its side
+# In the image of one digit, a frame or a line the digit touches takes the ink within FRAME_GROW pixels
+# of it too: the runs along a tilted line leave the steps of its edges, which then read as strokes
+# (a stroke touching the line loses as much at its end). Lines of digits are read as before.
+FRAME_GROW = 2
+ROW_OF_BOXES = 1.6  # a frame this many times as wide as high (or more) holds several boxes
+
+
+def form_rules(
+    mask: np.ndarray,
+    labels: np.ndarray,
+    stats: np.ndarray,
+    line: bool,
+    rules: bool = True,
+    edges: tuple[bool, bool] = (False, False),
+) -> np.ndarray | None:
+    """The pixels of ``mask`` (bool, labelled as ``labels`` with OpenCV's ``stats``) that are printed
+    form lines rather than handwriting, or None if there are none.
+
+    - Frames (any image): a box around a digit, or around a row of boxes. The box's straight sides
+      go, and so do the straight bars joined to it that span its height (the sides a row of boxes
+      shares).
+    - Rules (in a line of digits, ``line``; under a single digit, ``rules``): straight lines within
+      20 degrees of the horizontal, at least RULE_LENGTH times as long as the marks are high (an
+      underline, a comb's base, the top and bottom of a row of boxes), with the straight bars joined
+      to them that are short (a comb's teeth) or that join two of them (the sides of boxes). Under a
+      single digit, only rules that run past it on both sides (see STICK_OUT), and else a line the
+      digit touches or crosses (`_touching_rule`); ``edges``: whether the ink runs from the image's
+      left to its right edge, and from its top to its bottom (a crop of lined or squared paper): then
+      lines across the page apart from the digit are not its marks, and a line from top to bottom
+      through it is looked for too.
+
+    A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
+    """
+    out = np.zeros(mask.shape, np.uint8)
+    if not line and rules and all(edges):
+        grid = _page_grid(mask)
+        if grid is not None:
+            return grid.view(bool) & mask
+    if line or rules:
+        _rules(mask, stats, out)
+        if not line and out.any() and not _sticks_out(mask, out):
+            out[:] = 0  # one digit's own long stroke (a 2's flat base), not a line under it
+        if not line and not out.any():
+            # Among the marks that count (specks and noise left out, as `_ink_image` leaves them out later)
+            areas = stats[:, 4]  # OpenCV's CC_STAT_AREA
+            counts = areas >= max(3, 0.04 * areas[1:].max())
+            # ...and not the lines across the page apart from the digit (`_ink_image` drops them later)
+            hh, ww = mask.shape
+            across, upright = edges
+            if across:
+                counts &= (stats[:, 2] < 0.9 * ww) | (stats[:, 3] > 0.1 * hh)
+            if upright:
+                counts &= (stats[:, 3] < 0.98 * hh) | (stats[:, 2] > 0.05 * ww)
+            counts[0] = False  # the paper
+            if counts.any():
+                x0, y0 = stats[counts, 0].min(), stats[counts, 1].min()
+                x1 = (stats[counts, 0] + stats[counts, 2]).max()
+                y1 = (stats[counts, 1] + stats[counts, 3]).max()
+                marks = counts[labels[y0:y1, x0:x1]]
+                if x1 - x0 >= TOUCHING_ASPECT * (y1 - y0):  # else no line across it can be long enough
+                    _touching_rule_reduced(marks, out[y0:y1, x0:x1])
+                if upright and y0 == 0 and y1 == hh and y1 - y0 >= TOUCHING_ASPECT * (x1 - x0):
+                    # Ink from the image's top to its bottom (a crop of lined or squared paper): a line
+                    # from top to bottom through the digit, the same way on its side.
+                    rest = np.ascontiguousarray((marks & (out[y0:y1, x0:x1] == 0)).T)
+                    _touching_rule_reduced(rest, out[y0:y1, x0:x1].T, upright=True)
+        elif not line:
+            out |= _teeth(mask, out)[0]
+    for i in range(1, len(stats)):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if w >= FRAME_MIN and h >= FRAME_MIN and area <= (0.5 if line else FRAME_FILL) * w * h:
+            frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line)
+            if frame is not None:
+                out[y : y + h, x : x + w] |= frame
+    return out.view(bool) & mask if out.any() else None
+
+
+def _sticks_out(mask: np.ndarray, rules: np.ndarray) -> bool:
+    """Whether the rules found (``rules``, uint8 1) in the image of one digit (``mask``) run past
+    the rest of its ink on both sides, by at least STICK_OUT of the rest's height each: a line the
+    digit was written on does, a digit's own flat stroke (a 2's base) does not."""
+    rest = mask & (rules == 0)
+    box = _bbox(rest)
+    if box is None:
+        return True  # nothing but rules: a blank ruled page
+    y0, y1, x0, x1 = box
+    _, _, r0, r1 = _bbox(rules.view(bool))  # type: ignore[misc]  # the caller found rules
+    return min(x0 - r0, r1 - x1) >= STICK_OUT * (y1 - y0)
+
+
+def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
+    """Mark in ``out`` (uint8, 1: rule) the rules of a line of digits (see `form_rules`); ``stats``:
+    OpenCV's statistics of ``mask``'s components."""
+    import cv2
+
+    # How high the marks are: the components not much wider than high (not a rule and what touches
+    # it), the heavier ones; with none, the whole ink's height.
+    boxes = stats[1:]
+    marks = boxes[(boxes[:, 2] <= 2 * boxes[:, 3]) & (boxes[:, 3] >= MIN_DIGIT_HEIGHT)]
+    marks = marks[marks[:, 4] >= 0.1 * marks[:, 4].max()] if len(marks) else marks
+    height = _percentile(marks[:, 3], 50) if len(marks) else float(mask.shape[0])  # the median, less overhead
+    # A rule runs under (or over) most of the line: two digits' strokes joined in a line (a 5's flag
+    # and a 7's bar, a 2's base and a 6) are straight for a part of it at most.
+    length = int(max(RULE_LENGTH * height, RULE_SPAN * mask.shape[1], 3 * MIN_DIGIT_HEIGHT))
+    found = _rule_band(mask, length)
+    if found is None:
+        return
+    band, r, near, _ = found
+    m8 = mask.view(np.uint8)
+    out |= _thin_across(m8, band, r)
+    # The bars joined to the rules: a comb's teeth (short), the sides of boxes (joining two rules).
+    n, sub, bar_stats, _ = cv2.connectedComponentsWithStats(m8 & (1 - band), connectivity=8)
+    joined = []
+    for i in range(1, n):
+        x, y, w, h, _area = (int(v) for v in bar_stats[i])
+        piece = sub[y : y + h, x : x + w] == i
+        touching = near[y : y + h, x : x + w] & piece
+        if touching.any():
+            rows = np.flatnonzero(touching.any(axis=1))
+            joined.append((x, y, w, h, piece, rows[0] <= 0.2 * h and rows[-1] >= 0.8 * h))
+    if not len(marks) and len(joined) >= 2:
+        # No mark apart from the rules and what touches them (an empty comb, or every digit on the
+        # line): a tooth is short against the spacing of what stands on the line instead.
+        centres = sorted(x + w / 2 for x, _, w, *_ in joined)
+        height = float(np.median(np.diff(centres)))
+    for x, y, w, h, piece, joins_two in joined:
+        if (joins_two and _is_bar(piece, r)) or (h < 0.5 * height and _is_bar(piece, r, elongated=False)):
+            out[y : y + h, x : x + w] |= piece.view(np.uint8)
+        elif joins_two and (bar := _cross_bar(piece, h)) is not None:  # a digit touching a box's side
+            out[y : y + h, x : x + w] |= bar
+
+
+def _rule_band(mask: np.ndarray, length: int, edges: bool = False) -> tuple[np.ndarray, int, np.ndarray, float] | None:
+    """The printed lines of ``mask`` (bool) at least ``length`` long within 20 degrees of the
+    horizontal: their ink (uint8 1, `_line_pixels`), its radius, the ink dilated by 2 px (to test what
+    touches it) and the longest line's length; None if there are none. ``edges``: see `_may_hold_rule`."""
+    import cv2
+
+    if mask.shape[1] < length * RULE_COS:
+        return None  # no rule fits across the ink (most single digits): spare the costly Hough transform
+    m8 = mask.view(np.uint8)
+    if not _may_hold_rule(m8, length, edges):
+        return None
+    segments = _hough_segments(m8, length, upright=False)
+    if not segments:
+        return None
+    band, r = _line_pixels(m8, _trace(m8.shape, segments))
+    # Each a printed line: along nearly all of it, ink on long straight runs (a line the transform
+    # drew across thick strokes crosses runs as short as they are thick).
+    near = cv2.dilate(band, np.ones((5, 5), np.uint8))
+    kept = [s for s in segments if _along(near, s[:2], s[2:]) >= FRAME_COVER]
+    if not kept:
+        return None
+    if len(kept) < len(segments):
+        band, r = _line_pixels(m8, _trace(m8.shape, kept))
+        near = cv2.dilate(band, np.ones((5, 5), np.uint8))
+    return band, r, near, max(float(np.hypot(s[2] - s[0], s[3] - s[1])) for s in kept)
+
+
+def _thin_across(m8: np.ndarray, band: np.ndarray, r: int) -> np.ndarray:
+    """The rule's pixels of ``band`` (found in ``m8``, radius ``r``) that are no stroke on it."""
+    import cv2
+
+    # Ink thicker across the rule than the rule is a stroke on it (a 7's bar along a ruled line, a
+    # stroke crossing it): ink on vertical runs longer than THICK_LINE rule widths stays. The pieces
+    # joined to the rules are still found with the whole band, so a comb's tooth stays one piece.
+    t = int(np.ceil(THICK_LINE * (r - 1))) + 1
+    # (paper beyond the edges: the crop ends at the ink, and a rule at its edge is not a longer run)
+    column = np.ones((t, 1), np.uint8)
+    thick = cv2.morphologyEx(m8, cv2.MORPH_OPEN, column, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return band & (1 - thick)
+
+
+def _page_grid(mask: np.ndarray) -> np.ndarray | None:
+    """The lines of squared paper in the image of one digit whose ink runs from edge to edge both
+    ways (``mask``, bool): at least GRID_LINES straight lines each way across the whole image, found
+    on the ink reduced to TOUCHING_SIDE pixels; uint8 1 on their ink but where strokes cross them,
+    or None."""
+    import cv2
+
+    h, w = mask.shape
+    f = -(-max(h, w) // TOUCHING_SIDE)
+    m8 = cv2.copyMakeBorder(mask.view(np.uint8), 0, -h % f, 0, -w % f, cv2.BORDER_CONSTANT, value=0)
+    small = cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
+    found = np.zeros(small.shape, np.uint8)
+    bands, counts = [], []
+    for turned in (False, True):
+        s8 = np.ascontiguousarray(small.T if turned else small).view(np.uint8)
+        segments = _hough_segments(s8, int(GRID_SPAN * s8.shape[1]), upright=False)
+        at = sorted((a[1] + a[3]) / 2 for a in segments)
+        counts.append(sum(1 for a, b in zip([-99.0, *at], at, strict=False) if b - a > 2))  # lines apart
+        if counts[-1] < 2:
+            return None
+        band, r = _line_pixels(s8, _trace(s8.shape, segments))
+        part = _thin_across(s8, band, r)
+        found |= part.T if turned else part
+        bands.append(band.T if turned else band)
+    if sum(counts) < GRID_LINES:
+        return None  # fewer lines than squared paper shows (a box's four sides cropped tight)
+    found |= bands[0] & bands[1]  # where the lines cross each other
+    up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return up[:h, :w] & mask.view(np.uint8)
+
+
+def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
+    """`_touching_rule` on ``mask`` reduced by a whole factor to TOUCHING_SIDE pixels or less (a block
+    with any ink is ink), its line and teeth marked in ``out`` at full size (the ink of their blocks)."""
+    import cv2
+
+    h, w = mask.shape
+    f = -(-max(h, w) // TOUCHING_SIDE)
+    if f == 1:
+        _touching_rule(mask, out, upright)
+        return
+    m8 = cv2.copyMakeBorder(mask.view(np.uint8), 0, -h % f, 0, -w % f, cv2.BORDER_CONSTANT, value=0)
+    # (a block's mean of 0s and 255s is above 0 where any of it is ink)
+    small = cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
+    found = np.zeros(small.shape, np.uint8)
+    _touching_rule(small, found, upright)
+    if found.any():
+        up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)
+        out |= up[:h, :w] & mask.view(np.uint8)
+
+
+def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
+    """Mark in ``out`` (uint8, 1: rule) a line that one digit (``mask``, bool) touches or crosses:
+    an underline it rests on, a ruled line through it. `_rules` measures a line against the marks'
+    height, which is the digit's and the line's together where they touch; here the line spans the
+    ink and is measured against the rest of it once taken off (see RULE_UNDER). ``upright``: ``mask``
+    is a digit's ink turned on its side, the line one from top to bottom (no RULE_BELOW)."""
+    import cv2
+
+    w = mask.shape[1]
+    found = _rule_band(mask, int(max(RULE_SPAN * w, 3 * MIN_DIGIT_HEIGHT)), edges=True)
+    if found is None:
+        return
+    band, r, _, longest = found
+    m8 = mask.view(np.uint8)
+    line = _thin_across(m8, cv2.dilate(band, _disc(FRAME_GROW)) & m8, r)  # grown: see FRAME_GROW
+    if not line.any():
+        return
+    teeth, cell = _teeth(mask, line)
+    cell &= not upright  # (a margin rule has no cell)
+    rest, lbox = _bbox(mask & (line == 0) & (teeth == 0)), _bbox(line.view(bool))
+    if rest is None or lbox is None:
+        return
+    y0, y1, x0, x1 = rest
+    height = y1 - y0
+    ly0, ly1, lx0, lx1 = lbox
+    across = line.sum(axis=0, dtype=np.int32)
+    if (
+        height >= 0.5 * mask.shape[0]  # the digit is most of the ink's height; the line is thin
+        and np.median(across[across > 0]) <= RULE_THIN * height
+        and longest >= RULE_UNDER * height
+        and (cell or min(x0 - lx0, lx1 - x1) >= RULE_PAST * height)  # a cell's sides end it
+        and (upright or (ly0 + ly1) / 2 >= y0 + RULE_BELOW * height)
+        and line.any(axis=0)[lx0:lx1].mean() >= (RULE_WHOLE_CELL if cell else RULE_WHOLE)
+    ):
+        out |= line | teeth
+
+
+def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The straight upright bars joined to ``line`` (uint8 1: a printed line under one digit, in its
+    ``mask``) on both sides of the digit, not under it: a comb's teeth, the sides of a cell open at
+    the top, however tall. The digit is what else is left, or, where all is bars (a 1 in a comb), the
+    bar nearest the line's middle. uint8 1 on them (none unless there are bars on both sides), and
+    whether the digit was more than bars (then they surely stand apart from it)."""
+    import cv2
+
+    out = np.zeros(mask.shape, np.uint8)
+    n, sub, stats, _ = cv2.connectedComponentsWithStats((mask & (line == 0)).view(np.uint8), connectivity=8)
+    if n < 3:
+        return out, False  # no digit and tooth apart
+    cols = line.any(axis=0)
+    r = int(np.ceil(line.sum() / max(1, cols.sum()))) + 1  # the line's width, and a pixel
+    near = cv2.dilate(line, np.ones((3, 3), np.uint8)).view(bool)
+    biggest = int(stats[1:, cv2.CC_STAT_AREA].max())
+    bars, others = [], []
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if area < 0.04 * biggest:
+            continue  # a speck: neither
+        piece = sub[y : y + h, x : x + w] == i
+        if h >= 2 * w and (near[y : y + h, x : x + w] & piece).any() and _is_bar(piece, r):
+            bars.append((x, x + w, i))
+        else:
+            others.append((x, x + w))
+    if not bars:
+        return out, False
+    apart = bool(others)
+    if not others:
+        middle = (np.flatnonzero(cols)[0] + np.flatnonzero(cols)[-1]) / 2
+        nearest = min(bars, key=lambda b: abs((b[0] + b[1]) / 2 - middle))
+        bars.remove(nearest)
+        others.append(nearest[:2])
+    d0, d1 = min(o[0] for o in others), max(o[1] for o in others)
+    left, right = [b for b in bars if b[1] <= d0], [b for b in bars if b[0] >= d1]
+    if not (left and right):
+        return out, False  # one side's bar alone may be the digit's own stroke (a 4's, on its bar)
+    for _, _, i in left + right:
+        out |= (sub == i).view(np.uint8)
+    return out, apart
+
+
+COARSE = 4  # `_may_hold_rule` looks for rules in blocks of COARSE x COARSE pixels first
+
+
+def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> bool:
+    """Whether the mask may hold a rule ``length`` long: the same Hough transform on the mask reduced
+    to blocks of COARSE x COARSE pixels (a block with any ink is ink), where a rule is still a line
+    but there are a sixteenth of the pixels to vote. The full transform took about half of the time
+    of `ink_image` on a photographed number (4.4 of 8.5 ms, one Xeon core); a line of digits without
+    rules now spends about a tenth of that here and stops. ``edges``: the last rows and columns that
+    make no whole block count too, and the reduced mask gets a block of paper all round (OpenCV's
+    transform missed a line along its edge: an underline is the lowest ink of one digit's crop)."""
+    h, w = m8.shape
+    if min(h, w) < 4 * COARSE:
+        return True
+    if edges:
+        import cv2
+
+        m8 = cv2.copyMakeBorder(m8, 0, -h % COARSE, 0, -w % COARSE, cv2.BORDER_CONSTANT, value=0)
+        h, w = m8.shape
+    hs, ws = h // COARSE, w // COARSE
+    small = m8[: hs * COARSE, : ws * COARSE].reshape(hs, COARSE, ws, COARSE).max(axis=(1, 3))
+    if edges:
+        small = np.pad(small, 1)
+    return bool(_hough_segments(np.ascontiguousarray(small), max(3, int(0.6 * length / COARSE)), upright=False))
+
+
+def _hough_segments(m8: np.ndarray, length: int, upright: bool) -> list[np.ndarray]:
+    """The straight lines of ``m8`` (uint8 0/1) at least ``length`` long (gaps up to a tenth of it),
+    within 20 degrees of the horizontal (or, ``upright``, of the vertical): segments (x0, y0, x1, y1)."""
+    import cv2
+
+    found = cv2.HoughLinesP(m8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
+    if found is None:
+        return []
+    segments = found.reshape(-1, 4).astype(np.int64)
+    across, along = (segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
+    if upright:
+        across, along = along, across
+    return list(segments[np.abs(along) <= RULE_SLOPE * np.abs(across)])
+
+
+def _trace(shape: tuple[int, ...], segments: list[np.ndarray]) -> np.ndarray:
+    """Line segments (x0, y0, x1, y1) drawn one pixel wide: uint8 (h, w), 1 on them."""
+    import cv2
+
+    drawn = np.zeros(shape, np.uint8)
+    for x0, y0, x1, y1 in segments:
+        cv2.line(drawn, (int(x0), int(y0)), (int(x1), int(y1)), 1, 1)
+    return drawn
+
+
+def _along(a: np.ndarray, p: np.ndarray, q: np.ndarray) -> float:
+    """The mean of ``a`` over points a pixel apart on the segment from ``p`` to ``q`` ((x, y) each)."""
+    h, w = a.shape
+    t = np.linspace(0.0, 1.0, max(8, int(np.hypot(*(q - p)))))
+    pts = np.rint(p + t[:, None] * (q - p)).astype(int)
+    return float(a[np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)].mean())
+
+
+def _line_pixels(m8: np.ndarray, drawn: np.ndarray, axes: str = "h") -> tuple[np.ndarray, int]:
+    """The ink of ``m8`` (uint8 0/1) that belongs to the printed lines traced one pixel wide in
+    ``drawn`` (uint8 0/1), and a radius that reaches across them: the ink near the traces on runs
+    along them ("h": horizontal runs, "v": vertical, "hv": either) twice as long as the line is
+    wide, so that strokes crossing the line or resting on it stay."""
+    import cv2
+
+    # Distances to the nearest paper, with paper all round: a piece that fills its own box (a solid
+    # bar) has no paper inside it, and OpenCV then gives a distance of about 1e20.
+    dist = cv2.distanceTransform(cv2.copyMakeBorder(m8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2, 3)
+    dist = dist[1:-1, 1:-1]
+    half = _percentile(cv2.dilate(dist, np.ones((5, 5), np.uint8))[drawn > 0], 50)  # the line's half width
+    r = int(np.ceil(2 * half)) + 1  # a trace may lie along either edge of the printed line
+    near = cv2.dilate(drawn, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) & m8
+    k = max(3, round(4 * half))
+    band = np.zeros_like(m8)
+    for axis, kernel in (("h", (1, k)), ("v", (k, 1))):
+        if axis in axes:
+            band |= cv2.morphologyEx(near, cv2.MORPH_OPEN, np.ones(kernel, np.uint8))
+    return band, r
+
+
+def _cross_bar(piece: np.ndarray, span: float) -> np.ndarray | None:
+    """In ``piece`` (bool), a digit joined to a box's side: the side's pixels (uint8), found as a
+    straight line within 20 degrees of the vertical at least 0.8 ``span`` long; None if there is none."""
+
+    p8 = piece.view(np.uint8)
+    upright = _hough_segments(p8, max(3, int(0.8 * span)), upright=True)
+    return _line_pixels(p8, _trace(p8.shape, upright), "v")[0] if upright else None
+
+
+def _is_bar(piece: np.ndarray, r: int, elongated: bool = True) -> bool:
+    """Whether ``piece`` (bool) is about as wide as a printed line at most (``r``: `_line_pixels`'
+    radius, the line's width and a pixel) and, if ``elongated``, at least twice as long: a straight bar."""
+    import cv2
+
+    pts = np.column_stack(np.nonzero(piece)[::-1]).astype(np.float32)
+    (_, _), (a, b), _ = cv2.minAreaRect(pts)
+    return min(a, b) <= r + 2 and (not elongated or max(a, b) >= 2 * min(a, b))
+
+
+def _frame(comp: np.ndarray, grow: bool = False) -> np.ndarray | None:
+    """If ``comp`` (bool, one component's box) is a frame (see `form_rules`), its pixels to take off
+    (uint8, 1: frame); else None. ``grow``: see FRAME_GROW."""
+    import cv2
+
+    c8 = comp.view(np.uint8)
+    contours, _ = cv2.findContours(c8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    outline = cv2.convexHull(max(contours, key=cv2.contourArea))
+    quad = cv2.approxPolyDP(outline, 0.04 * cv2.arcLength(outline, True), True)[:, 0].astype(np.float64)
+    if len(quad) != 4 or cv2.contourArea(quad.astype(np.float32)) < 0.5 * comp.size:
+        return None
+    sides = [quad[(k + 1) % 4] - quad[k] for k in range(4)]
+    lengths = [float(np.linalg.norm(s)) for s in sides]
+    for k in range(4):
+        cos = abs(float(sides[k - 1] @ sides[k])) / (lengths[k - 1] * lengths[k] + 1e-9)
+        if cos > np.sin(np.radians(FRAME_CORNER)):
+            return None  # not square enough at a corner
+    edges = np.zeros_like(c8)
+    cv2.polylines(edges, [np.rint(quad).astype(np.int32)], True, 1, 1)
+    band, r = _line_pixels(c8, edges, "hv")
+    if r > FRAME_LINE * min(lengths):
+        return None  # printed lines are thin for the box they make; a letter's strokes are not
+    if grow:
+        band = cv2.dilate(band, _disc(FRAME_GROW)) & c8
+    # Each side is a printed line: straight ink along nearly all of it (a letter's outline, a
+    # digit's curve, is straight along a part at most).
+    near = cv2.dilate(band, np.ones((5, 5), np.uint8))
+    if any(_along(near, quad[k], quad[(k + 1) % 4]) < FRAME_COVER for k in range(4)):
+        return None
+    # The bars that were joined to the frame and span its height: the sides a row of boxes shares.
+    # (A single box has none: a 1 joined to it stays.)
+    if max(lengths) < ROW_OF_BOXES * min(lengths):
+        return band
+    n, sub, stats, _ = cv2.connectedComponentsWithStats(c8 & (1 - band), connectivity=8)
+    span = min(lengths) - 2 * r  # the frame's height inside
+    for i in range(1, n):
+        x, y, bw, bh, _area = (int(v) for v in stats[i])
+        piece = sub[y : y + bh, x : x + bw] == i
+        if max(bw, bh) >= 0.8 * span and _is_bar(piece, r):
+            band[y : y + bh, x : x + bw] |= piece.view(np.uint8)
+        elif bh >= 0.8 * span and (bar := _cross_bar(piece, span)) is not None:  # a digit touching a side
+            band[y : y + bh, x : x + bw] |= bar
+    return band
