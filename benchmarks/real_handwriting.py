@@ -138,6 +138,9 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
     def cut(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # pieces of the neighbours at the edges
         return synth.as_scan(synth.cut_from_a_number(ink, [x[int(k)] for k in rng.integers(0, len(x), 2)], rng), rng)
 
+    def ruled(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # lined, margin or squared, edge to edge
+        return synth.as_scan(synth.on_ruled_paper(ink, rng), rng)
+
     others = (
         ("photos, small in the frame", small),
         ("photos in faint pencil", pencil),
@@ -146,6 +149,7 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
         ("photos with a vignette", vignette),
         ("photos in a form cell", cell),
         ("scans cut from a number", cut),
+        ("scans cut from ruled paper", ruled),
     )
     for style, render in (*styles, *others):
         rng = np.random.default_rng([seed, len(style)])

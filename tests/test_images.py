@@ -551,6 +551,33 @@ def test_a_digit_touching_or_crossed_by_a_printed_line_is_predicted(mnist, rec) 
         assert sum(a == y[i] for a, i in zip(answers, picks, strict=True)) >= least, (through, answers, y[picks])
 
 
+def test_the_page_renders_draw_what_they_say(mnist) -> None:
+    # The renders of benchmarks/real_handwriting.py's rows of digits cut from pages.
+    import io
+
+    from PIL import Image
+
+    (x, _) = mnist[1]
+    rng = np.random.default_rng(0)
+    digit_columns = (synth._enlarged(x[0]) > 0).any(axis=0).sum()
+    for style in synth.CELL_STYLES:
+        ink = synth.in_a_form_cell(x[0], rng, style)
+        assert (ink > 0).any(axis=0).sum() > digit_columns, style  # the printed lines reach beyond the digit
+    for paper, rows, cols in (("lined", True, False), ("margin", False, True), ("squared", True, True)):
+        ink = synth.on_ruled_paper(x[0], rng, paper)
+        assert (ink > 0).all(axis=1).any() == rows and (ink > 0).all(axis=0).any() == cols, paper
+    with pytest.raises(ValueError, match="unknown"):
+        synth.in_a_form_cell(x[0], rng, "circle")
+    with pytest.raises(ValueError, match="unknown"):
+        synth.on_ruled_paper(x[0], rng, "dotted")
+    ink = synth.cut_from_a_number(x[0], [x[1], x[2]], rng)
+    columns = (ink > 0).any(axis=0)
+    assert columns[0] and columns[-1] and not columns.all()  # the neighbours' pieces, apart from the digit
+    scan = np.asarray(Image.open(io.BytesIO(synth.as_scan(ink, rng))))
+    assert scan.ndim == 2 and scan.min() < scan.max() - 100  # dark ink on light paper, no margin added
+    assert scan.shape[0] <= ink.shape[0] and scan.shape[1] <= ink.shape[1]
+
+
 def _in_a_cell(digit: np.ndarray, rng: np.random.Generator, comb: bool) -> np.ndarray:
     """A 28x28 digit enlarged 3x, standing on a printed base line (3 px) with an upright bar either
     side: a comb (the base running on past its teeth, which are half the digit's height or more) or

@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "CELL_STYLES",
     "FORM_STYLES",
+    "PAPER_STYLES",
     "as_canvas",
     "as_photo",
     "as_scan",
@@ -30,6 +31,7 @@ __all__ = [
     "letter_glyph",
     "number_strip",
     "on_a_desk",
+    "on_ruled_paper",
     "scribble",
     "validation_letter_fonts",
     "with_a_shadow",
@@ -322,6 +324,41 @@ def in_a_form_cell(digit: np.ndarray, rng: np.random.Generator, style: str | Non
         y = pad + int(rng.uniform(0.5, 1.0) * h)
         cv2.line(ink, (0, y), (ink.shape[1] - 1, y), int(rng.uniform(90, 200)), max(1, t // 2))
     return ink
+
+
+PAPER_STYLES = ("lined", "margin", "squared")
+
+
+def on_ruled_paper(digit: np.ndarray, rng: np.random.Generator, paper: str | None = None) -> np.ndarray:
+    """A 28x28 digit written on a crop of ruled paper, as one white-on-black array 4x its size whose
+    lines run from edge to edge: "lined" (across, 0.35-0.7 of the digit's height apart), "margin"
+    (one line from top to bottom through the digit) or "squared" (both ways); ``paper`` defaults to
+    one of `PAPER_STYLES` at random. The lines are grey (27-63% of the pen's darkness), 2-6% of the
+    digit's height wide."""
+    import cv2
+
+    paper = paper or str(rng.choice(PAPER_STYLES))
+    if paper not in PAPER_STYLES:
+        raise ValueError(f"unknown paper {paper!r}; one of {', '.join(PAPER_STYLES)}")
+    d = _enlarged(digit)
+    h, w = d.shape
+    pad = int(0.4 * max(h, w))
+    ink = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
+    ink[pad : pad + h, pad : pad + w] = d
+    lines = np.zeros_like(ink)
+    level = int(rng.uniform(70, 160))
+    t = max(1, round(0.04 * h * rng.uniform(0.5, 1.5)))
+    if paper == "margin":
+        x = pad + int(rng.uniform(0.1, 0.9) * w)
+        cv2.line(lines, (x, 0), (x, ink.shape[0] - 1), level, t)
+    else:
+        step = max(2, int(rng.uniform(0.35, 0.7) * h))
+        for y in range(int(rng.integers(step)), ink.shape[0], step):
+            cv2.line(lines, (0, y), (ink.shape[1] - 1, y), level, t)
+        if paper == "squared":
+            for x in range(int(rng.integers(step)), ink.shape[1], step):
+                cv2.line(lines, (x, 0), (x, ink.shape[0] - 1), level, t)
+    return np.maximum(ink, lines)
 
 
 def cut_from_a_number(digit: np.ndarray, neighbours: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
