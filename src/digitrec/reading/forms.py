@@ -300,18 +300,28 @@ def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = Fa
     # (a block's mean of 0s and 255s is above 0 where any of it is ink)
     small = cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
     found = np.zeros(small.shape, np.uint8)
-    _touching_rule(small, found, upright)
+    _touching_rule(small, found, upright, apart=True)
     if found.any():
-        up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)
-        out |= up[:h, :w] & mask.view(np.uint8)
+        up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)[:h, :w]
+        ink = mask.view(np.uint8)
+        band = up & 1 & ink
+        # The line's blocks hold the strokes that cross it too: at full size, ink on vertical runs
+        # longer than THICK_LINE times the line's width stays, as in `_thin_across`.
+        across = band.sum(axis=0, dtype=np.int32)
+        t = int(np.ceil(THICK_LINE * np.median(across[across > 0]))) + 1
+        thick = cv2.morphologyEx(
+            ink, cv2.MORPH_OPEN, np.ones((t, 1), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0
+        )
+        out |= (band & (1 - thick)) | ((up >> 1) & ink)
 
 
-def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
+def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False, apart: bool = False) -> None:
     """Mark in ``out`` (uint8, 1: rule) a line that one digit (``mask``, bool) touches or crosses:
     an underline it rests on, a ruled line through it. `_rules` measures a line against the marks'
     height, which is the digit's and the line's together where they touch; here the line spans the
     ink and is measured against the rest of it once taken off (see RULE_UNDER). ``upright``: ``mask``
-    is a digit's ink turned on its side, the line one from top to bottom (no RULE_BELOW)."""
+    is a digit's ink turned on its side, the line one from top to bottom (no RULE_BELOW). ``apart``:
+    mark the line 1 and the teeth 2 (else both 1)."""
     import cv2
 
     w = mask.shape[1]
@@ -340,7 +350,7 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> 
         and (upright or (ly0 + ly1) / 2 >= y0 + RULE_BELOW * height)
         and line.any(axis=0)[lx0:lx1].mean() >= (RULE_WHOLE_CELL if cell else RULE_WHOLE)
     ):
-        out |= line | teeth
+        out |= line | (teeth << 1 if apart else teeth)
 
 
 def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -365,7 +375,9 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
         if area < 0.04 * biggest:
             continue  # a speck: neither
         piece = sub[y : y + h, x : x + w] == i
-        if h >= 2 * w and (near[y : y + h, x : x + w] & piece).any() and _is_bar(piece, r):
+        rows = np.flatnonzero((near[y : y + h, x : x + w] & piece).any(axis=1))
+        # joined to the line at one end (a stroke cut by two lines, between them, is the digit's)
+        if h >= 2 * w and len(rows) and _is_bar(piece, r):
             bars.append((x, x + w, i))
         else:
             others.append((x, x + w))
