@@ -434,7 +434,7 @@ def test_lines_one_above_the_other_are_read_apart(mnist, rec) -> None:
             assert max(d.box[1] for d in reading.digits[: len(lines[0])]) < min(
                 d.box[1] for d in reading.digits[len(lines[0]) :]
             )
-    assert sum(right) >= 6, right
+    assert sum(right) >= 8, right
 
 
 def test_a_lone_mark_that_is_no_digit_reads_as_no_number(mnist, rec) -> None:
@@ -765,6 +765,29 @@ def test_digits_resting_on_a_rule_keep_their_strokes(mnist, rec) -> None:
         ink[34 - h : 34, 12 + 30 * k : 12 + 30 * k + w] = part
     ink[33:35, 4:-4] = 255  # the underline, through the digits' last row
     assert rec.read(_form_page(ink)).text == "1741"
+
+
+def test_strokes_along_a_grey_ruled_line_stay(mnist, rec) -> None:
+    # Lined paper whose lines are lighter than the pen, one through the digits: the ink on the line
+    # that is much stronger than the line's own is a stroke lying along or across it, and stays (a
+    # 7's bar on the line read as a 1 before). Before, 5 of these 10 read right; now 10.
+    import cv2
+
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(9)
+    right = []
+    for _ in range(10):
+        pick = rng.choice(len(x), 5, replace=False)
+        page = np.full((150, 380), 235.0)
+        for top in range(int(rng.integers(4, 12)), 150, 26):
+            page[top : top + 3] = 150.0  # grey rules, half the pen's darkness
+        for k, i in enumerate(pick):
+            ink = cv2.resize(x[i], (56, 56), interpolation=cv2.INTER_LINEAR) / 255.0
+            region = page[40:96, 42 + 60 * k : 98 + 60 * k]
+            region[:] = region * (1 - ink) + 30.0 * ink
+        text = "".join(str(int(y[i])) for i in pick)
+        right.append(rec.read(page.astype(np.uint8)).text == text)
+    assert sum(right) >= 8, right
 
 
 def test_strokes_along_a_dark_ruled_line_stay(mnist, rec) -> None:

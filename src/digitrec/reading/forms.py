@@ -32,6 +32,7 @@ RULE_COS = 0.94  # a rule within 20 degrees of the horizontal runs across at lea
 # the eight darker settings). Validation form fields (boxes, row, comb, underline): 93 / 88 / 90 / 94
 # -> 95 / 88 / 96 / 97 of 100.
 THICK_LINE = 1.25
+PEN_OVER = 1.3  # ink this many times as strong as a printed line's own, on it, is a stroke (`form_rules`)
 # In the image of one digit (`predict`), rules count only where they run past the rest of the ink on
 # both sides, by at least STICK_OUT of its height each: a line written on runs on beyond the digit,
 # a digit's own long stroke (a 2's flat base, a 5's bar) ends at it on one side. On 200 photographed
@@ -96,6 +97,7 @@ def form_rules(
     line: bool,
     rules: bool = True,
     edges: tuple[bool, bool] = (False, False),
+    ink: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """The pixels of ``mask`` (bool, labelled as ``labels`` with OpenCV's ``stats``) that are printed
     form lines rather than handwriting, or None if there are none.
@@ -156,6 +158,10 @@ def form_rules(
             frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line)
             if frame is not None:
                 out[y : y + h, x : x + w] |= frame
+    if line and ink is not None and out.any():
+        # Printed lines lighter than the pen (grey or blue rules) under a line of digits: ink much
+        # stronger than theirs on them is a stroke lying along or across them, and stays.
+        out &= (ink <= PEN_OVER * _percentile(ink[out > 0], 75)).view(np.uint8)  # (its edges are fainter)
     return out.view(bool) & mask if out.any() else None
 
 

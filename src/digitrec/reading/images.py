@@ -849,7 +849,8 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     crop = mask[y0:y1, x0:x1]
     n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
     h, w = mask.shape
-    printed = form_rules(crop, sub, stats, line, rules, edges=(x0 == 0 and x1 == w, y0 == 0 and y1 == h))
+    edges = (x0 == 0 and x1 == w, y0 == 0 and y1 == h)
+    printed = form_rules(crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1])
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
         n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
