@@ -32,7 +32,10 @@ RULE_COS = 0.94  # a rule within 20 degrees of the horizontal runs across at lea
 # the eight darker settings). Validation form fields (boxes, row, comb, underline): 93 / 88 / 90 / 94
 # -> 95 / 88 / 96 / 97 of 100.
 THICK_LINE = 1.25
-PEN_OVER = 1.3  # ink this many times as strong as a printed line's own, on it, is a stroke (`form_rules`)
+# In a line of digits, ink this many times as strong as a printed line's own (its 75th percentile),
+# on it, is a stroke (`form_rules`): validation form fields 90.7% exact, 90.3% with 1.15 or 1.5,
+# 89.3% without (docs/experiments.md, "Strokes on lighter ruled lines").
+PEN_OVER = 1.3
 # In the image of one digit (`predict`), rules count only where they run past the rest of the ink on
 # both sides, by at least STICK_OUT of its height each: a line written on runs on beyond the digit,
 # a digit's own long stroke (a 2's flat base, a 5's bar) ends at it on one side. On 200 photographed
