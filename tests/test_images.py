@@ -7,6 +7,7 @@ import os
 import struct
 import tracemalloc
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -767,26 +768,36 @@ def test_digits_resting_on_a_rule_keep_their_strokes(mnist, rec) -> None:
     assert rec.read(_form_page(ink)).text == "1741"
 
 
+def _number_on_ruled_paper(
+    digits: np.ndarray, height: int, rows: Iterable[int], width: int, level: float, top: int
+) -> np.ndarray:
+    """28x28 digits written 56 px high (ink at level 30), 60 px apart, from row ``top`` of a page 380
+    px wide and ``height`` high (paper at 235) ruled at ``rows``, ``width`` px thick, at ``level``:
+    uint8."""
+    import cv2
+
+    page = np.full((height, 380), 235.0)
+    for row in rows:
+        page[row : row + width] = level
+    for k, digit in enumerate(digits):
+        ink = cv2.resize(digit, (56, 56), interpolation=cv2.INTER_LINEAR) / 255.0
+        region = page[top : top + 56, 42 + 60 * k : 98 + 60 * k]
+        region[:] = region * (1 - ink) + 30.0 * ink
+    return page.astype(np.uint8)
+
+
 def test_strokes_along_a_grey_ruled_line_stay(mnist, rec) -> None:
     # Lined paper whose lines are lighter than the pen, one through the digits: the ink on the line
     # that is much stronger than the line's own is a stroke lying along or across it, and stays (a
     # 7's bar on the line read as a 1 before). Before, 5 of these 10 read right; now 10.
-    import cv2
-
     (x, y) = mnist[1]
     rng = np.random.default_rng(9)
     right = []
     for _ in range(10):
         pick = rng.choice(len(x), 5, replace=False)
-        page = np.full((150, 380), 235.0)
-        for top in range(int(rng.integers(4, 12)), 150, 26):
-            page[top : top + 3] = 150.0  # grey rules, half the pen's darkness
-        for k, i in enumerate(pick):
-            ink = cv2.resize(x[i], (56, 56), interpolation=cv2.INTER_LINEAR) / 255.0
-            region = page[40:96, 42 + 60 * k : 98 + 60 * k]
-            region[:] = region * (1 - ink) + 30.0 * ink
-        text = "".join(str(int(y[i])) for i in pick)
-        right.append(rec.read(page.astype(np.uint8)).text == text)
+        rows = range(int(rng.integers(4, 12)), 150, 26)  # grey rules, half the pen's darkness
+        page = _number_on_ruled_paper(x[pick], 150, rows, width=3, level=150.0, top=40)
+        right.append(rec.read(page).text == "".join(str(int(y[i])) for i in pick))
     assert sum(right) >= 8, right
 
 
@@ -794,21 +805,13 @@ def test_strokes_along_a_dark_ruled_line_stay(mnist, rec) -> None:
     # Lined paper with dark lines, one through the digits' upper half: a stroke lying along it (a 7's
     # bar, the top of a 9's loop) used to go with the line, and a stroke crossing it was cut ("35977"
     # read "35911"). Of 40 such lines of validation digits, 16 were read right; now 39.
-    import cv2
-
     (x, y) = mnist[1]
     rng = np.random.default_rng(5)
     right = []
     for _ in range(10):
         pick = rng.choice(len(x), 5, replace=False)
-        page = np.full((120, 380), 235.0)
-        for top in (14, 50, 86):
-            page[top : top + 2] = 100.0
-        for k, i in enumerate(pick):
-            ink = cv2.resize(x[i], (56, 56), interpolation=cv2.INTER_LINEAR) / 255.0
-            region = page[30:86, 42 + 60 * k : 98 + 60 * k]
-            region[:] = region * (1 - ink) + 30.0 * ink
-        right.append(rec.read(page.astype(np.uint8)).text == "".join(str(int(y[i])) for i in pick))
+        page = _number_on_ruled_paper(x[pick], 120, (14, 50, 86), width=2, level=100.0, top=30)
+        right.append(rec.read(page).text == "".join(str(int(y[i])) for i in pick))
     assert sum(right) >= 9, right
 
 

@@ -130,29 +130,7 @@ def form_rules(
         if not line and out.any() and not _sticks_out(mask, out):
             out[:] = 0  # one digit's own long stroke (a 2's flat base), not a line under it
         if not line and not out.any():
-            # Among the marks that count (specks and noise left out, as `_ink_image` leaves them out later)
-            areas = stats[:, 4]  # OpenCV's CC_STAT_AREA
-            counts = areas >= max(3, 0.04 * areas[1:].max())
-            # ...and not the lines across the page apart from the digit (`_ink_image` drops them later)
-            hh, ww = mask.shape
-            across, upright = edges
-            if across:
-                counts &= (stats[:, 2] < 0.9 * ww) | (stats[:, 3] > 0.1 * hh)
-            if upright:
-                counts &= (stats[:, 3] < 0.98 * hh) | (stats[:, 2] > 0.05 * ww)
-            counts[0] = False  # the paper
-            if counts.any():
-                x0, y0 = stats[counts, 0].min(), stats[counts, 1].min()
-                x1 = (stats[counts, 0] + stats[counts, 2]).max()
-                y1 = (stats[counts, 1] + stats[counts, 3]).max()
-                marks = counts[labels[y0:y1, x0:x1]]
-                if x1 - x0 >= TOUCHING_ASPECT * (y1 - y0):  # else no line across it can be long enough
-                    _touching_rule_reduced(marks, out[y0:y1, x0:x1])
-                if upright and y0 == 0 and y1 == hh and y1 - y0 >= TOUCHING_ASPECT * (x1 - x0):
-                    # Ink from the image's top to its bottom (a crop of lined or squared paper): a line
-                    # from top to bottom through the digit, the same way on its side.
-                    rest = np.ascontiguousarray((marks & (out[y0:y1, x0:x1] == 0)).T)
-                    _touching_rule_reduced(rest, out[y0:y1, x0:x1].T, upright=True)
+            _touching_rules(labels, stats, edges, out)
         elif not line:
             out |= _teeth(mask, out)[0]
     for i in range(1, len(stats)):
@@ -166,6 +144,35 @@ def form_rules(
         # stronger than theirs on them is a stroke lying along or across them, and stays.
         out &= (ink <= PEN_OVER * _percentile(ink[out > 0], 75)).view(np.uint8)  # (its edges are fainter)
     return out.view(bool) & mask if out.any() else None
+
+
+def _touching_rules(labels: np.ndarray, stats: np.ndarray, edges: tuple[bool, bool], out: np.ndarray) -> None:
+    """Mark in ``out`` the lines that one digit touches or crosses (`_touching_rule`), looked for among
+    the marks that count (``labels``, ``stats``: OpenCV's components of its ink): not specks and noise,
+    nor, where the ink runs from edge to edge (``edges``, see `form_rules`), the lines across the page
+    apart from the digit (`_ink_image` drops both later)."""
+    areas = stats[:, 4]  # OpenCV's CC_STAT_AREA
+    counts = areas >= max(3, 0.04 * areas[1:].max())
+    hh, ww = labels.shape
+    across, upright = edges
+    if across:
+        counts &= (stats[:, 2] < 0.9 * ww) | (stats[:, 3] > 0.1 * hh)
+    if upright:
+        counts &= (stats[:, 3] < 0.98 * hh) | (stats[:, 2] > 0.05 * ww)
+    counts[0] = False  # the paper
+    if not counts.any():
+        return
+    x0, y0 = stats[counts, 0].min(), stats[counts, 1].min()
+    x1 = (stats[counts, 0] + stats[counts, 2]).max()
+    y1 = (stats[counts, 1] + stats[counts, 3]).max()
+    marks = counts[labels[y0:y1, x0:x1]]
+    if x1 - x0 >= TOUCHING_ASPECT * (y1 - y0):  # else no line across it can be long enough
+        _touching_rule_reduced(marks, out[y0:y1, x0:x1])
+    if upright and y0 == 0 and y1 == hh and y1 - y0 >= TOUCHING_ASPECT * (x1 - x0):
+        # Ink from the image's top to its bottom (a crop of lined or squared paper): a line from top to
+        # bottom through the digit, the same way on its side.
+        rest = np.ascontiguousarray((marks & (out[y0:y1, x0:x1] == 0)).T)
+        _touching_rule_reduced(rest, out[y0:y1, x0:x1].T, upright=True)
 
 
 def _sticks_out(mask: np.ndarray, rules: np.ndarray) -> bool:
@@ -264,17 +271,34 @@ def _thin_across(m8: np.ndarray, band: np.ndarray, r: int) -> np.ndarray:
     return band & (1 - thick)
 
 
+def _blocks(mask: np.ndarray, f: int) -> np.ndarray:
+    """``mask`` (bool or uint8 0/1) padded with paper to whole f x f blocks and reduced to them, a block
+    with any ink being ink: bool."""
+    import cv2
+
+    h, w = mask.shape
+    m8 = cv2.copyMakeBorder(mask.view(np.uint8), 0, -h % f, 0, -w % f, cv2.BORDER_CONSTANT, value=0)
+    # (a block's mean of 0s and 255s is above 0 where any of it is ink)
+    return cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
+
+
+def _unblocked(found: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
+    """`_blocks`' inverse for marks (uint8): each block's value on its f x f pixels, cut to ``shape``."""
+    import cv2
+
+    return cv2.resize(found, (found.shape[1] * f, found.shape[0] * f), interpolation=cv2.INTER_NEAREST)[
+        : shape[0], : shape[1]
+    ]
+
+
 def _page_grid(mask: np.ndarray) -> np.ndarray | None:
     """The lines of squared paper in the image of one digit whose ink runs from edge to edge both
     ways (``mask``, bool): at least GRID_LINES straight lines each way across the whole image, found
     on the ink reduced to TOUCHING_SIDE pixels; uint8 1 on their ink but where strokes cross them,
     or None."""
-    import cv2
 
-    h, w = mask.shape
-    f = -(-max(h, w) // TOUCHING_SIDE)
-    m8 = cv2.copyMakeBorder(mask.view(np.uint8), 0, -h % f, 0, -w % f, cv2.BORDER_CONSTANT, value=0)
-    small = cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
+    f = -(-max(mask.shape) // TOUCHING_SIDE)
+    small = _blocks(mask, f)
     found = np.zeros(small.shape, np.uint8)
     bands, counts = [], []
     for turned in (False, True):
@@ -291,8 +315,7 @@ def _page_grid(mask: np.ndarray) -> np.ndarray | None:
     if sum(counts) < GRID_LINES:
         return None  # fewer lines than squared paper shows (a box's four sides cropped tight)
     found |= bands[0] & bands[1]  # where the lines cross each other
-    up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)
-    return up[:h, :w] & mask.view(np.uint8)
+    return _unblocked(found, f, mask.shape) & mask.view(np.uint8)
 
 
 def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
@@ -300,18 +323,15 @@ def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = Fa
     with any ink is ink), its line and teeth marked in ``out`` at full size (the ink of their blocks)."""
     import cv2
 
-    h, w = mask.shape
-    f = -(-max(h, w) // TOUCHING_SIDE)
+    f = -(-max(mask.shape) // TOUCHING_SIDE)
     if f == 1:
         _touching_rule(mask, out, upright)
         return
-    m8 = cv2.copyMakeBorder(mask.view(np.uint8), 0, -h % f, 0, -w % f, cv2.BORDER_CONSTANT, value=0)
-    # (a block's mean of 0s and 255s is above 0 where any of it is ink)
-    small = cv2.resize(m8 * np.uint8(255), (m8.shape[1] // f, m8.shape[0] // f), interpolation=cv2.INTER_AREA) > 0
+    small = _blocks(mask, f)
     found = np.zeros(small.shape, np.uint8)
     _touching_rule(small, found, upright, apart=True)
     if found.any():
-        up = cv2.resize(found, (m8.shape[1], m8.shape[0]), interpolation=cv2.INTER_NEAREST)[:h, :w]
+        up = _unblocked(found, f, mask.shape)
         ink = mask.view(np.uint8)
         band = up & 1 & ink
         # The line's blocks hold the strokes that cross it too: at full size, ink on vertical runs
@@ -384,9 +404,7 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
         if area < 0.04 * biggest:
             continue  # a speck: neither
         piece = sub[y : y + h, x : x + w] == i
-        rows = np.flatnonzero((near[y : y + h, x : x + w] & piece).any(axis=1))
-        # joined to the line at one end (a stroke cut by two lines, between them, is the digit's)
-        if h >= 2 * w and len(rows) and _is_bar(piece, r):
+        if h >= 2 * w and (near[y : y + h, x : x + w] & piece).any() and _is_bar(piece, r):
             bars.append((x, x + w, i))
         else:
             others.append((x, x + w))
@@ -422,14 +440,10 @@ def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> bool:
     if min(h, w) < 4 * COARSE:
         return True
     if edges:
-        import cv2
-
-        m8 = cv2.copyMakeBorder(m8, 0, -h % COARSE, 0, -w % COARSE, cv2.BORDER_CONSTANT, value=0)
-        h, w = m8.shape
-    hs, ws = h // COARSE, w // COARSE
-    small = m8[: hs * COARSE, : ws * COARSE].reshape(hs, COARSE, ws, COARSE).max(axis=(1, 3))
-    if edges:
-        small = np.pad(small, 1)
+        small = np.pad(_blocks(m8, COARSE).view(np.uint8), 1)
+    else:
+        hs, ws = h // COARSE, w // COARSE
+        small = m8[: hs * COARSE, : ws * COARSE].reshape(hs, COARSE, ws, COARSE).max(axis=(1, 3))
     return bool(_hough_segments(np.ascontiguousarray(small), max(3, int(0.6 * length / COARSE)), upright=False))
 
 
