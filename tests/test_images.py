@@ -1083,6 +1083,48 @@ def test_a_shadow_cast_across_the_page_is_not_ink(rec, mnist) -> None:
     assert sum(right) >= 18, right
 
 
+def test_a_shadow_under_a_lighting_gradient_is_not_ink(rec, mnist) -> None:
+    # The page lit unevenly as well (a lamp to one side): the shadowed paper's level varies as much as a
+    # gradient's, and was left to the ink map, whose window took the shadow's edge for a stroke. The
+    # sharp drop across the edge tells the shadow from a gradient.
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[0:320, 0:320]
+    right = []
+    for k in range(20):
+        d = k % 10
+        page = render_on_paper(x[int(np.flatnonzero(y == d)[30 + k])], size=320)[..., 0].astype(np.float32)
+        phi = rng.uniform(0, 2 * np.pi)
+        light = 1 - 0.45 * ((xx - 160) * np.cos(phi) + (yy - 160) * np.sin(phi) + 226) / 452
+        theta = rng.uniform(0, 2 * np.pi)
+        beyond = (xx - 160) * np.cos(theta) + (yy - 160) * np.sin(theta) > rng.uniform(-60, 60)
+        shadow = np.where(beyond, 0.55, 1.0)
+        right.append(rec.predict(_jpeg(page * light * shadow + rng.normal(0, 3, page.shape))).digit == d)
+    assert sum(right) >= 18, right
+
+
+def test_a_desk_little_darker_than_the_page_is_not_ink(rec, mnist) -> None:
+    # A desk 12-20% darker than the page was too close to its level to be told from a gradient, and
+    # the page's edges were read as strokes. The page's straight edge, a sharp drop, tells them apart.
+    import cv2
+
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(9)
+    right = []
+    for k in range(20):
+        d = k % 10
+        page = render_on_paper(x[int(np.flatnonzero(y == d)[50 + k])], size=320)[..., 0].astype(np.float32)
+        h, w = page.shape
+        share = rng.uniform(0.65, 0.85)
+        ph, pw = int(h * share), int(w * share)
+        level = float(np.median(page))
+        photo = np.full((h, w), level * rng.uniform(0.8, 0.88), np.float32) + rng.normal(0, 3, (h, w))
+        top, left = (int(v) for v in rng.integers(0, [h - ph, w - pw]))
+        photo[top : top + ph, left : left + pw] = cv2.resize(page, (pw, ph), interpolation=cv2.INTER_AREA)
+        right.append(rec.predict(_jpeg(photo)).digit == d)
+    assert sum(right) >= 18, right
+
+
 def test_a_vignette_is_not_ink(rec, mnist) -> None:
     # Light falling off towards every corner (a flash, a lamp above the page): a plane cannot level it,
     # the background's window took the darker corners for ink, and such photos read "not a digit".
