@@ -94,6 +94,13 @@ RELATIVE_INK = 0.35  # ...nor is ink weaker than this fraction of the image's st
 # ...but where the strongest ink is faint (pencil photographed: under 2 x MIN_CONTRAST), MIN_CONTRAST
 # would cut into the strokes themselves: there the floor is this share of the strongest ink.
 FAINT_SHARE = 0.5
+# Strongest ink under MIN_CONTRAST (pencil 9-12% darker than the paper, photographed) is ink only
+# where it is one mark: the biggest piece of what passes the threshold holds this share of it or more
+# (`_one_faint_mark`). On 400 such photos of `cvl-valid` digits and 600 blank pages
+# (`synth.blank_page`) whose strongest ink was that faint, the share was 0.62 or more for 95% of the
+# digits and 0.35 or less for every page (docs/experiments.md, "Faint pencil").
+FAINT_WHOLE = 0.5
+FAINT_INK = 0.04  # ...and at least this strong
 # Ink is measured against the room the paper leaves it (its level for dark ink, 255 less it for light),
 # but never less than this many levels: a blank sheet of bright paper taken for a board with light ink
 # (its polarity is a toss-up) had 30-45 levels of room, so its sensor noise became "chalk" at 0.15-0.2
@@ -777,6 +784,18 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
 
 
+def _one_faint_mark(mask: np.ndarray, strongest: float) -> bool:
+    """Whether ink fainter than MIN_CONTRAST (``mask``: its pixels over the threshold) is one mark, as
+    a digit in faint pencil is, rather than the scattered peaks of paper grain, sensor noise or JPEG
+    blocks: one 8-connected piece holds FAINT_WHOLE of its pixels or more."""
+    import cv2
+
+    if strongest < FAINT_INK:
+        return False
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    return n > 1 and int(stats[1:, cv2.CC_STAT_AREA].max()) >= FAINT_WHOLE * int(stats[1:, cv2.CC_STAT_AREA].sum())
+
+
 def _edge_drop(smooth: np.ndarray, region: np.ndarray) -> float:
     """How much darker ``region`` (bool) of ``smooth`` is than what lies just outside it: the median
     level within SHADE_RING px outside its edge less the median within SHADE_RING px inside (the
@@ -866,7 +885,7 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     ink, dark_ink, strongest = _ink_map(gray, flat=flat)
     threshold = max(min(MIN_CONTRAST, FAINT_SHARE * strongest), RELATIVE_INK * strongest)
     mask = ink >= threshold
-    if strongest < MIN_CONTRAST or not mask.any():
+    if not mask.any() or (strongest < MIN_CONTRAST and not _one_faint_mark(mask, strongest)):
         empty = np.zeros(ink.shape, np.int32)
         return InkImage(ink, np.zeros_like(mask), empty, (), scale, dark_ink)
     # Components within the box that holds all the ink (on a photo often a tenth of the image, and
