@@ -70,7 +70,7 @@ TOUCHING_ASPECT = 0.65
 # boxes around one digit").
 TOUCHING_SIDE = 96
 # Squared paper, where the ink of one digit's image runs from edge to edge both ways: two straight
-# lines or more each way and GRID_LINES in all, each across GRID_SPAN of the image (`_page_grid`).
+# lines or more each way and GRID_LINES in all, each across GRID_SPAN of the image (`_page_lines`).
 GRID_LINES = 5
 GRID_SPAN = 0.95
 # A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
@@ -121,10 +121,12 @@ def form_rules(
     A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
     """
     out = np.zeros(mask.shape, np.uint8)
-    if not line and rules and all(edges):
-        grid = _page_grid(mask)
-        if grid is not None:
-            return grid.view(bool) & mask
+    if not line and rules and any(edges):
+        ruled = _page_lines(mask, edges)
+        if ruled is not None:
+            if ink is not None:  # grey or blue lines: ink much stronger than theirs on them stays
+                ruled &= (ink <= PEN_OVER * _percentile(ink[ruled > 0], 75)).view(np.uint8)
+            return ruled.view(bool) & mask
     if line or rules:
         _rules(mask, stats, out)
         if not line and out.any() and not _sticks_out(mask, out):
@@ -291,31 +293,47 @@ def _unblocked(found: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
     ]
 
 
-def _page_grid(mask: np.ndarray) -> np.ndarray | None:
-    """The lines of squared paper in the image of one digit whose ink runs from edge to edge both
-    ways (``mask``, bool): at least GRID_LINES straight lines each way across the whole image, found
-    on the ink reduced to TOUCHING_SIDE pixels; uint8 1 on their ink but where strokes cross them,
-    or None."""
+def _page_lines(mask: np.ndarray, edges: tuple[bool, bool]) -> np.ndarray | None:
+    """The lines of lined or squared paper in the image of one digit whose ink runs from edge to edge
+    (``mask``, bool; ``edges``: across, from top to bottom), found on the ink reduced to TOUCHING_SIDE
+    pixels: straight lines each across GRID_SPAN of the image, uint8 1 on their ink but where strokes
+    cross them; or None. Squared paper: two or more each way, GRID_LINES in all. Lined paper (or squared
+    paper whose lines one way were not all found): two or more one way that run past the rest of the ink
+    on both sides, by STICK_OUT of its size across them each (a digit cropped tight to its ink, whose
+    own straight strokes span the image, ends where they do), either way or both."""
 
     f = -(-max(mask.shape) // TOUCHING_SIDE)
     small = _blocks(mask, f)
-    found = np.zeros(small.shape, np.uint8)
-    bands, counts = [], []
-    for turned in (False, True):
+    parts, bands, counts = [], [], []
+    for turned, spans in ((False, edges[0]), (True, edges[1])):
         s8 = np.ascontiguousarray(small.T if turned else small).view(np.uint8)
-        segments = _hough_segments(s8, int(GRID_SPAN * s8.shape[1]), upright=False)
+        segments = _hough_segments(s8, int(GRID_SPAN * s8.shape[1]), upright=False) if spans else []
         at = sorted((a[1] + a[3]) / 2 for a in segments)
         counts.append(sum(1 for a, b in zip([-99.0, *at], at, strict=False) if b - a > 2))  # lines apart
         if counts[-1] < 2:
-            return None
+            parts.append(None)
+            bands.append(None)
+            continue
         band, r = _line_pixels(s8, _trace(s8.shape, segments))
         part = _thin_across(s8, band, r)
-        found |= part.T if turned else part
+        parts.append(part.T if turned else part)
         bands.append(band.T if turned else band)
-    if sum(counts) < GRID_LINES:
-        return None  # fewer lines than squared paper shows (a box's four sides cropped tight)
-    found |= bands[0] & bands[1]  # where the lines cross each other
-    return _unblocked(found, f, mask.shape) & mask.view(np.uint8)
+    if parts[0] is not None and parts[1] is not None and sum(counts) >= GRID_LINES:
+        found = parts[0] | parts[1] | (bands[0] & bands[1])  # and where the lines cross each other
+        return _unblocked(found, f, mask.shape) & mask.view(np.uint8)
+    found = np.zeros(small.shape, np.uint8)
+    for turned, (part, band) in enumerate(zip(parts, bands, strict=True)):
+        if part is None:
+            continue
+        rest = small & (band == 0)
+        box = _bbox(rest.T if turned else rest)
+        if box is None:
+            continue
+        y0, y1, x0, x1 = box
+        w = small.shape[0] if turned else small.shape[1]
+        if min(x0, w - x1) >= STICK_OUT * (y1 - y0):
+            found |= part
+    return _unblocked(found, f, mask.shape) & mask.view(np.uint8) if found.any() else None
 
 
 def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
