@@ -300,7 +300,8 @@ def _page_lines(mask: np.ndarray, edges: tuple[bool, bool]) -> np.ndarray | None
     cross them; or None. Squared paper: two or more each way, GRID_LINES in all. Lined paper (or squared
     paper whose lines one way were not all found): two or more one way that run past the rest of the ink
     on both sides, by STICK_OUT of its size across them each (a digit cropped tight to its ink, whose
-    own straight strokes span the image, ends where they do), either way or both."""
+    own straight strokes span the image, ends where they do), one of them apart from it
+    (`_line_apart`), either way or both."""
 
     f = -(-max(mask.shape) // TOUCHING_SIDE)
     small = _blocks(mask, f)
@@ -331,9 +332,21 @@ def _page_lines(mask: np.ndarray, edges: tuple[bool, bool]) -> np.ndarray | None
             continue
         y0, y1, x0, x1 = box
         w = small.shape[0] if turned else small.shape[1]
-        if min(x0, w - x1) >= STICK_OUT * (y1 - y0):
+        if min(x0, w - x1) >= STICK_OUT * (y1 - y0) and _line_apart(band, rest):
             found |= part
     return _unblocked(found, f, mask.shape) & mask.view(np.uint8) if found.any() else None
+
+
+def _line_apart(band: np.ndarray, rest: np.ndarray) -> bool:
+    """Whether one of the lines in ``band`` (uint8 1) touches none of the ``rest`` of the ink (bool):
+    a page's line beyond the digit. A digit's own straight strokes (an 8's flat top and base in a
+    bitmap cropped to it) are joined to the rest of it."""
+    import cv2
+
+    n, lines = cv2.connectedComponents(band, connectivity=8)
+    near = cv2.dilate(rest.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    touched = np.unique(lines[near])
+    return n - 1 > np.count_nonzero(touched)
 
 
 def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
