@@ -712,7 +712,7 @@ def _on_paper(digit: np.ndarray, rng: np.random.Generator, paper: str) -> np.nda
     ("paper", "least"),
     [
         # The lines apart from the digit made it look small against them: before, 8 of these 12
-        # right; now 11.
+        # right; now 11, and 12 since lines across the whole crop go too (`forms._page_lines`).
         ("lined", 10),
         # A line from top to bottom was never looked for: before, 4 of 12; now 7.
         ("margin", 6),
