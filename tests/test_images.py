@@ -1072,13 +1072,17 @@ def test_a_small_digit_in_a_large_photo_is_found(rec, mnist) -> None:
     assert rec.read(_small_on_a_page(line, 1400, rng)).text == "20471"
 
 
-def _on_a_desk(page: np.ndarray, rng: np.random.Generator, share: float = 0.8) -> bytes:
-    """A photo of a light ``page`` (uint8 gray) lying on a darker desk that shows round it, a JPEG."""
+def _on_a_desk(
+    page: np.ndarray, rng: np.random.Generator, share: float = 0.8, desk: float | None = None, noise: float = 4
+) -> bytes:
+    """A photo of a light ``page`` (gray) lying on a darker desk that shows round it (its level
+    ``desk``, default 50-120), a JPEG."""
     import cv2
 
     h, w = page.shape
     ph, pw = int(h * share), int(w * share)
-    photo = np.full((h, w), rng.uniform(50, 120), np.float32) + rng.normal(0, 4, (h, w))
+    level = rng.uniform(50, 120) if desk is None else desk
+    photo = np.full((h, w), level, np.float32) + rng.normal(0, noise, (h, w))
     y, x = (int(v) for v in rng.integers(0, [h - ph, w - pw]))
     photo[y : y + ph, x : x + pw] = cv2.resize(page, (pw, ph), interpolation=cv2.INTER_AREA)
     return _jpeg(photo)
@@ -1137,22 +1141,15 @@ def test_a_shadow_cast_across_the_page_is_not_ink(
 def test_a_desk_little_darker_than_the_page_is_not_ink(rec, mnist) -> None:
     # A desk 12-20% darker than the page was too close to its level to be told from a gradient, and
     # the page's edges were read as strokes. The page's straight edge, a sharp drop, tells them apart.
-    import cv2
-
     (x, y) = mnist[1]
     rng = np.random.default_rng(9)
     right = []
     for k in range(20):
         d = k % 10
         page = render_on_paper(x[int(np.flatnonzero(y == d)[50 + k])], size=320)[..., 0].astype(np.float32)
-        h, w = page.shape
-        share = rng.uniform(0.65, 0.85)
-        ph, pw = int(h * share), int(w * share)
-        level = float(np.median(page))
-        photo = np.full((h, w), level * rng.uniform(0.8, 0.88), np.float32) + rng.normal(0, 3, (h, w))
-        top, left = (int(v) for v in rng.integers(0, [h - ph, w - pw]))
-        photo[top : top + ph, left : left + pw] = cv2.resize(page, (pw, ph), interpolation=cv2.INTER_AREA)
-        right.append(rec.predict(_jpeg(photo)).digit == d)
+        share, darker = rng.uniform(0.65, 0.85), rng.uniform(0.8, 0.88)
+        photo = _on_a_desk(page, rng, share=share, desk=float(np.median(page)) * darker, noise=3)
+        right.append(rec.predict(photo).digit == d)
     assert sum(right) >= 18, right
 
 

@@ -125,7 +125,7 @@ def form_rules(
         ruled = _page_lines(mask, edges)
         if ruled is not None:
             if ink is not None:  # grey or blue lines: ink much stronger than theirs on them stays
-                ruled &= (ink <= PEN_OVER * _percentile(ink[ruled > 0], 75)).view(np.uint8)
+                ruled &= _no_stronger_than(ink, ruled)
             return ruled.view(bool) & mask
     if line or rules:
         _rules(mask, stats, out)
@@ -144,8 +144,15 @@ def form_rules(
     if line and ink is not None and out.any():
         # Printed lines lighter than the pen (grey or blue rules) under a line of digits: ink much
         # stronger than theirs on them is a stroke lying along or across them, and stays.
-        out &= (ink <= PEN_OVER * _percentile(ink[out > 0], 75)).view(np.uint8)  # (its edges are fainter)
+        out &= _no_stronger_than(ink, out)
     return out.view(bool) & mask if out.any() else None
+
+
+def _no_stronger_than(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """uint8 1 where ``ink`` is at most PEN_OVER times the printed ``lines``' own (uint8, nonzero on
+    them; their 75th percentile, as a line's anti-aliased edges are fainter): where it is stronger, a
+    pen's stroke lies along or across them."""
+    return (ink <= PEN_OVER * _percentile(ink[lines > 0], 75)).view(np.uint8)
 
 
 def _touching_rules(labels: np.ndarray, stats: np.ndarray, edges: tuple[bool, bool], out: np.ndarray) -> None:

@@ -750,7 +750,8 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         c = labels == i
         if max(c[0].mean(), c[-1].mean(), c[:, 0].mean(), c[:, -1].mean()) < PAGE_AROUND_EDGE:
             continue
-        if gentle and _edge_drop(smooth, c) < SHADE_EDGE * paper:
+        sharp = _edge_drop(smooth, c) >= SHADE_EDGE * paper
+        if gentle and not sharp:
             continue
         # Marks within the region (2x2 patches or more, well darker than its typical level) make it paper
         # in a shadow, or a page of its own, not a desk: it stays as it is.
@@ -762,7 +763,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         off[i] = not marks.view(bool)[inside].any()
         lo, hi = np.percentile(smooth[inside], (10, 90))
         # Evenly shaded, or cut off from the page by a sharp drop: a cast shadow, not a gradient.
-        if not off[i] and (hi - lo < SHADE_FLAT * typical or _edge_drop(smooth, c) >= SHADE_EDGE * paper):
+        if not off[i] and (hi - lo < SHADE_FLAT * typical or sharp):
             shaded.append((i, typical))
     if not off.any() and not shaded:
         return None
@@ -793,7 +794,8 @@ def _one_faint_mark(mask: np.ndarray, strongest: float) -> bool:
     if strongest < FAINT_INK:
         return False
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-    return n > 1 and int(stats[1:, cv2.CC_STAT_AREA].max()) >= FAINT_WHOLE * int(stats[1:, cv2.CC_STAT_AREA].sum())
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return n > 1 and int(areas.max()) >= FAINT_WHOLE * int(areas.sum())
 
 
 def _edge_drop(smooth: np.ndarray, region: np.ndarray) -> float:
