@@ -592,7 +592,7 @@ def test_fit_temperature_finds_the_temperature_of_the_labels() -> None:
 
 def test_a_model_says_which_preprocessing_its_images_took(tiny_run, tmp_path) -> None:
     from digitrec.models import load_model, read_metadata, save_model
-    from digitrec.reading.images import PREPROCESSING_VERSION
+    from digitrec.reading.images import PREPROCESSING_COMPATIBLE, PREPROCESSING_VERSION
     from digitrec.reading.recognizer import load_recognizer
     from digitrec.reading.rules import RuleSettings
 
@@ -602,14 +602,20 @@ def test_a_model_says_which_preprocessing_its_images_took(tiny_run, tmp_path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same version: no warning
         assert load_recognizer(tiny_run.model_path).preprocessing_version == PREPROCESSING_VERSION
-    # A model trained on another version's fields is still served, with a warning that says so.
+    # A model trained on another version's fields is still served, with a warning that says so,
+    # unless today's fields differ from its version's only where it reads them better.
     model, _ = load_model(tiny_run.model_path)
     older = tmp_path / "older.keras"
     kept = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
-    save_model(model, older, {**kept, "preprocessing_version": PREPROCESSING_VERSION - 1})
-    with pytest.warns(UserWarning, match=f"version {PREPROCESSING_VERSION - 1} .* by version {PREPROCESSING_VERSION}"):
-        rec = load_recognizer(older, engine="keras")
-    assert rec.preprocessing_version == PREPROCESSING_VERSION - 1
+    for version in (PREPROCESSING_COMPATIBLE - 1, PREPROCESSING_VERSION + 1):
+        save_model(model, older, {**kept, "preprocessing_version": version})
+        with pytest.warns(UserWarning, match=f"version {version} .* by version {PREPROCESSING_VERSION}"):
+            rec = load_recognizer(older, engine="keras")
+        assert rec.preprocessing_version == version
+    save_model(model, older, {**kept, "preprocessing_version": PREPROCESSING_COMPATIBLE})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_recognizer(older, engine="keras").preprocessing_version == PREPROCESSING_COMPATIBLE
     # Without the key (models saved before it was recorded): today's version, no warning.
     del kept["preprocessing_version"]
     save_model(model, older, kept)

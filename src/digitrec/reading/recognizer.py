@@ -15,6 +15,7 @@ import numpy as np
 
 from ..models import ModelError, file_sha256, load_model, read_metadata, resolve_model_path
 from .images import (
+    PREPROCESSING_COMPATIBLE,
     PREPROCESSING_VERSION,
     to_mnist,
 )
@@ -127,7 +128,7 @@ class Recognizer:
         # The preprocessing its training images took (`images.PREPROCESSING_VERSION`); models saved
         # before it was recorded were trained with today's.
         self.preprocessing_version = int(metadata.get("preprocessing_version", PREPROCESSING_VERSION))
-        if self.preprocessing_version != PREPROCESSING_VERSION:
+        if not PREPROCESSING_COMPATIBLE <= self.preprocessing_version <= PREPROCESSING_VERSION:
             warnings.warn(
                 f"{path}: trained on images preprocessed by version {self.preprocessing_version} of digitrec's "
                 f"preprocessing, and this digitrec preprocesses by version {PREPROCESSING_VERSION}: it may read "
