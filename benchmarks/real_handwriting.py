@@ -13,8 +13,10 @@ Sets:
   images: unseen writers on other devices; and as a photo of a whole page (800-1200 px) in which the
   digit is 4-12% of the side (blurred as the photos are, up to 2 px); as a photo of faint pencil
   (grey ink 12-30% darker than the paper); as a photo of the page on a desk (`synth.on_a_desk`);
-  as a photo with a shadow cast across it (`synth.with_a_shadow`); and as a photo whose corners are
-  30-75% darker (`synth.with_a_vignette`: a vignette, a flash's fall-off);
+  as a photo with a shadow cast across it (`synth.with_a_shadow`); as a photo whose corners are
+  30-75% darker (`synth.with_a_vignette`: a vignette, a flash's fall-off); in a form cell
+  (`synth.in_a_form_cell`); as scans cut from a number (`synth.cut_from_a_number`) or from ruled
+  paper (`synth.on_ruled_paper`); and as a scan cropped tight to the digit's ink (its box, 4x);
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -111,6 +113,8 @@ def tutorial_model(path: str | None) -> object:
 def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..., None]) -> None:
     """Score ``n`` of the digits (x, y), every k-th, rendered as photos, canvases and bitmaps, and as
     photos of a page with the digit 4-12% of its side."""
+    import cv2
+
     from digitrec.reading.images import to_mnist
     from digitrec.training import synth
 
@@ -141,6 +145,11 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
     def ruled(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # lined, margin or squared, edge to edge
         return synth.as_scan(synth.on_ruled_paper(ink, rng), rng)
 
+    def tight(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # the ink's box, enlarged 4x, no margin
+        ys, xs = np.nonzero(ink)
+        box = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        return synth.as_scan(cv2.resize(box, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC), rng)
+
     others = (
         ("photos, small in the frame", small),
         ("photos in faint pencil", pencil),
@@ -150,6 +159,7 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
         ("photos in a form cell", cell),
         ("scans cut from a number", cut),
         ("scans cut from ruled paper", ruled),
+        ("scans cropped tight", tight),
     )
     for style, render in (*styles, *others):
         rng = np.random.default_rng([seed, len(style)])

@@ -90,7 +90,15 @@ MAX_PIXELS = 50_000_000  # refused before decoding; Pillow's own bomb limit is ~
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 WORK_SIDE = 640  # images are analysed with their longer side at most this (decoding uses draft for JPEG)
 SMALL_SIDE = 64  # images with a shorter side below this are enlarged to about it (see `_resize_to_work`)
-TIGHT_SIDE = 32  # ...and below this are not searched for the lines of a crop of ruled paper (`_ink_image`)
+# A digit cropped tight to its ink (`_cropped_tight`): a bitmap under TIGHT_SIDE pixels a side, or an
+# image whose dark side of Otsu's threshold reaches within TIGHT_EDGE of its side of every edge but
+# makes under TIGHT_BORDER of the pixels of its border (what lies around a page, a cast shadow or a
+# vignette makes most of it), with no two lines across it one way (ruled paper). Its background is
+# one level, and it is not searched for what lies around a page nor for ruled paper's lines: its own
+# strokes, as wide as a tenth of it, were taken for both (docs/experiments.md, "Bitmaps cropped tight").
+TIGHT_SIDE = 32
+TIGHT_EDGE = 0.03
+TIGHT_BORDER = 0.3
 LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 # MNIST's own strokes range widely: measured as `stroke_width` does, over MNIST_STROKE times the
@@ -140,6 +148,12 @@ PAGE_AROUND_AREA = 0.01
 PAGE_AROUND_EDGE = 0.3
 PAGE_AT_LEAST = 0.3
 PAGE_SMOOTH = 0.1
+# A cast shadow is deep (a disc SHADE_DEPTH of the image's shorter side across fits in it) or lies
+# around the page (over SHADE_AROUND of the image's border). Of 300 scans of `cvl-valid` digits
+# cropped tight, 103 had a shallower one, their strokes closed into a blob (inscribed 0.12-0.26 of
+# the side, 10th-90th percentile; cast shadows 0.26 and more, 0.51 at the 10th percentile).
+SHADE_DEPTH = 0.2
+SHADE_AROUND = 0.5
 # A digit whose ink spans fewer working pixels than this in an image that was reduced is read again
 # from the decoded image around it (`to_mnist`), with this share of its size as margin on each side.
 SMALL_DIGIT = 48
@@ -783,9 +797,15 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         marks = cv2.erode((small < (1 - 2 * MIN_CONTRAST) * typical).view(np.uint8), np.ones((2, 2), np.uint8))
         off[i] = not marks.view(bool)[inside].any()
         lo, hi = np.percentile(smooth[inside], (10, 90))
-        # Evenly shaded, or cut off from the page by a sharp drop: a cast shadow, not a gradient.
+        # Evenly shaded, or cut off from the page by a sharp drop: a cast shadow, not a gradient; and
+        # deep, or around the page. A shallow one within the border is the digit itself, its strokes
+        # closed into one dark blob (a bold digit cropped tight to its ink, whose strokes are wider
+        # than the closing), and was lit away.
         if not off[i] and (hi - lo < SHADE_FLAT * typical or sharp):
-            shaded.append((i, typical))
+            border = (np.count_nonzero(c[[0, -1]]) + np.count_nonzero(c[1:-1, [0, -1]])) / (2 * (sh + sw) - 4)
+            depth = float(cv2.distanceTransform(c.view(np.uint8), cv2.DIST_L2, 3).max())
+            if border > SHADE_AROUND or depth >= SHADE_DEPTH * min(sh, sw):
+                shaded.append((i, typical))
     if not off.any() and not shaded:
         return None
     mask = off[labels].view(np.uint8)
@@ -804,6 +824,33 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     coef = np.linalg.lstsq(a, smooth[::2, ::2][ys, xs].astype(np.float64), rcond=None)[0]
     level = np.clip(np.float32(coef[0]) + _plane((coef[1], coef[2]), h, w), 0, 255)
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
+
+
+def _cropped_tight(gray: np.ndarray) -> bool:
+    """Whether ``gray`` (the working image) is one digit cropped tight to its ink (see TIGHT_SIDE)."""
+    import cv2
+
+    levels = gray if gray.dtype == np.uint8 else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    otsu, _ = cv2.threshold(np.ascontiguousarray(levels), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark = levels <= otsu
+    if np.count_nonzero(dark) > dark.size // 2:
+        return False  # (chalk on a board, or a page on a darker desk: left to the general path)
+    box = _bbox(dark)
+    if box is None:
+        return False
+    h, w = dark.shape
+    y0, y1, x0, x1 = box
+    e = max(2, round(TIGHT_EDGE * min(h, w)))
+    if y0 > e or x0 > e or h - y1 > e or w - x1 > e:
+        return False
+    ring = np.concatenate([dark[0], dark[-1], dark[1:-1, 0], dark[1:-1, -1]])
+    if float(ring.mean()) >= TIGHT_BORDER:
+        return False
+    for axis in (0, 1):  # two lines across the whole image one way: ruled or squared paper
+        across = dark.mean(axis=axis) >= 0.9
+        if np.count_nonzero(across[1:] & ~across[:-1]) + int(across[0]) >= 2:
+            return False
+    return True
 
 
 def _one_faint_mark(mask: np.ndarray, strongest: float) -> bool:
@@ -838,8 +885,8 @@ def _edge_drop(smooth: np.ndarray, region: np.ndarray) -> float:
 def _ink_map(gray: np.ndarray, flat: bool = False, tight: bool = False) -> tuple[np.ndarray, bool, float]:
     """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour; the polarity;
     and the 99.9th percentile of the ink (the strongest ink, ignoring a few hot pixels). ``flat``:
-    the background is one level (tiny images, composited canvases); ``tight``: a bitmap under
-    TIGHT_SIDE pixels a side, perhaps cropped tight to its ink.
+    the background is one level (tiny images, composited canvases); ``tight``: a digit cropped tight
+    to its ink (see TIGHT_SIDE).
 
     8-bit gray stays uint8 up to the ink itself: OpenCV's blur and morphology are several times
     faster on it, and the paper levels come from a histogram.
@@ -868,11 +915,11 @@ def _ink_map(gray: np.ndarray, flat: bool = False, tight: bool = False) -> tuple
     bias, top = _ink_percentiles(sample, (50, 99.9))
     bias = min(bias, 0.25 * top)  # where ink is the majority (a bold digit cropped tight), not its level
     if tight:
-        # A bitmap under TIGHT_SIDE pixels a side has no closing to bias its paper; but where a quarter
-        # of its pixels or more are ink (a bold digit cropped tight), the median is that of the ink and
-        # its blurred edges, and took faint strokes away (a 6's stem): the paper is what is weaker than
-        # a quarter of the strongest ink. (Not in larger images: there the median of grey ruled or
-        # squared paper's lines and paper is what keeps the lines faint.)
+        # A digit cropped tight has no closing to bias its paper; but where a quarter of its pixels or
+        # more are ink, the median is that of the ink and its blurred edges, and took faint strokes
+        # away (a 6's stem): the paper is what is weaker than a quarter of the strongest ink. (Not in
+        # other images: there the median of grey ruled or squared paper's lines and paper is what
+        # keeps the lines faint.)
         paper = sample[sample <= 0.25 * top]
         if paper.size < 0.75 * sample.size:
             bias = _ink_percentiles(paper, (50,))[0] if paper.size else bias
@@ -906,7 +953,8 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     given = gray.shape
     gray, scale = _resize_to_work(gray, line)
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
-    flat = composited or scale > decoded
+    tight = min(given) < TIGHT_SIDE or (not line and _cropped_tight(gray))
+    flat = composited or scale > decoded or tight
     page = None if flat else _off_page(gray)
     off = None
     if page is not None:  # what the photo shows around the page becomes blank paper, lit as the page is
@@ -917,7 +965,7 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
             g = np.where(shade > 0, np.minimum(g * shade, level), g)
         gray = np.clip(g, 0, 255).astype(gray.dtype) if gray.dtype == np.uint8 else g
     # A tiny image has no lighting to take off, and its strokes may be wider than the background's window.
-    ink, dark_ink, strongest = _ink_map(gray, flat=flat, tight=min(given) < TIGHT_SIDE)
+    ink, dark_ink, strongest = _ink_map(gray, flat=flat, tight=tight)
     threshold = max(min(MIN_CONTRAST, FAINT_SHARE * strongest), RELATIVE_INK * strongest)
     mask = ink >= threshold
     if not mask.any() or (strongest < MIN_CONTRAST and not _one_faint_mark(mask, strongest)):
@@ -932,10 +980,9 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
     h, w = mask.shape
     # Whether the ink runs from edge to edge (a crop of lined or squared paper): not looked at in a
-    # bitmap under TIGHT_SIDE pixels a side, whose digit, cropped tight, touches every edge: there a
-    # bold stroke from top to bottom (a 4's stem) was taken for a margin's line, two strokes for
-    # squared paper.
-    edges = (x0 == 0 and x1 == w, y0 == 0 and y1 == h) if min(given) >= TIGHT_SIDE else (False, False)
+    # digit cropped tight, which touches every edge: there a bold stroke from top to bottom (a 4's
+    # stem) was taken for a margin's line, two strokes for squared paper.
+    edges = (x0 == 0 and x1 == w, y0 == 0 and y1 == h) if not tight else (False, False)
     printed = form_rules(crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1])
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
