@@ -671,13 +671,14 @@ def _trend_design(h: int, w: int) -> np.ndarray:
     return np.stack([np.ones(n * n), np.tile(xs, n), np.repeat(ys, n)], 1)
 
 
-def _polarity(levels: np.ndarray) -> tuple[bool, float]:
+def _polarity(levels: np.ndarray, dark: bool | None = None) -> tuple[bool, float]:
     """Whether the ink is dark (else light), and the typical (paper) level, of ``levels`` (uint8): the
     ink is the minority far from the typical level.
 
     A digit cropped tight to its ink (a scan's digit field, a bitmap stretched to fill its box) can have
     as much ink as paper, and then the minority is a coin toss: there the corners decide, since a digit
-    seldom fills them, and the paper level is the typical level of the paper's side of Otsu's threshold.
+    seldom fills them, or ``dark`` where the caller knows, and the paper level is the typical level of
+    the paper's side of Otsu's threshold.
     """
     import cv2
 
@@ -696,7 +697,7 @@ def _polarity(levels: np.ndarray) -> tuple[bool, float]:
         return dark_ink, median
     k = max(1, min(levels.shape) // 8)
     corners = np.concatenate([c.ravel() for c in (levels[:k, :k], levels[:k, -k:], levels[-k:, :k], levels[-k:, -k:])])
-    dark_ink = float(np.median(corners)) > otsu
+    dark_ink = float(np.median(corners)) > otsu if dark is None else dark
     paper = levels[levels > otsu] if dark_ink else levels[levels <= otsu]
     return dark_ink, _percentiles_u8(paper, (50,))[0]
 
@@ -882,11 +883,13 @@ def _edge_drop(smooth: np.ndarray, region: np.ndarray) -> float:
     return float(np.median(smooth[outside])) - float(np.median(smooth[inside]))
 
 
-def _ink_map(gray: np.ndarray, flat: bool = False, tight: bool = False) -> tuple[np.ndarray, bool, float]:
+def _ink_map(
+    gray: np.ndarray, flat: bool = False, tight: bool = False, dark: bool | None = None
+) -> tuple[np.ndarray, bool, float]:
     """Ink strength in [0, 1], whatever the polarity, lighting gradient or paper colour; the polarity;
     and the 99.9th percentile of the ink (the strongest ink, ignoring a few hot pixels). ``flat``:
     the background is one level (tiny images, composited canvases); ``tight``: a digit cropped tight
-    to its ink (see TIGHT_SIDE).
+    to its ink (see TIGHT_SIDE); ``dark``: the polarity, where it is known (see `_polarity`).
 
     8-bit gray stays uint8 up to the ink itself: OpenCV's blur and morphology are several times
     faster on it, and the paper levels come from a histogram.
@@ -900,7 +903,7 @@ def _ink_map(gray: np.ndarray, flat: bool = False, tight: bool = False) -> tuple
         # Tiny images (an MNIST-sized array), and a composited transparent background (a canvas
         # drawing): the background is the typical level. The morphology would also take a brush
         # stroke wider than its kernel for background and hollow it out (a fat "1" read as a "0").
-        dark_ink, median = _polarity(levels)
+        dark_ink, median = _polarity(levels, dark)
         background = np.full(g.shape, median, np.float32)
     else:
         background, dark_ink = _background(levels)
@@ -953,7 +956,8 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     given = gray.shape
     gray, scale = _resize_to_work(gray, line)
     scale *= decoded  # working-image pixels per pixel of the image as given (read()'s boxes use it)
-    tight = min(given) < TIGHT_SIDE or (not line and _cropped_tight(gray))
+    cropped = not line and _cropped_tight(gray)  # (its dark side is the ink)
+    tight = cropped or min(given) < TIGHT_SIDE
     flat = composited or scale > decoded or tight
     page = None if flat else _off_page(gray)
     off = None
@@ -965,7 +969,7 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
             g = np.where(shade > 0, np.minimum(g * shade, level), g)
         gray = np.clip(g, 0, 255).astype(gray.dtype) if gray.dtype == np.uint8 else g
     # A tiny image has no lighting to take off, and its strokes may be wider than the background's window.
-    ink, dark_ink, strongest = _ink_map(gray, flat=flat, tight=tight)
+    ink, dark_ink, strongest = _ink_map(gray, flat=flat, tight=tight, dark=True if cropped else None)
     threshold = max(min(MIN_CONTRAST, FAINT_SHARE * strongest), RELATIVE_INK * strongest)
     mask = ink >= threshold
     if not mask.any() or (strongest < MIN_CONTRAST and not _one_faint_mark(mask, strongest)):
