@@ -60,11 +60,12 @@ __all__ = [
 
 # Bumped whenever `to_mnist` gives other fields for the same image: preprocessed arrays cached on disk
 # (`data.load_labelled`) are keyed by it. 2: tiny images enlarged, dense ink's polarity from the corners.
-# 3: images already in MNIST's format read as they are; the paper's level of ink cropped tight.
+# 3: images already in MNIST's format read as they are; digits cropped tight to their ink read as
+# tiny bitmaps are (one background level, the paper's level, no desk, shadow or ruled paper).
 PREPROCESSING_VERSION = 3
 # Models trained on fields of this version or later read today's without a warning: version 3 changed
-# only images already in MNIST's format and ink cropped tight, and a model trained on version 2 reads
-# those better with it (docs/experiments.md, "Images already in MNIST's format").
+# only images already in MNIST's format and digits cropped tight, and a model trained on version 2
+# reads those as well or better with it (docs/experiments.md, "Images already in MNIST's format").
 PREPROCESSING_COMPATIBLE = 2
 FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
@@ -95,7 +96,8 @@ SMALL_SIDE = 64  # images with a shorter side below this are enlarged to about i
 # makes under TIGHT_BORDER of the pixels of its border (what lies around a page, a cast shadow or a
 # vignette makes most of it), with no two lines across it one way (ruled paper). Its background is
 # one level, and it is not searched for what lies around a page nor for ruled paper's lines: its own
-# strokes, as wide as a tenth of it, were taken for both (docs/experiments.md, "Bitmaps cropped tight").
+# strokes, as wide as a tenth of it, were taken for both (docs/experiments.md, "Bitmaps cropped tight"
+# and "Scans cropped tight").
 TIGHT_SIDE = 32
 TIGHT_EDGE = 0.03
 TIGHT_BORDER = 0.3
@@ -1153,9 +1155,10 @@ def elongation(field: np.ndarray) -> float:
 
 def _as_field(gray: np.ndarray) -> np.ndarray | None:
     """A 28x28 image already in MNIST's format -> that field, light ink on black, at full contrast
-    where it was lower; else None. MNIST's format: on a flat background (half the pixels or more), the ink's box
-    FIELD_BOX pixels on its longer side, the centre of its mass within FIELD_CENTRE: an MNIST digit
-    saved as an image, or a field `to_mnist` made.
+    where it was lower; else None. MNIST's format (see FIELD_BOX): on a flat background (half the
+    pixels or more), the ink's box FIELD_BOX pixels on its longer side, the centre of its mass within
+    FIELD_CENTRE, its strokes' core saturated: an MNIST digit saved as an image, or a field `to_mnist`
+    made.
 
     Preprocessed again, such a field came back changed (enlarged, blurred, its strokes grown or
     thinned, shifted by a fraction of a pixel): MNIST's test digits read 99.23% right that way and
