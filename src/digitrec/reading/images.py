@@ -99,7 +99,7 @@ SMALL_SIDE = 64  # images with a shorter side below this are enlarged to about i
 # strokes, as wide as a tenth of it, were taken for both (docs/experiments.md, "Bitmaps cropped tight"
 # and "Scans cropped tight").
 TIGHT_SIDE = 32
-TIGHT_EDGE = 0.03
+TIGHT_EDGE = 0.1
 TIGHT_BORDER = 0.3
 LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
