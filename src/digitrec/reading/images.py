@@ -760,7 +760,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     h, w = gray.shape
     if min(h, w) < 2 * BACKGROUND_SIDE // 3:
         return None
-    levels = gray if gray.dtype == np.uint8 else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    levels = _levels_u8(gray)
     f = max(1, min(h, w) // BACKGROUND_SIDE)
     small = cv2.resize(levels, (w // f, h // f), interpolation=cv2.INTER_AREA) if f > 1 else levels
     # A closing takes the strokes away (a median as wide cost 0.4 ms); mirrored at the edges, a strip of
@@ -805,9 +805,8 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         # closed into one dark blob (a bold digit cropped tight to its ink, whose strokes are wider
         # than the closing), and was lit away.
         if not off[i] and (hi - lo < SHADE_FLAT * typical or sharp):
-            border = (np.count_nonzero(c[[0, -1]]) + np.count_nonzero(c[1:-1, [0, -1]])) / (2 * (sh + sw) - 4)
             depth = float(cv2.distanceTransform(c.view(np.uint8), cv2.DIST_L2, 3).max())
-            if border > SHADE_AROUND or depth >= SHADE_DEPTH * min(sh, sw):
+            if _border_share(c) > SHADE_AROUND or depth >= SHADE_DEPTH * min(sh, sw):
                 shaded.append((i, typical))
     if not off.any() and not shaded:
         return None
@@ -829,11 +828,22 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
 
 
+def _levels_u8(gray: np.ndarray) -> np.ndarray:
+    """``gray`` as uint8 levels (rounded and clipped where it is float)."""
+    return gray if gray.dtype == np.uint8 else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+
+
+def _border_share(mask: np.ndarray) -> float:
+    """The share of the image's border pixels (its outermost rows and columns) that ``mask`` holds."""
+    h, w = mask.shape
+    return (np.count_nonzero(mask[[0, -1]]) + np.count_nonzero(mask[1:-1, [0, -1]])) / (2 * (h + w) - 4)
+
+
 def _cropped_tight(gray: np.ndarray) -> bool:
     """Whether ``gray`` (the working image) is one digit cropped tight to its ink (see TIGHT_SIDE)."""
     import cv2
 
-    levels = gray if gray.dtype == np.uint8 else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    levels = _levels_u8(gray)
     otsu, _ = cv2.threshold(np.ascontiguousarray(levels), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     dark = levels <= otsu
     if np.count_nonzero(dark) > dark.size // 2:
@@ -846,8 +856,7 @@ def _cropped_tight(gray: np.ndarray) -> bool:
     e = max(2, round(TIGHT_EDGE * min(h, w)))
     if y0 > e or x0 > e or h - y1 > e or w - x1 > e:
         return False
-    ring = np.concatenate([dark[0], dark[-1], dark[1:-1, 0], dark[1:-1, -1]])
-    if float(ring.mean()) >= TIGHT_BORDER:
+    if _border_share(dark) >= TIGHT_BORDER:
         return False
     for axis in (0, 1):  # two lines across the whole image one way: ruled or squared paper
         across = dark.mean(axis=axis) >= 0.9
@@ -1085,6 +1094,13 @@ def stroke_width(mask: np.ndarray) -> float:
 _COORDS = np.arange(FIELD, dtype=np.float64)  # pixel coordinates along a side of the field
 
 
+def _centre_of_mass(field: np.ndarray, total: float) -> tuple[float, float]:
+    """Row and column of the centre of mass of a (28, 28) ``field`` whose pixels sum to ``total`` (> 0)."""
+    cy = float(field.sum(axis=1, dtype=np.float64) @ _COORDS) / total
+    cx = float(field.sum(axis=0, dtype=np.float64) @ _COORDS) / total
+    return cy, cx
+
+
 def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """One digit's ink (float [0, 1]) and mask, cropped to it -> uint8 (28, 28) as MNIST made its digits."""
     import cv2
@@ -1129,8 +1145,7 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     field[top : top + nh, left : left + nw] = small
     total = float(field.sum())
     if total > 0:  # shift so the centre of mass sits at the centre of the field, as MNIST did
-        cy = float(field.sum(axis=1, dtype=np.float64) @ _COORDS) / total
-        cx = float(field.sum(axis=0, dtype=np.float64) @ _COORDS) / total
+        cy, cx = _centre_of_mass(field, total)
         m = np.float32([[1, 0, (FIELD - 1) / 2 - cx], [0, 1, (FIELD - 1) / 2 - cy]])
         field = cv2.warpAffine(field, m, (FIELD, FIELD), flags=cv2.INTER_LINEAR, borderValue=0)
     peak = _percentile(field[field > 0.05], 95) if (field > 0.05).any() else 1.0
@@ -1178,12 +1193,10 @@ def _as_field(gray: np.ndarray) -> np.ndarray | None:
         return None
     if np.count_nonzero(a >= 250) < FIELD_SATURATED * np.count_nonzero(ink):
         return None  # not MNIST's look: strokes without a saturated core
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    if not FIELD_BOX[0] <= max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= FIELD_BOX[1]:
+    y0, y1, x0, x1 = _bbox(ink)  # type: ignore[misc]  # it has ink
+    if not FIELD_BOX[0] <= max(y1 - y0, x1 - x0) <= FIELD_BOX[1]:
         return None
-    total = float(a.sum(dtype=np.float64))
-    cy = float(a.sum(axis=1, dtype=np.float64) @ _COORDS) / total
-    cx = float(a.sum(axis=0, dtype=np.float64) @ _COORDS) / total
+    cy, cx = _centre_of_mass(a, float(a.sum(dtype=np.float64)))
     if not (FIELD_CENTRE[0] <= cy <= FIELD_CENTRE[1] and FIELD_CENTRE[0] <= cx <= FIELD_CENTRE[1]):
         return None
     return np.rint(a).astype(np.uint8)
