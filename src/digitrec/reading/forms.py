@@ -8,13 +8,15 @@ an open cell's sides, and the lines of lined or squared paper.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from .masks import bbox as _bbox
 from .masks import disc as _disc
 from .masks import percentile as _percentile
 
-__all__ = ["MIN_DIGIT_HEIGHT", "form_rules"]
+__all__ = ["MIN_DIGIT_HEIGHT", "form_rules", "straight_lines"]
 
 MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
 
@@ -69,10 +71,17 @@ TOUCHING_ASPECT = 0.65
 # 0.55 ms, to 128 px 0.74 ms, for about the same digits read right (docs/experiments.md, "Lines and
 # boxes around one digit").
 TOUCHING_SIDE = 96
-# Squared paper, where the ink of one digit's image runs from edge to edge both ways: two straight
-# lines or more each way and GRID_LINES in all, each across GRID_SPAN of the image (`_page_lines`).
+# The lines of lined or squared paper around one digit (`_page_lines`): straight lines each across
+# GRID_SPAN of the ink's box; squared paper has two or more each way and GRID_LINES in all. A phone
+# photo turned a few degrees ends its lines short of the box's corners: across 0.95 of it, one line
+# of three was found (docs/experiments.md, "Ruled paper in a photo").
 GRID_LINES = 5
-GRID_SPAN = 0.95
+GRID_SPAN = 0.8
+# What is left of the ink once the lines are off, less the scraps of the lines themselves (their
+# blurred ends and edges, which touch them): pieces under SCRAP_AREA of the biggest's pixels and
+# under SCRAP_SIZE of its longer side. A box's sides and a comb's tall teeth are longer.
+SCRAP_AREA = 0.2
+SCRAP_SIZE = 0.5
 # A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
 # quadrilateral with corners within FRAME_CORNER degrees of square, each side straight ink along at
 # least FRAME_COVER of its length (rules are checked the same way); hollow: its ink covers under
@@ -101,6 +110,7 @@ def form_rules(
     rules: bool = True,
     edges: tuple[bool, bool] = (False, False),
     ink: np.ndarray | None = None,
+    page: bool = False,
 ) -> np.ndarray | None:
     """The pixels of ``mask`` (bool, labelled as ``labels`` with OpenCV's ``stats``) that are printed
     form lines rather than handwriting, or None if there are none.
@@ -117,13 +127,16 @@ def form_rules(
       left to its right edge, and from its top to its bottom (a crop of lined or squared paper): then
       lines across the page apart from the digit are not its marks, and a line from top to bottom
       through it is looked for too.
+    - The lines of lined or squared paper around a single digit (``page``, with ``rules``; not in a
+      digit cropped tight to its ink, whose own strokes span it), unless a frame holds the digit.
 
     A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
     """
     out = np.zeros(mask.shape, np.uint8)
-    if not line and rules and any(edges):
-        ruled = _page_lines(mask, edges)
+    if not line and rules and page and not _framed(labels, stats):
+        ruled = _page_lines(mask)
         if ruled is not None:
+            ruled |= _teeth(mask, ruled)[0]  # a comb's teeth on the lines found
             if ink is not None:  # grey or blue lines: ink much stronger than theirs on them stays
                 ruled &= _no_stronger_than(ink, ruled)
             return ruled.view(bool) & mask
@@ -135,17 +148,30 @@ def form_rules(
             _touching_rules(labels, stats, edges, out)
         elif not line:
             out |= _teeth(mask, out)[0]
-    for i in range(1, len(stats)):
-        x, y, w, h, area = (int(v) for v in stats[i])
-        if w >= FRAME_MIN and h >= FRAME_MIN and area <= (0.5 if line else FRAME_FILL) * w * h:
-            frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line)
-            if frame is not None:
-                out[y : y + h, x : x + w] |= frame
+    for i, frame in _frames(labels, stats, line):
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        out[y : y + h, x : x + w] |= frame
     if line and ink is not None and out.any():
         # Printed lines lighter than the pen (grey or blue rules) under a line of digits: ink much
         # stronger than theirs on them is a stroke lying along or across them, and stays.
         out &= _no_stronger_than(ink, out)
     return out.view(bool) & mask if out.any() else None
+
+
+def _frames(labels: np.ndarray, stats: np.ndarray, line: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """The components of ``labels`` (OpenCV's ``stats``) that are frames (`_frame`): (label, its
+    pixels to take off within its box), one by one."""
+    for i in range(1, len(stats)):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if w >= FRAME_MIN and h >= FRAME_MIN and area <= (0.5 if line else FRAME_FILL) * w * h:
+            frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line)
+            if frame is not None:
+                yield i, frame
+
+
+def _framed(labels: np.ndarray, stats: np.ndarray) -> bool:
+    """Whether a frame holds the single digit of ``labels``: then its sides are no page's lines."""
+    return next(_frames(labels, stats, line=False), None) is not None
 
 
 def _no_stronger_than(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
@@ -300,29 +326,27 @@ def _unblocked(found: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
     ]
 
 
-def _page_lines(mask: np.ndarray, edges: tuple[bool, bool]) -> np.ndarray | None:
-    """The lines of lined or squared paper in the image of one digit whose ink runs from edge to edge
-    (``mask``, bool; ``edges``: across, from top to bottom), found on the ink reduced to TOUCHING_SIDE
-    pixels: straight lines each across GRID_SPAN of the image, uint8 1 on their ink but where strokes
-    cross them; or None. Squared paper: two or more each way, GRID_LINES in all. Lined paper (or squared
-    paper whose lines one way were not all found): two or more one way that run past the rest of the ink
-    on both sides, by STICK_OUT of its size across them each (a digit cropped tight to its ink, whose
-    own straight strokes span the image, ends where they do), one of them apart from it
-    (`_line_apart`), either way or both."""
-
+def _page_lines(mask: np.ndarray) -> np.ndarray | None:
+    """The lines of lined or squared paper in the image of one digit (``mask``, bool, the ink's box),
+    found on the ink reduced to TOUCHING_SIDE pixels: straight lines each across GRID_SPAN of it, uint8
+    1 on their ink but where strokes cross them; or None. Squared paper: two or more each way,
+    GRID_LINES in all. Lined paper (or squared paper whose lines one way were not all found): two or
+    more one way that run past the rest of the ink (`_without_scraps`) on both sides, by STICK_OUT of
+    its size across them each (a digit's own straight strokes end where it does), one of them apart
+    from it (`_line_apart`), either way or both. Lines are counted as the separate pieces of their ink
+    (a thick line holds several segments)."""
     f = -(-max(mask.shape) // TOUCHING_SIDE)
     small = _blocks(mask, f)
     parts, bands, counts = [], [], []
-    for turned, spans in ((False, edges[0]), (True, edges[1])):
+    for turned in (False, True):
         s8 = np.ascontiguousarray(small.T if turned else small).view(np.uint8)
-        segments = _hough_segments(s8, int(GRID_SPAN * s8.shape[1]), upright=False) if spans else []
-        at = sorted((a[1] + a[3]) / 2 for a in segments)
-        counts.append(sum(1 for a, b in zip([-99.0, *at], at, strict=False) if b - a > 2))  # lines apart
-        if counts[-1] < 2:
+        found = _lines_across(s8)
+        counts.append(0 if found is None else found[2])
+        if found is None:
             parts.append(None)
             bands.append(None)
             continue
-        band, r = _line_pixels(s8, _trace(s8.shape, segments))
+        band, r, _ = found
         part = _thin_across(s8, band, r)
         parts.append(part.T if turned else part)
         bands.append(band.T if turned else band)
@@ -333,7 +357,7 @@ def _page_lines(mask: np.ndarray, edges: tuple[bool, bool]) -> np.ndarray | None
     for turned, (part, band) in enumerate(zip(parts, bands, strict=True)):
         if part is None:
             continue
-        rest = small & (band == 0)
+        rest = _without_scraps(small & (band == 0))
         box = _bbox(rest.T if turned else rest)
         if box is None:
             continue
@@ -342,6 +366,43 @@ def _page_lines(mask: np.ndarray, edges: tuple[bool, bool]) -> np.ndarray | None
         if min(x0, w - x1) >= STICK_OUT * (y1 - y0) and _line_apart(band, rest):
             found |= part
     return _unblocked(found, f, mask.shape) & mask.view(np.uint8) if found.any() else None
+
+
+def straight_lines(mask: np.ndarray) -> tuple[int, int]:
+    """How many straight lines apart cross ``mask`` (bool) across and from top to bottom, each across
+    GRID_SPAN of it within 20 degrees (see `_lines_across`), found on it reduced to TOUCHING_SIDE."""
+    small = _blocks(mask, -(-max(mask.shape) // TOUCHING_SIDE))
+    counts = [_lines_across(np.ascontiguousarray(m).view(np.uint8)) for m in (small, small.T)]
+    return (0 if counts[0] is None else counts[0][2], 0 if counts[1] is None else counts[1][2])
+
+
+def _lines_across(s8: np.ndarray) -> tuple[np.ndarray, int, int] | None:
+    """The straight lines of ``s8`` (uint8 0/1) across GRID_SPAN of its width within 20 degrees of the
+    horizontal, where two or more lie apart: their ink (`_line_pixels`), its radius, and how many
+    separate lines it makes (a thick line holds several segments); else None."""
+    import cv2
+
+    segments = _hough_segments(s8, int(GRID_SPAN * s8.shape[1]), upright=False)
+    at = sorted((a[1] + a[3]) / 2 for a in segments)
+    if sum(1 for a, b in zip([-99.0, *at], at, strict=False) if b - a > 2) < 2:
+        return None
+    band, r = _line_pixels(s8, _trace(s8.shape, segments))
+    count = cv2.connectedComponents(band, connectivity=8)[0] - 1
+    return (band, r, count) if count >= 2 else None
+
+
+def _without_scraps(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (bool) without the pieces that are small against its biggest (see SCRAP_AREA)."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    if n <= 2:
+        return mask
+    areas, sides = stats[:, cv2.CC_STAT_AREA], stats[:, 2:4].max(axis=1)
+    big = int(np.argmax(areas[1:])) + 1
+    keep = (areas >= SCRAP_AREA * areas[big]) | (sides >= SCRAP_SIZE * sides[big])
+    keep[0] = False  # the paper
+    return keep[labels]
 
 
 def _line_apart(band: np.ndarray, rest: np.ndarray) -> bool:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .forms import MIN_DIGIT_HEIGHT, form_rules
+from .forms import MIN_DIGIT_HEIGHT, form_rules, straight_lines
 from .masks import bbox as _bbox
 from .masks import percentile as _percentile
 
@@ -62,10 +62,12 @@ __all__ = [
 # (`data.load_labelled`) are keyed by it. 2: tiny images enlarged, dense ink's polarity from the corners.
 # 3: images already in MNIST's format read as they are; digits cropped tight to their ink read as
 # tiny bitmaps are (one background level, the paper's level, no desk, shadow or ruled paper).
-PREPROCESSING_VERSION = 3
-# Models trained on fields of this version or later read today's without a warning: version 3 changed
-# only images already in MNIST's format and digits cropped tight, and a model trained on version 2
-# reads those as well or better with it (docs/experiments.md, "Images already in MNIST's format").
+# 4: the lines of lined or squared paper looked for around every single digit not cropped tight.
+PREPROCESSING_VERSION = 4
+# Models trained on fields of this version or later read today's without a warning: versions 3 and 4
+# changed only images already in MNIST's format, digits cropped tight and digits on ruled paper, and a
+# model trained on version 2 reads those as well or better with them (docs/experiments.md, "Images
+# already in MNIST's format", "Ruled paper in a photo"); training's own renders are the same.
 PREPROCESSING_COMPATIBLE = 2
 FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
@@ -862,7 +864,9 @@ def _cropped_tight(gray: np.ndarray) -> bool:
         across = dark.mean(axis=axis) >= 0.9
         if np.count_nonzero(across[1:] & ~across[:-1]) + int(across[0]) >= 2:
             return False
-    return True
+    # ...or turned a few degrees in a photo, where no row is a line: two straight lines apart one way
+    # across GRID_SPAN of the image, found as `forms` finds a page's lines.
+    return not any(count >= 2 for count in straight_lines(dark))
 
 
 def _one_faint_mark(mask: np.ndarray, strongest: float) -> bool:
@@ -998,7 +1002,7 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     # digit cropped tight, which touches every edge: there a bold stroke from top to bottom (a 4's
     # stem) was taken for a margin's line, two strokes for squared paper.
     edges = (x0 == 0 and x1 == w, y0 == 0 and y1 == h) if not tight else (False, False)
-    printed = form_rules(crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1])
+    printed = form_rules(crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1], page=not tight)
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
         n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
