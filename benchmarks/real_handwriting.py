@@ -16,7 +16,8 @@ Sets:
   as a photo with a shadow cast across it (`synth.with_a_shadow`); as a photo whose corners are
   30-75% darker (`synth.with_a_vignette`: a vignette, a flash's fall-off); in a form cell
   (`synth.in_a_form_cell`); as scans cut from a number (`synth.cut_from_a_number`) or from ruled
-  paper (`synth.on_ruled_paper`); and as a scan cropped tight to the digit's ink (its box, 4x);
+  paper (`synth.on_ruled_paper`), or photographed on it, the page filling 90-100% of the frame; and
+  as a scan cropped tight to the digit's ink (its box, 4x);
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -145,6 +146,9 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
     def ruled(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # lined, margin or squared, edge to edge
         return synth.as_scan(synth.on_ruled_paper(ink, rng), rng)
 
+    def ruled_photo(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # the ruled page fills the frame
+        return synth.as_photo(synth.on_ruled_paper(ink, rng), rng, fill=(0.9, 1.0))
+
     def tight(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # the ink's box, enlarged 4x, no margin
         ys, xs = np.nonzero(ink)
         box = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
@@ -159,6 +163,7 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
         ("photos in a form cell", cell),
         ("scans cut from a number", cut),
         ("scans cut from ruled paper", ruled),
+        ("photos of ruled paper filling the frame", ruled_photo),
         ("scans cropped tight", tight),
     )
     for style, render in (*styles, *others):
