@@ -103,6 +103,7 @@ SMALL_SIDE = 64  # images with a shorter side below this are enlarged to about i
 TIGHT_SIDE = 32
 TIGHT_EDGE = 0.1
 TIGHT_BORDER = 0.3
+PAGE_NEAR = 0.1  # see `_ink_image`: ink this near two opposite edges is searched for a page's lines
 LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 # MNIST's own strokes range widely: measured as `stroke_width` does, over MNIST_STROKE times the
@@ -1003,7 +1004,11 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     # digit cropped tight, which touches every edge: there a bold stroke from top to bottom (a 4's
     # stem) was taken for a margin's line, two strokes for squared paper.
     edges = (x0 == 0 and x1 == w, y0 == 0 and y1 == h) if not tight else (False, False)
-    printed = form_rules(crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1], page=not tight)
+    # Whether the ink comes within a tenth of the image's side of two opposite edges (a page's lines
+    # in a photo of a notebook run on to about them): then the lines of ruled paper are looked for.
+    near = (x0 <= PAGE_NEAR * w and x1 >= (1 - PAGE_NEAR) * w) or (y0 <= PAGE_NEAR * h and y1 >= (1 - PAGE_NEAR) * h)
+    page = not tight and near
+    printed = form_rules(crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1], page=page)
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
         n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
