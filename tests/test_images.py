@@ -811,7 +811,7 @@ def test_a_digit_cropped_from_lined_or_squared_paper_is_predicted(paper: str, le
         # Lined paper: before, 32 of these 40 right; now 33 (lines that end short of the edges).
         ("lined", 31),
         # Turned a few degrees, no row of squared paper was a line, so the page was taken for a
-        # digit cropped tight to its ink and no line was looked for: before, 7 of 40; now 31.
+        # digit cropped tight to its ink and no line was looked for: before, 7 of 40; now 30.
         ("squared", 28),
     ],
 )
@@ -824,6 +824,18 @@ def test_a_digit_photographed_on_ruled_paper_is_predicted(paper: str, least: int
     photos = [synth.as_photo(synth.on_ruled_paper(x[i], rng, paper), rng, fill=(0.9, 1.0)) for i in picks]
     answers = [rec.predict(p).digit for p in photos]
     assert sum(a == y[i] for a, i in zip(answers, picks, strict=True)) >= least, (answers, y[picks])
+
+
+def test_a_digit_in_a_comb_loses_the_comb(mnist, rec) -> None:
+    # A comb's base was kept where the teeth made the rest of the ink as wide as the base (no line
+    # running past the digit), and its teeth where one stood within a line's width of the digit's
+    # box (a bold hand in a narrow cell): before, 148 of these 200 photos read right; now 155.
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(31)
+    picks = rng.choice(len(x), 200, replace=False)
+    photos = [synth.as_photo(synth.in_a_form_cell(x[i], rng, "comb"), rng) for i in picks]
+    answers = [rec.predict(p).digit for p in photos]
+    assert sum(a == y[i] for a, i in zip(answers, picks, strict=True)) >= 153, (answers, y[picks])
 
 
 def test_straight_lines_counts_a_pages_lines_turned_and_not_a_thick_stroke() -> None:

@@ -80,6 +80,10 @@ GRID_SPAN = 0.8
 # What is left of the ink once the lines are off, less the scraps of the lines themselves (their
 # blurred ends and edges, which touch them): pieces under SCRAP_AREA of the biggest's pixels and
 # under SCRAP_SIZE of its longer side. A box's sides and a comb's tall teeth are longer.
+# A page's lines are thin: `_line_pixels`' radius (about their width) at most PAGE_LINE of the shorter
+# side of the ink's box. Bold strokes of optdigits' 32x32 bitmaps held straight chords 10-15 px wide
+# on a 40-64 px box, and 5 of them lost strokes to them.
+PAGE_LINE = 0.1
 SCRAP_AREA = 0.2
 SCRAP_SIZE = 0.5
 # A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
@@ -142,12 +146,13 @@ def form_rules(
             return ruled.view(bool) & mask
     if line or rules:
         _rules(mask, stats, out)
-        if not line and out.any() and not _sticks_out(mask, out):
+        teeth = _teeth(mask, out)[0] if not line and out.any() else None
+        if teeth is not None and not teeth.any() and not _sticks_out(mask, out):
             out[:] = 0  # one digit's own long stroke (a 2's flat base), not a line under it
         if not line and not out.any():
             _touching_rules(labels, stats, edges, out)
-        elif not line:
-            out |= _teeth(mask, out)[0]
+        elif teeth is not None:
+            out |= teeth
     for i, frame in _frames(labels, stats, line):
         x, y, w, h = (int(v) for v in stats[i, :4])
         out[y : y + h, x : x + w] |= frame
@@ -387,6 +392,8 @@ def _lines_across(s8: np.ndarray) -> tuple[np.ndarray, int, int] | None:
     if sum(1 for a, b in zip([-99.0, *at], at, strict=False) if b - a > 2) < 2:
         return None
     band, r = _line_pixels(s8, _trace(s8.shape, segments))
+    if r > PAGE_LINE * min(s8.shape):
+        return None  # a page's lines are thin; chords through a bold digit's strokes are not
     count = cv2.connectedComponents(band, connectivity=8)[0] - 1
     return (band, r, count) if count >= 2 else None
 
@@ -516,7 +523,8 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
         bars.remove(nearest)
         others.append(nearest[:2])
     d0, d1 = min(o[0] for o in others), max(o[1] for o in others)
-    left, right = [b for b in bars if b[1] <= d0], [b for b in bars if b[0] >= d1]
+    # (a bar may stand within a line's width of the digit's box: a bold hand in a narrow cell)
+    left, right = [b for b in bars if b[1] <= d0 + r], [b for b in bars if b[0] >= d1 - r]
     if not (left and right):
         return out, False  # one side's bar alone may be the digit's own stroke (a 4's, on its bar)
     for _, _, i in left + right:
