@@ -62,7 +62,8 @@ __all__ = [
 # (`data.load_labelled`) are keyed by it. 2: tiny images enlarged, dense ink's polarity from the corners.
 # 3: images already in MNIST's format read as they are; digits cropped tight to their ink read as
 # tiny bitmaps are (one background level, the paper's level, no desk, shadow or ruled paper).
-# 4: the lines of lined or squared paper looked for around every single digit not cropped tight.
+# 4: the lines of lined or squared paper looked for where they end short of the image's edges (a
+# photo of a notebook page); a comb's teeth taken off in more cells.
 PREPROCESSING_VERSION = 4
 # Models trained on fields of this version or later read today's without a warning: versions 3 and 4
 # changed only images already in MNIST's format, digits cropped tight and digits on ruled paper, and a
