@@ -1005,10 +1005,13 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     # digit cropped tight, which touches every edge: there a bold stroke from top to bottom (a 4's
     # stem) was taken for a margin's line, two strokes for squared paper.
     edges = (x0 == 0 and x1 == w, y0 == 0 and y1 == h) if not tight else (False, False)
-    # Whether the ink comes within a tenth of the image's side of two opposite edges (a page's lines
-    # in a photo of a notebook run on to about them): then the lines of ruled paper are looked for.
-    near = (x0 <= PAGE_NEAR * w and x1 >= (1 - PAGE_NEAR) * w) or (y0 <= PAGE_NEAR * h and y1 >= (1 - PAGE_NEAR) * h)
-    page = not tight and near
+    # Whether the ink comes within a tenth of the image's side of two opposite edges, across and from
+    # top to bottom (a page's lines in a photo of a notebook run on to about them): then the lines of
+    # ruled paper are looked for, and a margin's rule from top to bottom through one digit.
+    near = (x0 <= PAGE_NEAR * w and x1 >= (1 - PAGE_NEAR) * w, y0 <= PAGE_NEAR * h and y1 >= (1 - PAGE_NEAR) * h)
+    page = not tight and not line and any(near)
+    if page and near[1]:
+        edges = (edges[0], True)
     printed = form_rules(crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1], page=page)
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
