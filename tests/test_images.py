@@ -811,7 +811,7 @@ def test_a_digit_cropped_from_lined_or_squared_paper_is_predicted(paper: str, le
         # Lined paper: before, 32 of these 40 right; now 33 (lines that end short of the edges).
         ("lined", 31),
         # Turned a few degrees, no row of squared paper was a line, so the page was taken for a
-        # digit cropped tight to its ink and no line was looked for: before, 7 of 40; now 30.
+        # digit cropped tight to its ink and no line was looked for: before, 7 of 40; now 31.
         ("squared", 28),
         # A margin's rule from top to bottom through the digit was looked for only where the ink
         # reached the image's top and bottom edges: before, 18 of 40; now 26.

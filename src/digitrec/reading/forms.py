@@ -77,13 +77,14 @@ TOUCHING_SIDE = 96
 # of three was found (docs/experiments.md, "Ruled paper in a photo").
 GRID_LINES = 5
 GRID_SPAN = 0.8
+# A page's lines are thin: `_line_pixels`' radius (about their width) at most PAGE_LINE of the shorter
+# side of the ink's box. Bold strokes of optdigits' 32x32 bitmaps held straight chords 10-15 px wide
+# on a 40-44 px box, and 5 of them lost strokes to them; at 0.1 some of squared paper's lines in a
+# photo were too wide (docs/experiments.md, "Ruled paper in a photo").
+PAGE_LINE = 0.125
 # What is left of the ink once the lines are off, less the scraps of the lines themselves (their
 # blurred ends and edges, which touch them): pieces under SCRAP_AREA of the biggest's pixels and
 # under SCRAP_SIZE of its longer side. A box's sides and a comb's tall teeth are longer.
-# A page's lines are thin: `_line_pixels`' radius (about their width) at most PAGE_LINE of the shorter
-# side of the ink's box. Bold strokes of optdigits' 32x32 bitmaps held straight chords 10-15 px wide
-# on a 40-64 px box, and 5 of them lost strokes to them.
-PAGE_LINE = 0.1
 SCRAP_AREA = 0.2
 SCRAP_SIZE = 0.5
 # A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
