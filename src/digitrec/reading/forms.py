@@ -74,8 +74,9 @@ TOUCHING_SIDE = 96
 # The lines of lined or squared paper around one digit (`_page_lines`): straight lines each across
 # GRID_SPAN of the ink's box; squared paper has two or more each way and GRID_LINES in all. A phone
 # photo turned a few degrees ends its lines short of the box's corners: across 0.95 of it, one line
-# of three was found (docs/experiments.md, "Ruled paper in a photo").
-GRID_LINES = 5
+# of three was found (docs/experiments.md, "Ruled paper in a photo"). Four lines (a grid of two each
+# way) suffice since a frame is told apart first (`_framed`: a box's four sides are no squared paper).
+GRID_LINES = 4
 GRID_SPAN = 0.8
 # A page's lines are thin: `_line_pixels`' radius (about their width) at most PAGE_LINE of the shorter
 # side of the ink's box. Bold strokes of optdigits' 32x32 bitmaps held straight chords 10-15 px wide
