@@ -559,10 +559,11 @@ def load_labelled(
 
     A missing or unreadable file, a label that is not a digit, a file listed twice or a path outside the
     folder is a DataError naming it. The preprocessed arrays are cached under `cache_dir()`, keyed by
-    the sha256 of labels.csv and of every image's bytes and by the preprocessing version, so a changed
-    file or a new preprocessing is never served from the cache.
+    the sha256 of labels.csv and of every image's bytes, by the preprocessing version and by a digest
+    of the preprocessing's code, so a changed file or another preprocessing is never served from the
+    cache.
     """
-    from .reading.images import PREPROCESSING_VERSION
+    from .reading.images import PREPROCESSING_VERSION, preprocessing_digest
 
     folder = Path(path)
     if not folder.is_dir():
@@ -582,7 +583,7 @@ def load_labelled(
         except ImageError as e:
             raise DataError(f"{e} (listed in {LABELS_FILE})") from None
     sha = digest.hexdigest()
-    cached = cache_dir() / "labelled" / f"{sha}-p{PREPROCESSING_VERSION}.npz"
+    cached = cache_dir() / "labelled" / f"{sha}-p{PREPROCESSING_VERSION}-{preprocessing_digest()}.npz"
     x = None
     if cache and cached.is_file():
         try:

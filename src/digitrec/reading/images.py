@@ -52,6 +52,7 @@ __all__ = [
     "load_image",
     "merge_components",
     "open_image",
+    "preprocessing_digest",
     "segment",
     "split_lines",
     "stroke_width",
@@ -1214,6 +1215,20 @@ def _as_field(gray: np.ndarray) -> np.ndarray | None:
     if not (FIELD_CENTRE[0] <= cy <= FIELD_CENTRE[1] and FIELD_CENTRE[0] <= cx <= FIELD_CENTRE[1]):
         return None
     return np.rint(a).astype(np.uint8)
+
+
+@functools.cache
+def preprocessing_digest() -> str:
+    """A short sha256 of the code of the preprocessing (this module, `forms`, `masks`): cached fields
+    (`data.load_labelled`) are keyed by it besides PREPROCESSING_VERSION, so fields made by other code
+    of the same version (a change not yet given a version) are never served."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for name in ("images.py", "forms.py", "masks.py"):
+        digest.update((Path(__file__).with_name(name)).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def to_mnist(image: Any, name: str | None = None, rules: bool = True) -> np.ndarray:
