@@ -75,7 +75,7 @@ TOUCHING_SIDE = 96
 # GRID_SPAN of the ink's box; squared paper has two or more each way and GRID_LINES in all. A phone
 # photo turned a few degrees ends its lines short of the box's corners: across 0.95 of it, one line
 # of three was found (docs/experiments.md, "Ruled paper in a photo"). Four lines (a grid of two each
-# way) suffice since a frame is told apart first (`_framed`: a box's four sides are no squared paper).
+# way) suffice since a frame is told apart first (`form_rules`: a box's four sides are no squared paper).
 GRID_LINES = 4
 GRID_SPAN = 0.8
 # A page's lines are thin: `_line_pixels`' radius (about their width) at most PAGE_LINE of the shorter
@@ -139,7 +139,8 @@ def form_rules(
     A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
     """
     out = np.zeros(mask.shape, np.uint8)
-    if not line and rules and page and not _framed(labels, stats):
+    frames = list(_frames(labels, stats, line))
+    if not line and rules and page and not frames:  # a frame's sides are no page's lines
         ruled = _page_lines(mask)
         if ruled is not None:
             ruled |= _teeth(mask, ruled)[0]  # a comb's teeth on the lines found
@@ -155,7 +156,7 @@ def form_rules(
             _touching_rules(labels, stats, edges, out)
         elif teeth is not None:
             out |= teeth
-    for i, frame in _frames(labels, stats, line):
+    for i, frame in frames:
         x, y, w, h = (int(v) for v in stats[i, :4])
         out[y : y + h, x : x + w] |= frame
     if line and ink is not None and out.any():
@@ -174,11 +175,6 @@ def _frames(labels: np.ndarray, stats: np.ndarray, line: bool) -> Iterator[tuple
             frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line)
             if frame is not None:
                 yield i, frame
-
-
-def _framed(labels: np.ndarray, stats: np.ndarray) -> bool:
-    """Whether a frame holds the single digit of ``labels``: then its sides are no page's lines."""
-    return next(_frames(labels, stats, line=False), None) is not None
 
 
 def _no_stronger_than(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:

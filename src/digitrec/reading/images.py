@@ -95,6 +95,7 @@ MAX_PIXELS = 50_000_000  # refused before decoding; Pillow's own bomb limit is ~
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 WORK_SIDE = 640  # images are analysed with their longer side at most this (decoding uses draft for JPEG)
 SMALL_SIDE = 64  # images with a shorter side below this are enlarged to about it (see `_resize_to_work`)
+LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
 # A digit cropped tight to its ink (`_cropped_tight`): a bitmap under TIGHT_SIDE pixels a side, or an
 # image whose dark side of Otsu's threshold reaches within TIGHT_EDGE of its side of every edge but
 # makes under TIGHT_BORDER of the pixels of its border (what lies around a page, a cast shadow or a
@@ -106,7 +107,6 @@ TIGHT_SIDE = 32
 TIGHT_EDGE = 0.1
 TIGHT_BORDER = 0.3
 PAGE_NEAR = 0.1  # see `_ink_image`: ink this near two opposite edges is searched for a page's lines
-LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
 MNIST_STROKE = 0.12  # MNIST stroke width as a fraction of the digit's longer side (about 2.4 of 20 px)
 # MNIST's own strokes range widely: measured as `stroke_width` does, over MNIST_STROKE times the
 # digit's side, 1% of 5,000 training digits are under 0.64, 10% under 0.79, 90% under 1.47 and 99%
@@ -1227,7 +1227,7 @@ def preprocessing_digest() -> str:
 
     digest = hashlib.sha256()
     for name in ("images.py", "forms.py", "masks.py"):
-        digest.update((Path(__file__).with_name(name)).read_bytes())
+        digest.update(Path(__file__).with_name(name).read_bytes())
     return digest.hexdigest()[:12]
 
 
