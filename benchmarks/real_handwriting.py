@@ -112,59 +112,31 @@ def tutorial_model(path: str | None) -> object:
 
 
 def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..., None]) -> None:
-    """Score ``n`` of the digits (x, y), every k-th, rendered as photos, canvases and bitmaps, and as
-    photos of a page with the digit 4-12% of its side."""
-    import cv2
-
+    """Score ``n`` of the digits (x, y), every k-th, rendered as photos, canvases and bitmaps, and
+    taken under each of `synth.CONDITIONS` (a whole page, pencil, a desk, ruled paper, ...)."""
     from digitrec.reading.images import to_mnist
     from digitrec.training import synth
-
-    def small(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # a page photographed whole
-        return synth.as_photo(ink, rng, size=int(rng.integers(800, 1201)), fill=(0.04, 0.12), blur=2.0)
 
     idx = np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)
     styles = (("photos", synth.as_photo), ("canvases", synth.as_canvas), ("bitmaps", synth.as_bitmap))
 
-    def pencil(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # the ink 12-30% darker than the paper
-        return synth.as_photo(ink, rng, faint=(0.12, 0.3))
+    def condition(name: str) -> Callable[[np.ndarray, np.random.Generator], bytes]:
+        return lambda ink, rng: synth.captured(ink, rng, name, others=x)
 
-    def desk(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # the page 60-90% of the frame
-        return synth.on_a_desk(synth.as_photo(ink, rng), rng)
-
-    def shadow(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # light cut by 30-60% past an edge
-        return synth.with_a_shadow(synth.as_photo(ink, rng), rng)
-
-    def vignette(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # corners 30-75% darker (a flash)
-        return synth.with_a_vignette(synth.as_photo(ink, rng), rng)
-
-    def cell(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # a box, comb, underline or ruled line
-        return synth.as_photo(synth.in_a_form_cell(ink, rng), rng)
-
-    def cut(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # pieces of the neighbours at the edges
-        return synth.as_scan(synth.cut_from_a_number(ink, [x[int(k)] for k in rng.integers(0, len(x), 2)], rng), rng)
-
-    def ruled(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # lined, margin or squared, edge to edge
-        return synth.as_scan(synth.on_ruled_paper(ink, rng), rng)
-
-    def ruled_photo(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # the ruled page fills the frame
-        return synth.as_photo(synth.on_ruled_paper(ink, rng), rng, fill=(0.9, 1.0))
-
-    def tight(ink: np.ndarray, rng: np.random.Generator) -> bytes:  # the ink's box, enlarged 4x, no margin
-        ys, xs = np.nonzero(ink)
-        box = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-        return synth.as_scan(cv2.resize(box, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC), rng)
-
-    others = (
-        ("photos, small in the frame", small),
-        ("photos in faint pencil", pencil),
-        ("photos on a desk", desk),
-        ("photos with a cast shadow", shadow),
-        ("photos with a vignette", vignette),
-        ("photos in a form cell", cell),
-        ("scans cut from a number", cut),
-        ("scans cut from ruled paper", ruled),
-        ("photos of ruled paper filling the frame", ruled_photo),
-        ("scans cropped tight", tight),
+    others = tuple(
+        (style, condition(name))
+        for style, name in (
+            ("photos, small in the frame", "small"),
+            ("photos in faint pencil", "pencil"),
+            ("photos on a desk", "desk"),
+            ("photos with a cast shadow", "shadow"),
+            ("photos with a vignette", "vignette"),
+            ("photos in a form cell", "cell"),
+            ("scans cut from a number", "cut"),
+            ("scans cut from ruled paper", "ruled"),
+            ("photos of ruled paper filling the frame", "ruled photo"),
+            ("scans cropped tight", "tight"),
+        )
     )
     for style, render in (*styles, *others):
         rng = np.random.default_rng([seed, len(style)])

@@ -654,6 +654,21 @@ def test_the_page_renders_draw_what_they_say(mnist) -> None:
     assert scan.shape[0] <= ink.shape[0] and scan.shape[1] <= ink.shape[1]
 
 
+def test_every_capture_condition_gives_an_image_of_the_digit(mnist, rec) -> None:
+    """`synth.captured`: each condition is an image file that the preprocessing turns back into a field
+    the shipped model reads as the digit it was made from, for most digits."""
+    (x, y) = mnist[1]
+    picks = range(8)
+    for condition in synth.CONDITIONS:
+        rng = np.random.default_rng(1)
+        files = [synth.captured(x[i], rng, condition, others=x[:50]) for i in picks]
+        assert all(isinstance(f, bytes) and len(f) > 100 for f in files), condition
+        answers = [rec.predict(f).digit for f in files]
+        assert sum(a == y[i] for a, i in zip(answers, picks, strict=True)) >= 6, (condition, answers)
+    with pytest.raises(ValueError, match="unknown condition"):
+        synth.captured(x[0], np.random.default_rng(0), "underwater")
+
+
 def _in_a_cell(digit: np.ndarray, rng: np.random.Generator, comb: bool) -> np.ndarray:
     """A 28x28 digit enlarged 3x, standing on a printed base line (3 px) with an upright bar either
     side: a comb (the base running on past its teeth, which are half the digit's height or more) or

@@ -306,6 +306,12 @@ def test_rendered_training_data_does_not_depend_on_the_thread_count(mnist, monke
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
     assert one[0].shape == (40, 28, 28) and one[0].max() > 200  # digits, not blanks
+    # Photos taken under harder conditions too: the same for any thread count, digits, and other images.
+    hard = realdata.domain_digits(x, y, 40, np.random.default_rng(3), workers=2, conditions=1.0)
+    alone = realdata.domain_digits(x, y, 40, np.random.default_rng(3), workers=1, conditions=1.0)
+    np.testing.assert_array_equal(hard[0], alone[0])
+    np.testing.assert_array_equal(hard[1], one[1])  # the same digits drawn
+    assert hard[0].max() > 200 and (hard[0] != one[0]).any(axis=(1, 2)).sum() >= 20
     neg = realdata.negatives(30, np.random.default_rng(3), workers=2)
     np.testing.assert_array_equal(neg, realdata.negatives(30, np.random.default_rng(3), workers=1))
 

@@ -581,6 +581,13 @@ def _add_train(sub: Any) -> None:
         "or 2 (each twice); at most 4 (default 0)",
     )
     p.add_argument(
+        "--conditions",
+        type=float,
+        metavar="SHARE",
+        help="share of the rendered photos taken instead under a harder condition: a whole page, pencil, a "
+        "desk, a shadow, a vignette, a form cell, ruled paper, a neighbour's pieces, a tight crop (default 0)",
+    )
+    p.add_argument(
         "--validation-data",
         action="append",
         metavar="DIR",

@@ -62,7 +62,7 @@ def _pool_map(fn: Any, tasks: list[tuple], workers: int | None) -> np.ndarray:
         return np.concatenate(list(pool.map(fn, *zip(*tasks, strict=True))))
 
 
-def _render_digits(digits: np.ndarray, start: int, seed: int) -> np.ndarray:
+def _render_digits(digits: np.ndarray, start: int, seed: int, conditions: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.empty((len(digits), 28, 28), np.uint8)
     for k, d in enumerate(digits):
@@ -71,6 +71,12 @@ def _render_digits(digits: np.ndarray, start: int, seed: int) -> np.ndarray:
             data = synth.as_canvas(d, rng)
         elif style == 3:
             data = synth.as_bitmap(d, rng)
+        elif conditions and rng.random() < conditions:
+            # Taken under a harder condition, and preprocessed as `read` and `predict` do, rules and
+            # all: what the printed lines, shadows and neighbours leave is what the model must learn.
+            data = synth.captured(d, rng, str(rng.choice(synth.CONDITIONS)), others=digits)
+            out[k] = to_mnist(data)
+            continue
         else:
             data = synth.as_photo(d, rng)
         out[k] = _as_seen(data)
@@ -78,16 +84,23 @@ def _render_digits(digits: np.ndarray, start: int, seed: int) -> np.ndarray:
 
 
 def domain_digits(
-    x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator, workers: int | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    workers: int | None = None,
+    conditions: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` digits drawn from (x, y) without replacement (so at most ``len(x)``), rendered as photos
     (1/2), canvas drawings (1/4) or small scanned bitmaps (1/4, `synth.as_bitmap`), preprocessed.
+    ``conditions``: the share of the photos taken instead under one of `synth.CONDITIONS` (a whole
+    page, pencil, a desk, a shadow, a form cell, ruled paper, a neighbour's pieces, a tight crop).
 
     Rendering and preprocessing take several milliseconds an image, so the work is spread over ``workers``
     threads (default: one per core).
     """
     idx = rng.choice(len(x), size=min(n, len(x)), replace=False)
-    tasks = [(x[idx[i : i + CHUNK]], i, int(rng.integers(2**63))) for i in range(0, len(idx), CHUNK)]
+    tasks = [(x[idx[i : i + CHUNK]], i, int(rng.integers(2**63)), conditions) for i in range(0, len(idx), CHUNK)]
     return _pool_map(_render_digits, tasks, workers), y[idx]
 
 

@@ -16,12 +16,14 @@ import numpy as np
 
 __all__ = [
     "CELL_STYLES",
+    "CONDITIONS",
     "FORM_STYLES",
     "PAPER_STYLES",
     "as_canvas",
     "as_photo",
     "as_scan",
     "blank_page",
+    "captured",
     "cut_from_a_number",
     "dejavu_fonts",
     "font_glyph",
@@ -384,6 +386,57 @@ def cut_from_a_number(digit: np.ndarray, neighbours: list[np.ndarray], rng: np.r
         else:
             ink[rows, ink.shape[1] - take :] = np.maximum(ink[rows, ink.shape[1] - take :], piece[:, :take])
     return ink
+
+
+# How else a single digit reaches the reader, beyond a plain photo, canvas or bitmap (`captured`).
+CONDITIONS = (
+    "small",  # a whole page photographed, the digit 4-12% of its side
+    "pencil",  # a photo of faint pencil, the ink 12-30% darker than the paper
+    "desk",  # a photo of the page on a desk, the page 60-90% of the frame
+    "shadow",  # a photo with a shadow cast across it
+    "vignette",  # a photo whose corners are 30-75% darker
+    "cell",  # a photo of the digit in a printed form cell
+    "cut",  # a scan cut from a number: pieces of the neighbours at the crop's edges
+    "ruled",  # a scan cut from ruled paper, grey lines from edge to edge
+    "ruled photo",  # a photo of ruled paper filling the frame
+    "tight",  # a scan cropped to the ink's box, no margin
+)
+
+
+def captured(ink: np.ndarray, rng: np.random.Generator, condition: str, others: np.ndarray | None = None) -> bytes:
+    """A 28x28 digit (white on black) as an image file taken under one of `CONDITIONS`.
+
+    ``others``: digits (n, 28, 28) that the "cut" condition draws the two neighbours from (default:
+    the digit itself). Real captures are seldom the clean photo `as_photo` makes: these are the
+    conditions users' photos and scans showed and the preprocessing was taught to handle
+    (docs/reading.md); `benchmarks/real_handwriting.py` renders unseen writers' digits through each.
+    """
+    import cv2
+
+    if condition == "small":
+        return as_photo(ink, rng, size=int(rng.integers(800, 1201)), fill=(0.04, 0.12), blur=2.0)
+    if condition == "pencil":
+        return as_photo(ink, rng, faint=(0.12, 0.3))
+    if condition == "desk":
+        return on_a_desk(as_photo(ink, rng), rng)
+    if condition == "shadow":
+        return with_a_shadow(as_photo(ink, rng), rng)
+    if condition == "vignette":
+        return with_a_vignette(as_photo(ink, rng), rng)
+    if condition == "cell":
+        return as_photo(in_a_form_cell(ink, rng), rng)
+    if condition == "cut":
+        pool = ink[None] if others is None else others
+        return as_scan(cut_from_a_number(ink, [pool[int(k)] for k in rng.integers(0, len(pool), 2)], rng), rng)
+    if condition == "ruled":
+        return as_scan(on_ruled_paper(ink, rng), rng)
+    if condition == "ruled photo":
+        return as_photo(on_ruled_paper(ink, rng), rng, fill=(0.9, 1.0))
+    if condition == "tight":
+        ys, xs = np.nonzero(ink)
+        box = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(ys) else ink
+        return as_scan(cv2.resize(box, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC), rng)
+    raise ValueError(f"unknown condition {condition!r}; one of {', '.join(CONDITIONS)}")
 
 
 def number_strip(digits: list[np.ndarray], rng: np.random.Generator, touching: float = 0.1) -> np.ndarray:

@@ -104,6 +104,9 @@ class TrainConfig:
     # Renders of each extra set's images as photos, canvases, bitmaps, per image: 0.5 renders half of
     # them once, 2 renders each twice (in other styles and placements); at most MAX_EXTRA_DOMAIN.
     extra_domain: float = 0.0
+    # Share of the rendered photos (of MNIST digits and of the extra sets) taken instead under a harder
+    # condition (`synth.CONDITIONS`: a whole page, pencil, a desk, a shadow, a form cell, ruled paper, ...).
+    conditions: float = 0.0
     validation_data: tuple[str, ...] = ()  # labelled folders that join validation: epoch choice, threshold
     init: str | None = None  # start from this model's weights (a .keras file or run; "default": the shipped one)
     distribute: bool = False  # data-parallel over every device the backend sees (keras.distribution, JAX only)
@@ -190,6 +193,8 @@ class TrainConfig:
                 problems.append(f"--{name} is part of the augmentation: add --augment, or leave --{name} out")
         if self.extra_repeat < 1:
             problems.append(f"extra repeat must be >= 1, got {self.extra_repeat}")
+        if not 0 <= self.conditions <= 1:
+            problems.append(f"conditions is a share of the rendered photos, in [0, 1]; got {self.conditions}")
         if not 0 <= self.extra_domain <= MAX_EXTRA_DOMAIN:
             problems.append(
                 f"extra domain is renders per image of each extra set, in [0, {MAX_EXTRA_DOMAIN}]; got "
@@ -572,7 +577,7 @@ def _real_image_data(
     xs, ys = [], []
     if cfg.domain:
         log(f"Rendering {min(cfg.domain, len(x_tr))} training digits as photos, canvas drawings and bitmaps ...")
-        xd, yd = realdata.domain_digits(x_tr, y_tr, cfg.domain, rng)
+        xd, yd = realdata.domain_digits(x_tr, y_tr, cfg.domain, rng, conditions=cfg.conditions)
         xs.append(xd)
         ys.append(yd)
     if cfg.styles:
@@ -604,7 +609,8 @@ def _rendered_extra(cfg: TrainConfig, extra_sets: list[Any], log: Any) -> tuple[
     for s in extra_sets:
         left = round(cfg.extra_domain * len(s.y))
         while left > 0:
-            x, y = realdata.domain_digits(s.x, s.y, left, rng)  # at most every image once a pass
+            # at most every image once a pass
+            x, y = realdata.domain_digits(s.x, s.y, left, rng, conditions=cfg.conditions)
             xs.append(x)
             ys.append(y)
             left -= len(y)
