@@ -75,6 +75,11 @@ def test_config_is_checked() -> None:
     assert TrainConfig(model="cnn", augment=True, elastic=1.0).resolved().elastic == 1.0
     with pytest.raises(TrainError, match="add --negatives"):
         TrainConfig(model="cnn", pairs=100).resolved()
+    with pytest.raises(TrainError, match="add --domain N or --extra-domain F"):
+        TrainConfig(model="cnn", conditions=0.5).resolved()  # cnn's recipe renders nothing
+    with pytest.raises(TrainError, match="conditions is a share"):
+        TrainConfig(conditions=1.5).resolved()
+    assert TrainConfig(conditions=0.5).resolved().conditions == 0.5  # digitnet renders 8,000 digits
     with pytest.raises(TrainError, match="elastic -1"):
         TrainConfig(augment=True, elastic=-1.0).resolved()
     with pytest.raises(TrainError, match=r"shift 1\.5"):

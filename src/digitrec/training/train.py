@@ -213,6 +213,8 @@ class TrainConfig:
             problems.append(f"{', '.join(sorted(overlap))}: both training and validation data; a set is one or other")
         if (self.pairs or 0) > 0 and self.negatives == 0:
             problems.append("touching pairs go into the 'not a digit' class: add --negatives N, or leave --pairs out")
+        if self.conditions > 0 and not self.domain and not self.extra_domain:
+            problems.append("--conditions restyles the rendered photos: add --domain N or --extra-domain F")
         for k, w in (self.class_weight or {}).items():
             if not (isinstance(k, int) and k >= 0) or not w > 0:
                 problems.append(f"class weight {k}={w}: the class must be an index >= 0 and the weight > 0")
