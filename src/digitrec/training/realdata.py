@@ -68,18 +68,15 @@ def _render_digits(digits: np.ndarray, start: int, seed: int, conditions: float 
     for k, d in enumerate(digits):
         style = (start + k) % 4
         if style == 2:
-            data = synth.as_canvas(d, rng)
+            out[k] = _as_seen(synth.as_canvas(d, rng))
         elif style == 3:
-            data = synth.as_bitmap(d, rng)
+            out[k] = _as_seen(synth.as_bitmap(d, rng))
         elif conditions and rng.random() < conditions:
             # Taken under a harder condition, and preprocessed as `read` and `predict` do, rules and
             # all: what the printed lines, shadows and neighbours leave is what the model must learn.
-            data = synth.captured(d, rng, str(rng.choice(synth.CONDITIONS)), others=digits)
-            out[k] = to_mnist(data)
-            continue
+            out[k] = to_mnist(synth.captured(d, rng, str(rng.choice(synth.CONDITIONS)), others=digits))
         else:
-            data = synth.as_photo(d, rng)
-        out[k] = _as_seen(data)
+            out[k] = _as_seen(synth.as_photo(d, rng))
     return out
 
 
