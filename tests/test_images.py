@@ -1281,6 +1281,21 @@ def test_a_shadow_cast_across_the_page_is_not_ink(
     assert sum(right) >= 18, right
 
 
+def test_a_dark_grainy_desk_is_found_as_a_desk_not_lit_as_a_shadow(mnist) -> None:
+    """A desk's sensor grain is no mark: a region without marks is what lies around the page, blanked
+    (lit as a shadow instead, the page's blurred edge stayed as a stroke in the field)."""
+    from digitrec.reading import images
+
+    (x, _) = mnist[1]
+    rng = np.random.default_rng(4)
+    found = 0
+    for i in range(60):
+        gray, _, _ = images._gray(synth.on_a_desk(synth.as_photo(x[i], rng), rng), None)
+        page = images._off_page(images._resize_to_work(gray, False)[0])
+        found += page is not None and bool(page[0].any())
+    assert found >= 57  # 55 when the grain made marks
+
+
 def test_a_desk_little_darker_than_the_page_is_not_ink(rec, mnist) -> None:
     # A desk 12-20% darker than the page was too close to its level to be told from a gradient, and
     # the page's edges were read as strokes. The page's straight edge, a sharp drop, tells them apart.

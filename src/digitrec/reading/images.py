@@ -166,6 +166,7 @@ SHADE_AROUND = 0.5
 SMALL_DIGIT = 48
 SMALL_DIGIT_MARGIN = 1.0
 PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
+SHADE_GRAIN = 16.0  # a mark in such a region is darker than its level by this many median deviations too
 SHADE_FLAT = 0.15  # a marked region whose level varies less than this share of it is paper in a shadow
 # ...and so is one whose level drops by this share of the page's across its edge, within SHADE_RING px
 # of the reduced image on each side: a cast shadow's edge under a lighting gradient of its own. On 400
@@ -802,7 +803,12 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         if not inside.any():
             continue
         typical = float(np.median(small[inside]))
-        marks = cv2.erode((small < (1 - 2 * MIN_CONTRAST) * typical).view(np.uint8), np.ones((2, 2), np.uint8))
+        # ...and darker than the region's own grain reaches: a dark desk's sensor noise is a large share
+        # of its level, and patches of it were marks, so a desk was lit as a shadow and its edge kept.
+        fine = small.astype(np.float32) - cv2.blur(small, (5, 5)).astype(np.float32)  # the grain, not the shading
+        grain = SHADE_GRAIN * float(np.median(np.abs(fine[inside])))
+        below = min((1 - 2 * MIN_CONTRAST) * typical, typical - grain)
+        marks = cv2.erode((small < below).view(np.uint8), np.ones((2, 2), np.uint8))
         off[i] = not marks.view(bool)[inside].any()
         lo, hi = np.percentile(smooth[inside], (10, 90))
         # Evenly shaded, or cut off from the page by a sharp drop: a cast shadow, not a gradient; and
