@@ -786,6 +786,8 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     gentle = paper - around < PAGE_CONTRAST * paper  # ...unless a sharp edge parts it from the page
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
     sh, sw = small.shape
+    # The image's grain, not its shading: how far each pixel lies from its 5x5 mean (see marks below).
+    fine = np.abs(small.astype(np.float32) - cv2.blur(small, (5, 5)).astype(np.float32))
     off = np.zeros(n, bool)
     shaded = []
     for i in range(1, n):
@@ -805,8 +807,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         typical = float(np.median(small[inside]))
         # ...and darker than the region's own grain reaches: a dark desk's sensor noise is a large share
         # of its level, and patches of it were marks, so a desk was lit as a shadow and its edge kept.
-        fine = small.astype(np.float32) - cv2.blur(small, (5, 5)).astype(np.float32)  # the grain, not the shading
-        grain = SHADE_GRAIN * float(np.median(np.abs(fine[inside])))
+        grain = SHADE_GRAIN * float(np.median(fine[inside]))
         below = min((1 - 2 * MIN_CONTRAST) * typical, typical - grain)
         marks = cv2.erode((small < below).view(np.uint8), np.ones((2, 2), np.uint8))
         off[i] = not marks.view(bool)[inside].any()
