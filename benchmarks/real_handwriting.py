@@ -1,7 +1,7 @@
 """Real handwriting from other writers: digitrec against the tutorials' recipe, set by set.
 
     .venv/bin/python benchmarks/real_handwriting.py [--model M] [--real ../shared/data/real] [--n 2000]
-        [--rendered 1000] [--tta DEGREES] [--json]
+        [--rendered 1000] [--formats 1000] [--tta DEGREES] [--json]
 
 Sets:
 - cvl-valid:  CVL single digits of 60 writers that no model here trains on (validation only);
@@ -18,6 +18,10 @@ Sets:
   (`synth.in_a_form_cell`); as scans cut from a number (`synth.cut_from_a_number`) or from ruled
   paper (`synth.on_ruled_paper`), or photographed on it, the page filling 90-100% of the frame; and
   as a scan cropped tight to the digit's ink (its box, 4x);
+- cvl-valid in other sets' formats: ``--formats`` of the cvl-valid digits (every k-th) stored as
+  other digit collections and drawing apps store theirs (`FORMATS`: dark on white, EMNIST's 24 px
+  box, white drawn large on black, USPS's and Semeion's 16x16 boxes filled, two levels, a bold pen,
+  blue ink in a coarse JPEG, low contrast), from the 28x28 images as they are;
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -145,6 +149,82 @@ def rendered(x: np.ndarray, y: np.ndarray, n: int, seed: int, score: Callable[..
         score(f"cvl-valid as {style}", fields, y[idx], np.stack([tutorial_field(d) for d in images]))
 
 
+def _fit(digit: np.ndarray, side: int, box: float, stretch: bool = False) -> np.ndarray:
+    """A white-on-black digit's ink, fitted into ``box`` pixels (keeping its aspect, or ``stretch``ed
+    to fill a square) in the middle of a black ``side`` x ``side`` image (uint8)."""
+    import cv2
+
+    ys, xs = np.nonzero(digit > 20)
+    ink = digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
+    h, w = ink.shape
+    if stretch:
+        nh = nw = round(box)
+    else:
+        nh, nw = max(1, round(h * box / max(h, w))), max(1, round(w * box / max(h, w)))
+    out = np.zeros((side, side), np.float32)
+    y0, x0 = (side - nh) // 2, (side - nw) // 2
+    out[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(ink, (nw, nh), interpolation=cv2.INTER_AREA)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _drawn_large(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    import cv2
+
+    side = int(rng.choice((128, 200, 280)))
+    big = cv2.resize(digit, (side, side), interpolation=cv2.INTER_CUBIC)
+    return _fit(big, side, rng.uniform(0.85, 0.9) * side)
+
+
+def _grown(digit: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.dilate(digit, np.ones((3, 3), np.uint8))
+
+
+def _blue_jpeg(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    import io
+
+    import cv2
+    from PIL import Image
+
+    a = cv2.resize(digit, (112, 112), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    rgb = np.stack([255 - 0.8 * a, 255 - 0.7 * a, 255 - 0.2 * a], -1)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=40)
+    return buf.getvalue()
+
+
+# How other digit collections and drawing apps store a digit, made from a 28x28 white-on-black digit:
+# name -> (digit, rng) -> image (uint8 array or encoded bytes).
+FORMATS: dict[str, Callable[[np.ndarray, np.random.Generator], object]] = {
+    "dark on white (28x28, inverted)": lambda d, rng: 255 - d,
+    "EMNIST's framing (white on black, a 24 px box in 28)": lambda d, rng: _fit(d, 28, 24),
+    "white drawn large on black (128-280 px, 85-90% of it)": _drawn_large,
+    "USPS's framing (16x16, stretched to fill, grey)": lambda d, rng: (
+        _fit(d, 16, 16, stretch=True) if rng.random() < 0.5 else 255 - _fit(d, 16, 16, stretch=True)
+    ),
+    "Semeion's framing (16x16, stretched, two levels, dark on white)": lambda d, rng: np.where(
+        _fit(d, 16, 16, stretch=True) > 100, 0, 255
+    ).astype(np.uint8),
+    "two levels (28x28, thresholded at 100)": lambda d, rng: np.where(d > 100, 255, 0).astype(np.uint8),
+    "a bold pen (28x28, strokes grown by a pixel)": lambda d, rng: _grown(d),
+    "blue ink on white, 112 px, JPEG quality 40": _blue_jpeg,
+    "low contrast (white on black at 30% of full scale)": lambda d, rng: (d.astype(np.float32) * 0.3).astype(np.uint8),
+}
+
+
+def formats(x: np.ndarray, y: np.ndarray, n: int, score: Callable[..., None]) -> None:
+    """Score ``n`` of the digits (x, y), every k-th, stored in each of `FORMATS`."""
+    from digitrec.reading.images import to_mnist
+
+    idx = np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)
+    for k, (name, store) in enumerate(FORMATS.items()):
+        rng = np.random.default_rng([2026, k])
+        images = [store(x[i], rng) for i in idx]
+        fields = np.stack([to_mnist(d) for d in images])
+        score(f"cvl-valid as {name}", fields, y[idx], np.stack([tutorial_field(d) for d in images]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model file or run directory (default: the shipped model)")
@@ -155,6 +235,12 @@ def main() -> int:
         type=int,
         default=1000,
         help="cvl-valid digits rendered again as photos, canvases and bitmaps, each (default 1000; 0: none)",
+    )
+    ap.add_argument(
+        "--formats",
+        type=int,
+        default=1000,
+        help="cvl-valid digits stored in each of other sets' formats (FORMATS; default 1000; 0: none)",
     )
     ap.add_argument("--seed", type=int, default=2026, help="seed of the generated sets (real_images.py's default)")
     ap.add_argument("--tutorial-model", help="a .keras file: load the tutorials' CNN from it, or save it there")
@@ -211,6 +297,8 @@ def main() -> int:
         score(name, labelled.x, labelled.y, tutorial_fields)
         if name == "cvl-valid" and args.rendered:
             rendered(labelled.x, labelled.y, args.rendered, args.seed, score)
+        if name == "cvl-valid" and args.formats:
+            formats(labelled.x, labelled.y, args.formats, score)
 
     _, (x_test, y_test) = load_mnist()
     score("MNIST test", x_test, y_test, x_test)
