@@ -21,7 +21,8 @@ Sets:
 - cvl-valid in other sets' formats: ``--formats`` of the cvl-valid digits (every k-th) stored as
   other digit collections and drawing apps store theirs (`FORMATS`: dark on white, EMNIST's 24 px
   box, white drawn large on black, USPS's and Semeion's 16x16 boxes filled, two levels, a bold pen,
-  blue ink in a coarse JPEG, low contrast), from the 28x28 images as they are;
+  blue ink in a coarse JPEG, low contrast, a form's box cut at a corner), from the 28x28 images as
+  they are;
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -181,6 +182,23 @@ def _grown(digit: np.ndarray) -> np.ndarray:
     return cv2.dilate(digit, np.ones((3, 3), np.uint8))
 
 
+def _box_cut(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dark on white, 96 px, with two or three sides of a box (1-3 px) along the crop's edges, joined
+    at the corners: a form's box that the crop cut at one or two corners."""
+    import cv2
+
+    image = 255 - np.pad(cv2.resize(digit, (84, 84), interpolation=cv2.INTER_CUBIC), 6)
+    t, level = int(rng.integers(1, 4)), int(rng.integers(0, 120))
+    sides = [k for k in range(4) if rng.random() < 0.5]
+    while len(sides) < 2:
+        sides = sorted({*sides, int(rng.integers(4))})
+    for k in sides[:3]:
+        image = np.rot90(image, k)
+        image[:t] = level
+        image = np.rot90(image, -k)
+    return np.ascontiguousarray(image)
+
+
 def _blue_jpeg(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     import io
 
@@ -210,6 +228,7 @@ FORMATS: dict[str, Callable[[np.ndarray, np.random.Generator], object]] = {
     "a bold pen (28x28, strokes grown by a pixel)": lambda d, rng: _grown(d),
     "blue ink on white, 112 px, JPEG quality 40": _blue_jpeg,
     "low contrast (white on black at 30% of full scale)": lambda d, rng: (d.astype(np.float32) * 0.3).astype(np.uint8),
+    "cut from a form's box (two or three of its sides along the edges)": _box_cut,
 }
 
 

@@ -603,6 +603,46 @@ def test_a_digit_in_a_box_is_read_and_an_empty_box_is_no_digit(mnist, rec) -> No
     assert rec.read(_form_page(synth.form_field([np.zeros((28, 28), np.uint8)] * 5, rng, "comb"))).text == ""
 
 
+def test_the_sides_of_a_box_along_the_crops_edges_are_not_ink(mnist, rec) -> None:
+    # A box cut by the crop at one or two corners leaves two or three of its sides along the image's
+    # edges, joined (an L, a U): neither a frame nor lines apart, they were read with the digit (an L:
+    # every one "not a digit"). A digit with no line keeps its own straight strokes (see below).
+    import cv2
+
+    (x, y) = mnist[1]
+    right = {"L": 0, "U": 0}
+    for i in range(20):
+        image = 255 - np.pad(cv2.resize(x[i], (84, 84), interpolation=cv2.INTER_CUBIC), 6)
+        t = 1 + i % 3  # 1-3 px
+        if i % 2:
+            image[:t], image[:, :t] = 0, 0  # top and left: an L
+            right["L"] += rec.predict(image).digit == y[i]
+        else:
+            image[-t:], image[:, :t], image[:, -t:] = 0, 0, 0  # left, bottom and right: a U
+            right["U"] += rec.predict(image).digit == y[i]
+    assert right["L"] >= 9 and right["U"] >= 9, right
+    for k in np.flatnonzero(y == 7)[:10]:  # a 7's bar flush with the crop's top edge is its own
+        crop = synth._crop(x[k])
+        big = cv2.resize(crop, (crop.shape[1] * 4, crop.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
+        mask = np.pad(big, ((0, 40), (0, 0))) > 100
+        assert forms._edge_lines(mask) is None
+
+
+def test_a_bold_digit_cropped_from_its_top_to_its_bottom_is_not_a_desk(mnist, rec) -> None:
+    # A digit cut as high as its ink, with paper either side (a cell as high as the line): closed, a
+    # bold stroke from the top edge to the bottom one looked like a desk along the image's edge and
+    # was blanked. These five of the first 200 test digits (20 of each) lost the stroke so, or all.
+    import cv2
+
+    (x, y) = mnist[1]
+    for k in (1, 17, 128, 165, 269):
+        crop = synth._crop(x[k])
+        big = cv2.resize(crop, (crop.shape[1] * 4, crop.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
+        image = 255 - np.pad(big, ((0, 0), (20, 20)))
+        assert np.count_nonzero(to_mnist(image) > 100) > 40, k
+        assert rec.predict(image).digit == y[k], k
+
+
 def test_a_digit_written_on_an_underline_is_predicted(mnist, rec) -> None:
     # `predict` looked for printed rules only in frames: the underline joined the digit or was the
     # bigger mark, and 1 of these 12 (as photos, 9 of 200 validation digits) came back right.

@@ -106,6 +106,14 @@ FRAME_LINE = 0.15  # a frame's lines are thin: `_line_pixels`' radius (about the
 # (a stroke touching the line loses as much at its end). Lines of digits are read as before.
 FRAME_GROW = 2
 ROW_OF_BOXES = 1.6  # a frame this many times as wide as high (or more) holds several boxes
+# Around one digit, a straight line within EDGE_BAND of the ink's box's side from one of its edges and
+# along EDGE_SPAN of it or more (the sides of a box that a crop cut off at one or two corners: an L, a
+# U), running past the rest of the ink by STICK_OUT of its size on both ends, is a printed line.
+# Joined at a corner, two such sides were neither a frame nor lines apart, and the digit was read
+# with them: 1,000 `cvl-valid` digits with two sides of a box along the crop's edges, all rejected
+# (docs/experiments.md, "Sides of a box along the crop's edges").
+EDGE_BAND = 0.1
+EDGE_SPAN = 0.85
 
 
 def form_rules(
@@ -117,6 +125,7 @@ def form_rules(
     edges: tuple[bool, bool] = (False, False),
     ink: np.ndarray | None = None,
     page: bool = False,
+    along_edges: bool = True,
 ) -> np.ndarray | None:
     """The pixels of ``mask`` (bool, labelled as ``labels`` with OpenCV's ``stats``) that are printed
     form lines rather than handwriting, or None if there are none.
@@ -135,9 +144,32 @@ def form_rules(
       through it is looked for too.
     - The lines of lined or squared paper around a single digit (``page``, with ``rules``; not in a
       digit cropped tight to its ink, whose own strokes span it), unless a frame holds the digit.
+    - Around a single digit (with ``rules`` and ``along_edges``), straight lines along the edges of
+      its image that run past the rest of its ink (`_edge_lines`): a box's sides that the crop cut at
+      a corner. (Not in a photo that shows what lies around the page: there the page's edge, taken
+      off along the image's edge, left a piece of itself that no longer touched it, read as ink.)
 
     A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
     """
+    found = _form_rules(mask, labels, stats, line, rules, edges, ink, page)
+    if not line and rules and along_edges and (along := _edge_lines(mask)) is not None:
+        if ink is not None:  # grey or blue lines: ink much stronger than theirs on them stays
+            along &= _no_stronger_than(ink, along)
+        return along.view(bool) & mask if found is None else found | (along.view(bool) & mask)
+    return found
+
+
+def _form_rules(
+    mask: np.ndarray,
+    labels: np.ndarray,
+    stats: np.ndarray,
+    line: bool,
+    rules: bool,
+    edges: tuple[bool, bool],
+    ink: np.ndarray | None,
+    page: bool,
+) -> np.ndarray | None:
+    """`form_rules` but for the lines along the edges of one digit's image (`_edge_lines`)."""
     out = np.zeros(mask.shape, np.uint8)
     frames = list(_frames(labels, stats, line))
     if not line and rules and page and not frames:  # a frame's sides are no page's lines
@@ -175,6 +207,48 @@ def _frames(labels: np.ndarray, stats: np.ndarray, line: bool) -> Iterator[tuple
             frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line)
             if frame is not None:
                 yield i, frame
+
+
+def _edge_lines(mask: np.ndarray) -> np.ndarray | None:
+    """The printed lines along the edges of the image of one digit (``mask``, bool, the ink's box; see
+    EDGE_BAND): uint8 1 on their ink but where strokes cross them, or None if there are none."""
+    m8 = mask.view(np.uint8)
+    found = np.zeros_like(m8)
+    ends = []  # each line's first and last pixel along it, and whether it lies across
+    for turned in (False, True):
+        m = m8.T if turned else m8  # (a view: copied below only where a line may run)
+        hh, ww = m.shape
+        d = max(2, int(np.ceil(EDGE_BAND * hh)))
+        for top in (True, False):
+            rows = slice(0, d) if top else slice(hh - d, hh)
+            if np.count_nonzero(m[rows].any(axis=0)) < EDGE_SPAN * ww:
+                continue  # (most digits: no line can run along this edge)
+            band = np.ascontiguousarray(m[rows])
+            segments = _hough_segments(band, int(EDGE_SPAN * ww), upright=False)
+            if not segments:
+                continue
+            drawn, r = _line_pixels(band, _trace(band.shape, segments))
+            if r > FRAME_LINE * hh:
+                continue  # printed lines are thin; a bold stroke's straight side is not
+            part = np.zeros((hh, ww), np.uint8)
+            part[rows] = _thin_across(band, drawn, r)
+            cols = np.flatnonzero(part.any(axis=0))
+            if len(cols) < EDGE_SPAN * ww:
+                continue
+            found |= part.T if turned else part
+            ends.append((int(cols[0]), int(cols[-1]) + 1, not turned))
+    if not ends:
+        return None
+    rest = _without_scraps(mask & (found == 0))
+    box = _bbox(rest)
+    if box is None:
+        return None  # nothing else: the digit's own strokes
+    y0, y1, x0, x1 = box
+    for a, b, across in ends:
+        lo, hi, size = (x0, x1, y1 - y0) if across else (y0, y1, x1 - x0)
+        if min(lo - a, b - hi) < STICK_OUT * size:
+            return None  # a stroke of the digit (a 7's bar) ends where the digit does
+    return found
 
 
 def _no_stronger_than(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:

@@ -818,8 +818,15 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         if stats[i, cv2.CC_STAT_AREA] < PAGE_AROUND_AREA * small.size:
             continue
         c = labels == i
-        if max(c[0].mean(), c[-1].mean(), c[:, 0].mean(), c[:, -1].mean()) < PAGE_AROUND_EDGE:
+        top, bottom, left, right = c[0].mean(), c[-1].mean(), c[:, 0].mean(), c[:, -1].mean()
+        if max(top, bottom, left, right) < PAGE_AROUND_EDGE:
             continue
+        # From one edge to the opposite one, along neither edge between them: no desk around the page
+        # (which lies along the edge that joins them) but a bold stroke closed into a bar, in a digit
+        # cropped to its ink one way (top to bottom, a cell as high as the line): it was blanked.
+        through = (top > 0 and bottom > 0 and max(left, right) < PAGE_AROUND_EDGE) or (
+            left > 0 and right > 0 and max(top, bottom) < PAGE_AROUND_EDGE
+        )
         sharp = _edge_drop(smooth, c) >= SHADE_EDGE * paper
         if gentle and not sharp:
             continue
@@ -834,7 +841,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         grain = SHADE_GRAIN * float(np.median(fine[inside]))
         below = min((1 - 2 * MIN_CONTRAST) * typical, typical - grain)
         marks = cv2.erode((small < below).view(np.uint8), np.ones((2, 2), np.uint8))
-        off[i] = not marks.view(bool)[inside].any()
+        off[i] = not through and not marks.view(bool)[inside].any()
         lo, hi = np.percentile(smooth[inside], (10, 90))
         # Evenly shaded, or cut off from the page by a sharp drop: a cast shadow, not a gradient; and
         # deep, or around the page. A shallow one within the border is the digit itself, its strokes
@@ -1044,7 +1051,9 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     page = not tight and not line and any(near)
     if page and near[1]:
         edges = (edges[0], True)
-    printed = form_rules(crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1], page=page)
+    printed = form_rules(
+        crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1], page=page, along_edges=off is None
+    )
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
         n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
