@@ -180,7 +180,7 @@ def _form_rules(
                 ruled &= _no_stronger_than(ink, ruled)
             return ruled.view(bool) & mask
     if line or rules:
-        _rules(mask, stats, out)
+        _rules(mask, stats, out, edges=line)
         teeth = _teeth(mask, out)[0] if not line and out.any() else None
         if teeth is not None and not teeth.any() and not _sticks_out(mask, out):
             out[:] = 0  # one digit's own long stroke (a 2's flat base), not a line under it
@@ -300,9 +300,11 @@ def _sticks_out(mask: np.ndarray, rules: np.ndarray) -> bool:
     return min(x0 - r0, r1 - x1) >= STICK_OUT * (y1 - y0)
 
 
-def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
+def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray, edges: bool = False) -> None:
     """Mark in ``out`` (uint8, 1: rule) the rules of a line of digits (see `form_rules`); ``stats``:
-    OpenCV's statistics of ``mask``'s components."""
+    OpenCV's statistics of ``mask``'s components. ``edges`` (a line of digits): a rule along the
+    ink's edge counts (see `_may_hold_rule`): the base of a box whose top the crop cut off, the last
+    rows of an ink box not a whole number of blocks high, was missed, and its sides read as 1s."""
     import cv2
 
     # How high the marks are: the components not much wider than high (not a rule and what touches
@@ -314,7 +316,7 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray) -> None:
     # A rule runs under (or over) most of the line: two digits' strokes joined in a line (a 5's flag
     # and a 7's bar, a 2's base and a 6) are straight for a part of it at most.
     length = int(max(RULE_LENGTH * height, RULE_SPAN * mask.shape[1], 3 * MIN_DIGIT_HEIGHT))
-    found = _rule_band(mask, length)
+    found = _rule_band(mask, length, edges=edges)
     if found is None:
         return
     band, r, near, _ = found
