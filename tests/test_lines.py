@@ -211,6 +211,36 @@ def test_the_shipped_reader_reads_photographed_numbers_of_test_digits(mnist) -> 
 
 
 @needs_shipped
+def test_a_small_number_on_a_large_page_is_read_at_its_own_resolution(mnist) -> None:
+    # A number written small on a page photographed whole: reduced with the page, its digits were
+    # about 12 px high (4 of these 12 read before). It is read again from the image around it, and
+    # its boxes are still the page's pixels, on the number.
+    import cv2
+
+    from digitrec import load_recognizer
+    from digitrec.training import synth
+
+    rec = load_recognizer()
+    _, (x, y) = mnist
+    rng = np.random.default_rng(8)
+    right = 0
+    for k in range(12):
+        idx = rng.integers(0, len(x), 5)
+        ink = np.clip(synth.number_strip([x[i] for i in idx], rng), 0, 255).astype(np.uint8)
+        small = cv2.resize(ink, (ink.shape[1] * 3 // 2, ink.shape[0] * 3 // 2), interpolation=cv2.INTER_AREA)
+        page = np.full((1500, 2000), 235, np.uint8)
+        oy, ox = 600 + 20 * k, 500 + 30 * k
+        page[oy : oy + small.shape[0], ox : ox + small.shape[1]] -= (0.8 * small).astype(np.uint8)
+        reading = rec.read(page)
+        right += reading.text == "".join(str(int(y[i])) for i in idx)
+        for d in reading.digits:
+            bx, by, bw, bh = d.box
+            assert ox - 4 <= bx and bx + bw <= ox + small.shape[1] + 4
+            assert oy - 4 <= by and by + bh <= oy + small.shape[0] + 4
+    assert right >= 10
+
+
+@needs_shipped
 def test_boxes_hold_their_digits_ink(mnist) -> None:
     from PIL import Image
 

@@ -14,14 +14,14 @@ OpenCV and ONNX Runtime only (Keras for a model without its ONNX twin); training
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .images import InkImage, ink_image, split_lines
+from .images import InkImage, line_ink_image, split_lines
 
 __all__ = ["BLANK", "STRIDE", "STRIP_HEIGHT", "LineReader", "Strip", "default_line_model_path", "load_line_reader"]
 
@@ -257,7 +257,7 @@ class LineReader:
         from .images import ImageError, input_name
         from .results import MAX_MARKS, Reading
 
-        ii = ink_image(image, name, line=True)
+        ii, (ox, oy) = line_ink_image(image, name)
         if len(ii.components) > MAX_MARKS:
             raise ImageError(
                 f"{input_name(image, name)}: {len(ii.components)} separate marks, more than `read` takes in "
@@ -269,6 +269,8 @@ class LineReader:
             if strip is None:
                 continue
             text, boxes, confidence = self.read_strip(strip, ii.scale)
+            if ox or oy:  # read from a part of the image (a small number on a page): its boxes in the image
+                boxes = [replace(b, box=(b.box[0] + round(ox), b.box[1] + round(oy), *b.box[2:])) for b in boxes]
             if text:
                 texts.append(text)
                 digits += boxes
