@@ -193,9 +193,6 @@ TREND_GRID = 16  # the paper's lighting gradient is fitted to the means of this 
 BACKGROUND_SIDE = 96  # the background is estimated on the image reduced by a whole factor to about this short side
 NEIGHBOUR_WIDTH = 0.5  # see `_without_neighbours`
 NEIGHBOUR_MASS = 0.35
-OUTLINE_INNER = 0.3  # see `_without_outline`
-OUTLINE_FILL = 0.3
-OUTLINE_MASS = 0.3
 SPECK_HEIGHT = 0.3  # of the line's height: `read` drops lighter marks below it (0.4 lost broken digits)
 # `read` fits a group wider or taller than this (working pixels) into its field from a copy reduced
 # by a whole factor: thickening a thin stroke to MNIST's width costs as the square of the stroke's
@@ -1124,7 +1121,6 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     keep.sort(key=lambda c: c.x)
     if rules and not line and len(keep) > 1:
         keep = _without_neighbours(keep, w)
-        keep = _without_outline(keep)
     if len(keep) < n - 1:  # some were dropped: unlabel them
         relabel = np.zeros(n, np.int32)  # a lookup table: kept labels map to themselves, others to 0
         for c in keep:
@@ -1133,25 +1129,6 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     labels = np.zeros(mask.shape, np.int32)
     labels[y0:y1, x0:x1] = sub
     return InkImage(ink, labels > 0, labels, tuple(keep), scale, dark_ink)
-
-
-def _without_outline(comps: list[Component]) -> list[Component]:
-    """One digit's components without a mark drawn round all the others (a circle or a box round the
-    digit, not touching it): a component whose box holds every other's with a pixel to spare, whose
-    ink is a thin outline (its mass under OUTLINE_FILL of its box), round the rest OUTLINE_INNER of its
-    height or more, weighing OUTLINE_MASS of it or more (less: a piece of a faint 0 or 6 broken off
-    inside its loop, a logo inside a shirt's outline). A circled digit was read as the circle: 10.0%
-    of 1,000 `cvl-valid` digits right, every one a 0 (docs/experiments.md, "A circle round the digit")."""
-    for c in comps:
-        others = [o for o in comps if o is not c]
-        if c.w * c.h == 0 or not others:
-            continue
-        inner = functools.reduce(merge_components, others)
-        if not (c.x < inner.x and c.y < inner.y and inner.x + inner.w < c.x + c.w and inner.y + inner.h < c.y + c.h):
-            continue
-        if inner.h >= OUTLINE_INNER * c.h and c.mass < OUTLINE_FILL * c.w * c.h and inner.mass >= OUTLINE_MASS * c.mass:
-            return others
-    return comps
 
 
 def _without_neighbours(comps: list[Component], width: int) -> list[Component]:
