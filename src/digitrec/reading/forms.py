@@ -155,7 +155,8 @@ def form_rules(
     if not line and rules and along_edges and (along := _edge_lines(mask)) is not None:
         if ink is not None:  # grey or blue lines: ink much stronger than theirs on them stays
             along &= _no_stronger_than(ink, along)
-        return along.view(bool) & mask if found is None else found | (along.view(bool) & mask)
+        lines = along.view(bool) & mask
+        return lines if found is None else found | lines
     return found
 
 
@@ -169,7 +170,7 @@ def _form_rules(
     ink: np.ndarray | None,
     page: bool,
 ) -> np.ndarray | None:
-    """`form_rules` but for the lines along the edges of one digit's image (`_edge_lines`)."""
+    """`form_rules` less the lines along the edges of one digit's image (`_edge_lines`), which it adds."""
     out = np.zeros(mask.shape, np.uint8)
     frames = list(_frames(labels, stats, line))
     if not line and rules and page and not frames:  # a frame's sides are no page's lines
