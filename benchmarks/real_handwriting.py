@@ -21,8 +21,8 @@ Sets:
 - cvl-valid in other sets' formats: ``--formats`` of the cvl-valid digits (every k-th) stored as
   other digit collections and drawing apps store theirs (`FORMATS`: dark on white, EMNIST's 24 px
   box, white drawn large on black, USPS's and Semeion's 16x16 boxes filled, two levels, a bold pen,
-  blue ink in a coarse JPEG, low contrast, a form's box cut at a corner), from the 28x28 images as
-  they are;
+  blue ink in a coarse JPEG, low contrast, a form's box cut at a corner, a digit flush with three
+  edges), from the 28x28 images as they are;
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -199,6 +199,19 @@ def _box_cut(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _one_margin(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dark on white, the ink enlarged 4x and cropped flush with three edges, a margin of a third of
+    its size on the fourth (a digit cut from a cell or a page off centre)."""
+    import cv2
+
+    big = cv2.resize(digit, (112, 112), interpolation=cv2.INTER_CUBIC)
+    ys, xs = np.nonzero(big > 40)
+    ink = big[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    m = round(0.35 * max(ink.shape))
+    pad = [(m, 0, 0, 0), (0, m, 0, 0), (0, 0, m, 0), (0, 0, 0, m)][int(rng.integers(4))]
+    return 255 - np.pad(ink, ((pad[0], pad[1]), (pad[2], pad[3])))
+
+
 def _blue_jpeg(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     import io
 
@@ -229,6 +242,7 @@ FORMATS: dict[str, Callable[[np.ndarray, np.random.Generator], object]] = {
     "blue ink on white, 112 px, JPEG quality 40": _blue_jpeg,
     "low contrast (white on black at 30% of full scale)": lambda d, rng: (d.astype(np.float32) * 0.3).astype(np.uint8),
     "cut from a form's box (two or three of its sides along the edges)": _box_cut,
+    "flush with three edges (dark on white, a margin on one side)": _one_margin,
 }
 
 
