@@ -22,7 +22,7 @@ Sets:
   other digit collections and drawing apps store theirs (`FORMATS`: dark on white, EMNIST's 24 px
   box, white drawn large on black, USPS's and Semeion's 16x16 boxes filled, two levels, a bold pen,
   blue ink in a coarse JPEG, low contrast, a form's box cut at a corner, a digit flush with three
-  edges), from the 28x28 images as they are;
+  edges of a scan or of a drawing app's canvas), from the 28x28 images as they are;
 - MNIST test: the 10,000 test digits as MNIST-format arrays;
 - the generated sets of `benchmarks/real_images.py` (photos, canvas drawings and font digits from
   MNIST *test* digits and fonts no training uses; non-digits), ``--n`` images each, its seed.
@@ -212,6 +212,20 @@ def _one_margin(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 255 - np.pad(ink, ((pad[0], pad[1]), (pad[2], pad[3])))
 
 
+def _drawn_flush(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """White on a black 280 px canvas, drawn as tall as the canvas and against its left or right
+    side (flush with three edges)."""
+    import cv2
+
+    ys, xs = np.nonzero(digit > 20)
+    ink = digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    w = min(280, max(1, round(ink.shape[1] * 280 / ink.shape[0])))
+    canvas = np.zeros((280, 280), np.uint8)
+    x0 = 0 if rng.random() < 0.5 else 280 - w
+    canvas[:, x0 : x0 + w] = cv2.resize(ink, (w, 280), interpolation=cv2.INTER_CUBIC)
+    return canvas
+
+
 def _blue_jpeg(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     import io
 
@@ -243,6 +257,7 @@ FORMATS: dict[str, Callable[[np.ndarray, np.random.Generator], object]] = {
     "low contrast (white on black at 30% of full scale)": lambda d, rng: (d.astype(np.float32) * 0.3).astype(np.uint8),
     "cut from a form's box (two or three of its sides along the edges)": _box_cut,
     "flush with three edges (dark on white, a margin on one side)": _one_margin,
+    "drawn flush with three edges of a black canvas (white, 280 px)": _drawn_flush,
 }
 
 
