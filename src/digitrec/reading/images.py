@@ -207,9 +207,9 @@ SHADE_EDGE = 0.08
 SHADE_RING = 2
 # See `_lit_by_ink`: a fitted lighting surface spanning this many levels or more is the ink's doing
 # where the paper's side of the blocks follows under this share of it. Measured on rendered photos
-# of cvl-valid digits under every `synth.CONDITIONS` (a one-off check): in each of the ~550 of 2,000
-# with such a surface the brightest paper followed by half or more; in digits flush with three
-# edges, by 0.05 or less.
+# of cvl-valid digits under every `synth.CONDITIONS` (a one-off check): in each of the 551 of 2,011
+# images levelled with such a surface, the brightest paper followed by half or more; in digits flush
+# with three edges, by 0.05 or less.
 INK_LIT_RANGE = 40.0
 INK_LIT_FOLLOWS = 0.25
 INK_LIT_FLAT = 16.0  # levels between the 10th and 75th percentiles of the darkest board, at most
