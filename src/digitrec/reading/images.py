@@ -697,8 +697,7 @@ def _paper_curve(g: np.ndarray) -> np.ndarray | None:
     # large on black) lights the middles of its edges, and its ground is as dark as the corners.
     if _percentiles_u8(g, (50,))[0] - corners < VIGNETTE / 4:
         return None
-    a = _trend_design(*g.shape)
-    a = np.concatenate([a, a[:, 1:2] ** 2, a[:, 1:2] * a[:, 2:3], a[:, 2:3] ** 2], axis=1)
+    a = _curve_design(*g.shape)
     coef = _robust_fit(a, v.ravel())
     points = np.array([[x * x, x * y, y * y] for x in (-0.5, 0, 0.5) for y in (-0.5, 0, 0.5)])
     bend = points @ coef[3:]
@@ -722,10 +721,8 @@ def _lit_by_ink(g: np.ndarray, slope: tuple[float, float], curve: np.ndarray | N
     """
     import cv2
 
-    a = _trend_design(*g.shape)
+    a = _trend_design(*g.shape) if curve is None else _curve_design(*g.shape)
     coef = np.array([0.0, *slope]) if curve is None else curve
-    if curve is not None:
-        a = np.concatenate([a, a[:, 1:2] ** 2, a[:, 1:2] * a[:, 2:3], a[:, 2:3] ** 2], axis=1)
     surface = a[:, 1:] @ coef[1:]
     surface -= surface.mean()
     if float(np.ptp(surface)) < INK_LIT_RANGE:
@@ -764,6 +761,13 @@ def _trend_design(h: int, w: int) -> np.ndarray:
     ys = (np.arange(n) + 0.5) * (h // n) / h - 0.5
     xs = (np.arange(n) + 0.5) * (w // n) / w - 0.5
     return np.stack([np.ones(n * n), np.tile(xs, n), np.repeat(ys, n)], 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _curve_design(h: int, w: int) -> np.ndarray:
+    """`_trend_design` with the quadratic terms of `_paper_curve`'s surface: (1, x, y, x^2, xy, y^2)."""
+    a = _trend_design(h, w)
+    return np.concatenate([a, a[:, 1:2] ** 2, a[:, 1:2] * a[:, 2:3], a[:, 2:3] ** 2], axis=1)
 
 
 def _polarity(levels: np.ndarray, dark: bool | None = None) -> tuple[bool, float]:
