@@ -93,6 +93,14 @@ PAGE_LINE = 0.125
 # under SCRAP_SIZE of its longer side. A box's sides and a comb's tall teeth are longer.
 SCRAP_AREA = 0.2
 SCRAP_SIZE = 0.5
+# Lines of a page that end within the image (a page smaller than the frame, a worksheet's ruled
+# block) around a digit whose ink comes near no two opposite edges: looked for only where one
+# component is long and thin enough to be one of them (`_line_alone`), and kept where they run past
+# the rest of the ink on both sides by LINES_PAST of its size across them (a page's lines run on; a
+# digit's own straight strokes end within it). At 0.15 and 0.25 the same fields changed, at 0.5 half
+# of the photos of lined paper mended at 0.25 were missed (docs/experiments.md, "Lines that end
+# within the photo").
+LINES_PAST = 0.25
 # A frame (a box around a digit, or around a row of them) is a component whose convex outline is a
 # quadrilateral with corners within FRAME_CORNER degrees of square, each side straight ink along at
 # least FRAME_COVER of its length (rules are checked the same way); hollow: its ink covers under
@@ -129,7 +137,7 @@ def form_rules(
     rules: bool = True,
     edges: tuple[bool, bool] = (False, False),
     ink: np.ndarray | None = None,
-    page: bool = False,
+    page: bool | None = None,
     along_edges: bool = True,
 ) -> np.ndarray | None:
     """The pixels of ``mask`` (bool, labelled as ``labels`` with OpenCV's ``stats``) that are printed
@@ -147,8 +155,9 @@ def form_rules(
       left to its right edge, and from its top to its bottom (a crop of lined or squared paper): then
       lines across the page apart from the digit are not its marks, and a line from top to bottom
       through it is looked for too.
-    - The lines of lined or squared paper around a single digit (``page``, with ``rules``; not in a
-      digit cropped tight to its ink, whose own strokes span it), unless a frame holds the digit.
+    - The lines of lined or squared paper around a single digit (``page`` True, with ``rules``),
+      unless a frame holds the digit; with ``page`` False, only lines that run far past it
+      (LINES_PAST); with None, none (a digit cropped tight to its ink, whose own strokes span it).
     - Around a single digit (with ``rules`` and ``along_edges``), straight lines along the edges of
       its image that run past the rest of its ink (`_edge_lines`): a box's sides that the crop cut at
       a corner. (Not in a photo that shows what lies around the page: there the page's edge, taken
@@ -173,13 +182,13 @@ def _form_rules(
     rules: bool,
     edges: tuple[bool, bool],
     ink: np.ndarray | None,
-    page: bool,
+    page: bool | None,
 ) -> np.ndarray | None:
     """`form_rules` less the lines along the edges of one digit's image (`_edge_lines`), which it adds."""
     out = np.zeros(mask.shape, np.uint8)
     frames = list(_frames(labels, stats, line))
-    if not line and rules and page and not frames:  # a frame's sides are no page's lines
-        ruled = _page_lines(mask)
+    if not line and rules and (page or (page is not None and _line_alone(stats, mask.shape))) and not frames:
+        ruled = _page_lines(mask, STICK_OUT if page else LINES_PAST)  # (a frame's sides are no page's lines)
         if ruled is not None:
             ruled |= _teeth(mask, ruled)[0]  # a comb's teeth on the lines found
             if ink is not None:  # grey or blue lines: ink much stronger than theirs on them stays
@@ -366,7 +375,9 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray, edges: bool = F
             out[y : y + h, x : x + w] |= bar
 
 
-def _rule_band(mask: np.ndarray, length: int, edges: bool = False) -> tuple[np.ndarray, int, np.ndarray, float] | None:
+def _rule_band(
+    mask: np.ndarray, length: int, edges: bool = False, again: bool = False
+) -> tuple[np.ndarray, int, np.ndarray, float] | None:
     """The printed lines of ``mask`` (bool) at least ``length`` long within 20 degrees of the
     horizontal: their ink (uint8 1, `_line_pixels`), its radius, the ink dilated by 2 px (to test what
     touches it) and the longest line's length; None if there are none. ``edges``: see `_may_hold_rule`."""
@@ -375,9 +386,11 @@ def _rule_band(mask: np.ndarray, length: int, edges: bool = False) -> tuple[np.n
     if mask.shape[1] < length * RULE_COS:
         return None  # no rule fits across the ink (most single digits): spare the costly Hough transform
     m8 = mask.view(np.uint8)
-    if not _may_hold_rule(m8, length, edges):
+    coarse = _may_hold_rule(m8, length, edges)
+    if not coarse:
         return None
-    segments = _hough_segments(m8, length, upright=False)
+    # (asked again only where the coarse transform saw a line as long as that asks for)
+    segments = _hough_segments(m8, length, upright=False, again=again and coarse >= HOUGH_AGAIN * length)
     if not segments:
         return None
     band, r = _line_pixels(m8, _trace(m8.shape, segments))
@@ -427,7 +440,18 @@ def _unblocked(found: np.ndarray, f: int, shape: tuple[int, ...]) -> np.ndarray:
     ]
 
 
-def _page_lines(mask: np.ndarray) -> np.ndarray | None:
+def _line_alone(stats: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether one of the components (OpenCV's ``stats`` of a mask ``shape`` high and wide) is long
+    and thin enough to be a page's line across GRID_SPAN of the mask within 20 degrees, either way:
+    `_page_lines` asks one line to stand apart from the digit, and this spares its two transforms
+    (about 2.5 ms a photo, half of `to_mnist`'s time) around every other digit."""
+    w, h = stats[1:, 2], stats[1:, 3]
+    across = (w >= RULE_COS * GRID_SPAN * shape[1]) & (h <= RULE_SLOPE * w + PAGE_LINE * shape[0])
+    upright = (h >= RULE_COS * GRID_SPAN * shape[0]) & (w <= RULE_SLOPE * h + PAGE_LINE * shape[1])
+    return bool((across | upright).any())
+
+
+def _page_lines(mask: np.ndarray, past: float = STICK_OUT) -> np.ndarray | None:
     """The lines of lined or squared paper in the image of one digit (``mask``, bool, the ink's box),
     found on the ink reduced to TOUCHING_SIDE pixels: straight lines each across GRID_SPAN of it, uint8
     1 on their ink but where strokes cross them; or None. Squared paper: two or more each way,
@@ -435,7 +459,9 @@ def _page_lines(mask: np.ndarray) -> np.ndarray | None:
     more one way that run past the rest of the ink (`_without_scraps`) on both sides, by STICK_OUT of
     its size across them each (a digit's own straight strokes end where it does), one of them apart
     from it (`_line_apart`), either way or both. Lines are counted as the separate pieces of their ink
-    (a thick line holds several segments)."""
+    (a thick line holds several segments). ``past``: how far the lines must run past the rest of the
+    ink, in its size across them; above STICK_OUT (lines that end within the image, `LINES_PAST`),
+    squared paper is not looked for (its lines across the digit are part of the rest there)."""
     f = -(-max(mask.shape) // TOUCHING_SIDE)
     small = _blocks(mask, f)
     parts, bands, counts = [], [], []
@@ -451,7 +477,7 @@ def _page_lines(mask: np.ndarray) -> np.ndarray | None:
         part = _thin_across(s8, band, r)
         parts.append(part.T if turned else part)
         bands.append(band.T if turned else band)
-    if parts[0] is not None and parts[1] is not None and sum(counts) >= GRID_LINES:
+    if parts[0] is not None and parts[1] is not None and sum(counts) >= GRID_LINES and past <= STICK_OUT:
         found = parts[0] | parts[1] | (bands[0] & bands[1])  # and where the lines cross each other
         return _unblocked(found, f, mask.shape) & mask.view(np.uint8)
     found = np.zeros(small.shape, np.uint8)
@@ -464,7 +490,7 @@ def _page_lines(mask: np.ndarray) -> np.ndarray | None:
             continue
         y0, y1, x0, x1 = box
         w = small.shape[0] if turned else small.shape[1]
-        if min(x0, w - x1) >= STICK_OUT * (y1 - y0) and _line_apart(band, rest):
+        if min(x0, w - x1) >= past * (y1 - y0) and _line_apart(band, rest):
             found |= part
     return _unblocked(found, f, mask.shape) & mask.view(np.uint8) if found.any() else None
 
@@ -556,7 +582,7 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False, apa
     import cv2
 
     w = mask.shape[1]
-    found = _rule_band(mask, int(max(RULE_SPAN * w, 3 * MIN_DIGIT_HEIGHT)), edges=True)
+    found = _rule_band(mask, int(max(RULE_SPAN * w, 3 * MIN_DIGIT_HEIGHT)), edges=True, again=True)
     if found is None:
         return
     band, r, _, longest = found
@@ -628,12 +654,21 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
     return out, apart
 
 
+# OpenCV's probabilistic transform takes the pixels of every line it tries off the image, short or
+# long: in a thick band (a dark margin's rule 89 blocks long, 3-5 thick, crossed by a digit's
+# strokes) a slanted try through the band and a stroke ate the band's pixels, and the rule was not
+# found asking half its length in votes (40), though it was asking 20 or 60. Where the coarse
+# transform (`_may_hold_rule`) saw a line HOUGH_AGAIN of the length long and the full one found
+# none, it runs again asking HOUGH_AGAIN of the length in votes, where only long lines start a try
+# (docs/experiments.md, "Lines that end within the photo").
+HOUGH_AGAIN = 0.8
 COARSE = 4  # `_may_hold_rule` looks for rules in blocks of COARSE x COARSE pixels first
 
 
-def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> bool:
-    """Whether the mask may hold a rule ``length`` long: the same Hough transform on the mask reduced
-    to blocks of COARSE x COARSE pixels (a block with any ink is ink), where a rule is still a line
+def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> float:
+    """Whether the mask may hold a rule ``length`` long: 0 if not, else the longest line found here in
+    pixels of the mask (infinite where the mask is too small to reduce). The same Hough transform on
+    the mask reduced to blocks of COARSE x COARSE pixels (a block with any ink is ink), where a rule is still a line
     but there are a sixteenth of the pixels to vote. The full transform took about half of the time
     of `ink_image` on a photographed number (4.4 of 8.5 ms, one Xeon core); a line of digits without
     rules now spends about a tenth of that here and stops. ``edges``: the last rows and columns that
@@ -641,21 +676,26 @@ def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> bool:
     transform missed a line along its edge: an underline is the lowest ink of one digit's crop)."""
     h, w = m8.shape
     if min(h, w) < 4 * COARSE:
-        return True
+        return float("inf")
     if edges:
         small = np.pad(_blocks(m8, COARSE).view(np.uint8), 1)
     else:
         hs, ws = h // COARSE, w // COARSE
         small = m8[: hs * COARSE, : ws * COARSE].reshape(hs, COARSE, ws, COARSE).max(axis=(1, 3))
-    return bool(_hough_segments(np.ascontiguousarray(small), max(3, int(0.6 * length / COARSE)), upright=False))
+    segments = _hough_segments(np.ascontiguousarray(small), max(3, int(0.6 * length / COARSE)), upright=False)
+    return COARSE * max((float(np.hypot(s[2] - s[0], s[3] - s[1])) for s in segments), default=0.0)
 
 
-def _hough_segments(m8: np.ndarray, length: int, upright: bool) -> list[np.ndarray]:
+def _hough_segments(m8: np.ndarray, length: int, upright: bool, again: bool = False) -> list[np.ndarray]:
     """The straight lines of ``m8`` (uint8 0/1) at least ``length`` long (gaps up to a tenth of it),
-    within 20 degrees of the horizontal (or, ``upright``, of the vertical): segments (x0, y0, x1, y1)."""
+    within 20 degrees of the horizontal (or, ``upright``, of the vertical): segments (x0, y0, x1, y1).
+    ``again``: where none is found, look again asking HOUGH_AGAIN of ``length`` in votes."""
     import cv2
 
-    found = cv2.HoughLinesP(m8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=max(3, length // 10))
+    gap = max(3, length // 10)
+    found = cv2.HoughLinesP(m8, 1, np.pi / 360, length // 2, minLineLength=length, maxLineGap=gap)
+    if found is None and again:
+        found = cv2.HoughLinesP(m8, 1, np.pi / 360, int(HOUGH_AGAIN * length), minLineLength=length, maxLineGap=gap)
     if found is None:
         return []
     segments = found.reshape(-1, 4).astype(np.int64)

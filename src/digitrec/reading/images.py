@@ -1180,9 +1180,11 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     edges = (x0 == 0 and x1 == w, y0 == 0 and y1 == h) if not tight else (False, False)
     # Whether the ink comes within a tenth of the image's side of two opposite edges, across and from
     # top to bottom (a page's lines in a photo of a notebook run on to about them): then the lines of
-    # ruled paper are looked for, and a margin's rule from top to bottom through one digit.
+    # ruled paper are looked for, and a margin's rule from top to bottom through one digit; elsewhere
+    # (False) only lines that run far past the digit (`forms.LINES_PAST`); never in a digit cropped
+    # tight (None).
     near = (x0 <= PAGE_NEAR * w and x1 >= (1 - PAGE_NEAR) * w, y0 <= PAGE_NEAR * h and y1 >= (1 - PAGE_NEAR) * h)
-    page = not tight and not line and any(near)
+    page = any(near) if not tight and not line else None
     if page and near[1]:
         edges = (edges[0], True)
     printed = form_rules(
