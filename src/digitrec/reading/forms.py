@@ -658,9 +658,9 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
 # long: in a thick band (a dark margin's rule 89 blocks long, 3-5 thick, crossed by a digit's
 # strokes) a slanted try through the band and a stroke ate the band's pixels, and the rule was not
 # found asking half its length in votes (40), though it was asking 20 or 60. Where the coarse
-# transform (`_may_hold_rule`) saw a line HOUGH_AGAIN of the length long and the full one found
-# none, it runs again asking HOUGH_AGAIN of the length in votes, where only long lines start a try
-# (docs/experiments.md, "Lines that end within the photo").
+# transform (`_may_hold_rule`, itself asked again so) saw a line HOUGH_AGAIN of the length long and
+# the full one found none, it runs again asking HOUGH_AGAIN of the length in votes, where only long
+# lines start a try (docs/experiments.md, "Lines that end within the photo").
 HOUGH_AGAIN = 0.8
 COARSE = 4  # `_may_hold_rule` looks for rules in blocks of COARSE x COARSE pixels first
 
@@ -682,7 +682,9 @@ def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> float:
     else:
         hs, ws = h // COARSE, w // COARSE
         small = m8[: hs * COARSE, : ws * COARSE].reshape(hs, COARSE, ws, COARSE).max(axis=(1, 3))
-    segments = _hough_segments(np.ascontiguousarray(small), max(3, int(0.6 * length / COARSE)), upright=False)
+    # (asked again as the full transform is, HOUGH_AGAIN: the same band, coarser, was missed here too)
+    coarse = max(3, int(0.6 * length / COARSE))
+    segments = _hough_segments(np.ascontiguousarray(small), coarse, upright=False, again=True)
     return COARSE * max((float(np.hypot(s[2] - s[0], s[3] - s[1])) for s in segments), default=0.0)
 
 
