@@ -50,6 +50,11 @@ RULE_LIGHTER = 0.65
 # teeth often end the line at the digit: 3 -> 86); past the rest by 0.3 of its height on both sides
 # together instead: 193, but 5 of 3,000 rendered training digits lost a stroke (1 with this rule).
 STICK_OUT = 0.1
+# A straight bar joined to a rule (`_rules`) and TALL_BAR times as tall as the median of the marks that
+# stand apart from the rules, or taller, is printed too: a margin's rule past the last ruled line found,
+# a box's side past a row's rules; read as a 1 before (docs/experiments.md, "A margin's rule beside a
+# number").
+TALL_BAR = 1.5
 # A line that one digit touches or crosses (`_touching_rule`): at least RULE_UNDER times as long as
 # the rest of the ink is high, running on past it by RULE_PAST of that height on both sides, its
 # middle below the top RULE_BELOW of the digit (not a 5's or 7's bar), its pixels in RULE_WHOLE of
@@ -149,7 +154,8 @@ def form_rules(
     - Rules (in a line of digits, ``line``; under a single digit, ``rules``): straight lines within
       20 degrees of the horizontal, at least RULE_LENGTH times as long as the marks are high (an
       underline, a comb's base, the top and bottom of a row of boxes), with the straight bars joined
-      to them that are short (a comb's teeth) or that join two of them (the sides of boxes). Under a
+      to them that are short (a comb's teeth), that join two of them (the sides of boxes) or that
+      stand TALL_BAR times as tall as the marks apart from them (a margin's rule past them). Under a
       single digit, only rules that run past it on both sides (see STICK_OUT), and else a line the
       digit touches or crosses (`_touching_rule`); ``edges``: whether the ink runs from the image's
       left to its right edge, and from its top to its bottom (a crop of lined or squared paper): then
@@ -355,7 +361,7 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray, edges: bool = F
     out |= _thin_across(m8, band, r)
     # The bars joined to the rules: a comb's teeth (short), the sides of boxes (joining two rules).
     n, sub, bar_stats, _ = cv2.connectedComponentsWithStats(m8 & (1 - band), connectivity=8)
-    joined = []
+    joined, standing = [], []
     for i in range(1, n):
         x, y, w, h, _area = (int(v) for v in bar_stats[i])
         piece = sub[y : y + h, x : x + w] == i
@@ -363,13 +369,19 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray, edges: bool = F
         if touching.any():
             rows = np.flatnonzero(touching.any(axis=1))
             joined.append((x, y, w, h, piece, rows[0] <= 0.2 * h and rows[-1] >= 0.8 * h))
+        elif h >= MIN_DIGIT_HEIGHT:
+            standing.append(h)
     if not len(marks) and len(joined) >= 2:
         # No mark apart from the rules and what touches them (an empty comb, or every digit on the
         # line): a tooth is short against the spacing of what stands on the line instead.
         centres = sorted(x + w / 2 for x, _, w, *_ in joined)
         height = float(np.median(np.diff(centres)))
     for x, y, w, h, piece, joins_two in joined:
-        if (joins_two and _is_bar(piece, r)) or (h < 0.5 * height and _is_bar(piece, r, elongated=False)):
+        if (
+            (joins_two and _is_bar(piece, r))
+            or (h < 0.5 * height and _is_bar(piece, r, elongated=False))
+            or (standing and h >= TALL_BAR * float(np.median(standing)) and _is_bar(piece, r))
+        ):
             out[y : y + h, x : x + w] |= piece.view(np.uint8)
         elif joins_two and (bar := _cross_bar(piece, h)) is not None:  # a digit touching a box's side
             out[y : y + h, x : x + w] |= bar
