@@ -392,7 +392,8 @@ def _rule_band(
 ) -> tuple[np.ndarray, int, np.ndarray, float] | None:
     """The printed lines of ``mask`` (bool) at least ``length`` long within 20 degrees of the
     horizontal: their ink (uint8 1, `_line_pixels`), its radius, the ink dilated by 2 px (to test what
-    touches it) and the longest line's length; None if there are none. ``edges``: see `_may_hold_rule`."""
+    touches it) and the longest line's length; None if there are none. ``edges``: see `_may_hold_rule`;
+    ``again``: see `_hough_segments` and HOUGH_AGAIN."""
     import cv2
 
     if mask.shape[1] < length * RULE_COS:
@@ -456,7 +457,8 @@ def _line_alone(stats: np.ndarray, shape: tuple[int, ...]) -> bool:
     """Whether one of the components (OpenCV's ``stats`` of a mask ``shape`` high and wide) is long
     and thin enough to be a page's line across GRID_SPAN of the mask within 20 degrees, either way:
     `_page_lines` asks one line to stand apart from the digit, and this spares its two transforms
-    (about 2.5 ms a photo, half of `to_mnist`'s time) around every other digit."""
+    around every other digit (profiled on 400 canvas drawings without it: about a fifth of
+    `to_mnist`'s time)."""
     w, h = stats[1:, 2], stats[1:, 3]
     across = (w >= RULE_COS * GRID_SPAN * shape[1]) & (h <= RULE_SLOPE * w + PAGE_LINE * shape[0])
     upright = (h >= RULE_COS * GRID_SPAN * shape[0]) & (w <= RULE_SLOPE * h + PAGE_LINE * shape[1])
@@ -680,10 +682,10 @@ COARSE = 4  # `_may_hold_rule` looks for rules in blocks of COARSE x COARSE pixe
 def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> float:
     """Whether the mask may hold a rule ``length`` long: 0 if not, else the longest line found here in
     pixels of the mask (infinite where the mask is too small to reduce). The same Hough transform on
-    the mask reduced to blocks of COARSE x COARSE pixels (a block with any ink is ink), where a rule is still a line
-    but there are a sixteenth of the pixels to vote. The full transform took about half of the time
-    of `ink_image` on a photographed number (4.4 of 8.5 ms, one Xeon core); a line of digits without
-    rules now spends about a tenth of that here and stops. ``edges``: the last rows and columns that
+    the mask reduced to blocks of COARSE x COARSE pixels (a block with any ink is ink), where a rule
+    is still a line but there are a sixteenth of the pixels to vote. The full transform took about
+    half of the time of `ink_image` on a photographed number (4.4 of 8.5 ms, one Xeon core); a line
+    of digits without rules now spends about a tenth of that here and stops. ``edges``: the last rows and columns that
     make no whole block count too, and the reduced mask gets a block of paper all round (OpenCV's
     transform missed a line along its edge: an underline is the lowest ink of one digit's crop)."""
     h, w = m8.shape
