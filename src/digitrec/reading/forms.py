@@ -376,11 +376,12 @@ def _rules(mask: np.ndarray, stats: np.ndarray, out: np.ndarray, edges: bool = F
         # line): a tooth is short against the spacing of what stands on the line instead.
         centres = sorted(x + w / 2 for x, _, w, *_ in joined)
         height = float(np.median(np.diff(centres)))
+    tall = TALL_BAR * float(np.median(standing)) if standing else float("inf")
     for x, y, w, h, piece, joins_two in joined:
         if (
             (joins_two and _is_bar(piece, r))
             or (h < 0.5 * height and _is_bar(piece, r, elongated=False))
-            or (standing and h >= TALL_BAR * float(np.median(standing)) and _is_bar(piece, r))
+            or (h >= tall and _is_bar(piece, r))
         ):
             out[y : y + h, x : x + w] |= piece.view(np.uint8)
         elif joins_two and (bar := _cross_bar(piece, h)) is not None:  # a digit touching a box's side
@@ -685,9 +686,10 @@ def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> float:
     the mask reduced to blocks of COARSE x COARSE pixels (a block with any ink is ink), where a rule
     is still a line but there are a sixteenth of the pixels to vote. The full transform took about
     half of the time of `ink_image` on a photographed number (4.4 of 8.5 ms, one Xeon core); a line
-    of digits without rules now spends about a tenth of that here and stops. ``edges``: the last rows and columns that
-    make no whole block count too, and the reduced mask gets a block of paper all round (OpenCV's
-    transform missed a line along its edge: an underline is the lowest ink of one digit's crop)."""
+    of digits without rules now spends about a tenth of that here and stops. ``edges``: the last
+    rows and columns that make no whole block count too, and the reduced mask gets a block of paper
+    all round (OpenCV's transform missed a line along its edge: an underline is the lowest ink of one
+    digit's crop)."""
     h, w = m8.shape
     if min(h, w) < 4 * COARSE:
         return float("inf")
@@ -697,8 +699,8 @@ def _may_hold_rule(m8: np.ndarray, length: int, edges: bool = False) -> float:
         hs, ws = h // COARSE, w // COARSE
         small = m8[: hs * COARSE, : ws * COARSE].reshape(hs, COARSE, ws, COARSE).max(axis=(1, 3))
     # (asked again as the full transform is, HOUGH_AGAIN: the same band, coarser, was missed here too)
-    coarse = max(3, int(0.6 * length / COARSE))
-    segments = _hough_segments(np.ascontiguousarray(small), coarse, upright=False, again=True)
+    asked = max(3, int(0.6 * length / COARSE))  # in blocks
+    segments = _hough_segments(np.ascontiguousarray(small), asked, upright=False, again=True)
     return COARSE * max((float(np.hypot(s[2] - s[0], s[3] - s[1])) for s in segments), default=0.0)
 
 
