@@ -204,6 +204,17 @@ def test_fine_tuning_starts_from_the_given_model(tiny_run, folder: Path, mnist, 
     scratch = train(TrainConfig(**common), out=tmp_path / "scratch", verbose=0, data=load_dataset("mnist"))
     assert abs(tuned.metrics["test"]["accuracy"] - base) < 0.03
     assert scratch.metrics["test"]["accuracy"] < base - 0.3
+    # The tuned model's card names the model it started from, and every set either learnt from.
+    from digitrec.models import read_metadata
+    from digitrec.report import model_card
+
+    meta, started = read_metadata(tuned.model_path), read_metadata(tiny_run.model_path)
+    assert meta["init"]["content_sha256"] == started["content_sha256"]
+    assert meta["init"]["config"]["epochs"] == 2 and "init" not in started
+    card = model_card(meta, None)
+    assert started["content_sha256"][:12] in card["fine-tuned from"]
+    assert folder.name in card["other data (role: folder, images, writers; source; licence as stated)"]
+    assert model_card(started, None)["fine-tuned from"] is None
     with pytest.raises(TrainError, match="outputs"):
         train(
             TrainConfig(**common, init=str(tiny_run.model_path), negatives=50),

@@ -91,3 +91,29 @@ def test_cli_report_and_show(tiny_run, tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["show", "--split", "validation", "-n", "12", "--out", str(tmp_path / "s.png")]) == 0
     with Image.open(tmp_path / "s.png") as im:
         assert im.format == "PNG"
+
+
+def test_a_fine_tuned_models_card_lists_the_sets_of_the_models_it_started_from() -> None:
+    """A set only the starting model learnt from is listed once, saying whose it was; a set both list
+    appears once, as the tuned model's own; and the lineage names each model back to the first."""
+    from digitrec.report import model_card
+
+    def entry(name: str, role: str, sha: str) -> dict:
+        return {"path": f"data/{name}", "role": role, "images": 10, "sha256": sha, "source": "s", "licence": "l"}
+
+    first = {"architecture": "digitnet", "content_sha256": "a" * 64, "config": {"epochs": 36}}
+    first["data"] = {"dataset": "mnist", "extra": [entry("old", "training", "1"), entry("both", "training", "2")]}
+    second = {"architecture": "digitnet", "content_sha256": "b" * 64, "config": {"epochs": 6}, "init": first}
+    second["data"] = {"dataset": "mnist", "extra": [entry("mine", "training", "3")]}
+    second["path"], first["path"] = "runs/second", "runs/first"
+    meta = {"data": {"dataset": "mnist", "extra": [entry("both", "training", "2")]}, "init": second}
+    card = model_card(meta, None)
+    listed = card["other data (role: folder, images, writers; source; licence as stated)"].split("; source")
+    assert len(listed) == 4  # both (own), mine and old (of the starting models): three sets
+    text = "; source".join(listed)
+    assert text.count("data/both") == 1 and text.startswith("training: data/both")
+    assert "training (of the model it started from): data/mine" in text
+    assert "training (of the model it started from): data/old" in text
+    lineage = card["fine-tuned from"]
+    assert lineage.index("runs/second (content sha256 bbbbbbbbbbbb") < lineage.index("which started from runs/first")
+    assert "36 epochs on mnist + old + both" in lineage

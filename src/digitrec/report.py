@@ -232,6 +232,37 @@ def _shown_path(path: Path) -> str:
     return str(path)
 
 
+def _extra_data(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """The labelled sets a model learnt from or was validated on, with those of the models it was
+    fine-tuned from (`train --init`) that it does not list itself (their role says so)."""
+    entries = list(metadata.get("data", {}).get("extra", []))
+    seen = {e.get("sha256") for e in entries}
+    init = metadata.get("init")
+    while init:
+        for e in init.get("data", {}).get("extra", []):
+            if e.get("sha256") not in seen:
+                entries.append({**e, "role": f"{e['role']} (of the model it started from)"})
+                seen.add(e.get("sha256"))
+        init = init.get("init")
+    return entries
+
+
+def _lineage(metadata: dict[str, Any]) -> str | None:
+    """The models a fine-tuned model started from, newest first: each one's digest and recipe."""
+    steps = []
+    init = metadata.get("init")
+    while init:
+        cfg, data = init.get("config", {}), init.get("data", {})
+        steps.append(
+            f"{init.get('path')} (content sha256 {str(init.get('content_sha256', '?'))[:12]}..., "
+            f"{init.get('architecture')}, {cfg.get('epochs')} epochs on {data.get('dataset')}"
+            + "".join(f" + {Path(e['path']).name}" for e in data.get("extra", []) if e.get("role") == "training")
+            + ")"
+        )
+        init = init.get("init")
+    return ", which started from ".join(steps) or None
+
+
 def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, Any]:
     """The facts a reader needs about a model, from its stored metadata."""
     data = metadata.get("data", {})
@@ -247,9 +278,10 @@ def model_card(metadata: dict[str, Any], parameters: int | None) -> dict[str, An
             f"{e['role']}: {e['path']}, {e['images']} images"
             + (f", {e['writers']} writers" if e.get("writers") else "")
             + f"; source: {e.get('source', 'not stated')}; licence: {e.get('licence', 'not stated')}"
-            for e in data.get("extra", [])
+            for e in _extra_data(metadata)
         )
         or None,
+        "fine-tuned from": _lineage(metadata),
         "best epoch": metadata.get("epoch"),
         "ensemble members (seed: test accuracy)": ", ".join(
             f"{m['seed']}: {m['test_accuracy']:.4f}" for m in metadata.get("members", [])

@@ -1184,6 +1184,7 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
             "extra": [_data_card(path, "training") for path in cfg.extra_data]
             + [_data_card(path, "validation") for path in cfg.validation_data],
         },
+        **({"init": _init_card(cfg.init)} if cfg.init else {}),
         "training": {
             "device": device,
             "precision": precision,
@@ -1192,6 +1193,19 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
             "machine": machine_description(),
         },
     }
+
+
+def _init_card(init: str) -> dict[str, Any]:
+    """What a fine-tuned model's card says of the model it started from: its digest, and that model's
+    own configuration, data and lineage, so that every set a fine-tuned model learnt from is listed."""
+    from ..reading.recognizer import default_model_path
+
+    path = default_model_path() if init == "default" else resolve_model_path(init)
+    if path is None:
+        raise TrainError("--init default: this build ships no model; pass --init MODEL")
+    meta = read_metadata(path)
+    keys = ("architecture", "content_sha256", "epoch", "preprocessing_version", "config", "data", "training", "init")
+    return {"path": "the shipped model" if init == "default" else str(init), **{k: meta[k] for k in keys if k in meta}}
 
 
 def _data_card(path: str, role: str) -> dict[str, Any]:
