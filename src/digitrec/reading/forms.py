@@ -144,6 +144,7 @@ def form_rules(
     ink: np.ndarray | None = None,
     page: bool | None = None,
     along_edges: bool = True,
+    composited: bool = False,
 ) -> np.ndarray | None:
     """The pixels of ``mask`` (bool, labelled as ``labels`` with OpenCV's ``stats``) that are printed
     form lines rather than handwriting, or None if there are none.
@@ -170,8 +171,11 @@ def form_rules(
       off along the image's edge, left a piece of itself that no longer touched it, read as ink.)
 
     A digit that touches a line keeps its own strokes: only ink on runs along the line goes.
+    ``composited``: ink drawn on a transparent canvas, which has no page, so no margin's rule lighter
+    than the pen to look for (`_touching_rules`; the line transform cost about 1.4 ms of the 7 ms such
+    a canvas took, nearly every time in vain).
     """
-    found = _form_rules(mask, labels, stats, line, rules, edges, ink, page)
+    found = _form_rules(mask, labels, stats, line, rules, edges, ink, page, composited)
     if not line and rules and along_edges and (along := _edge_lines(mask)) is not None:
         if ink is not None:  # grey or blue lines: ink much stronger than theirs on them stays
             along &= _no_stronger_than(ink, along)
@@ -189,6 +193,7 @@ def _form_rules(
     edges: tuple[bool, bool],
     ink: np.ndarray | None,
     page: bool | None,
+    composited: bool = False,
 ) -> np.ndarray | None:
     """`form_rules` less the lines along the edges of one digit's image (`_edge_lines`), which it adds."""
     out = np.zeros(mask.shape, np.uint8)
@@ -206,7 +211,7 @@ def _form_rules(
         if teeth is not None and not teeth.any() and not _sticks_out(mask, out):
             out[:] = 0  # one digit's own long stroke (a 2's flat base), not a line under it
         if not line and not out.any():
-            _touching_rules(labels, stats, edges, out, ink)
+            _touching_rules(labels, stats, edges, out, None if composited else ink)
         elif teeth is not None:
             out |= teeth
     for i, frame in frames:

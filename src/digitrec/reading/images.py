@@ -1188,7 +1188,16 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     if page and near[1]:
         edges = (edges[0], True)
     printed = form_rules(
-        crop, sub, stats, line, rules, edges=edges, ink=ink[y0:y1, x0:x1], page=page, along_edges=off is None
+        crop,
+        sub,
+        stats,
+        line,
+        rules,
+        edges=edges,
+        ink=ink[y0:y1, x0:x1],
+        page=page,
+        along_edges=off is None,
+        composited=composited,
     )
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
