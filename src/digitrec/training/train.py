@@ -651,11 +651,7 @@ def _initial_model(cfg: TrainConfig, num_classes: int, precision: str, log: Any)
     _distribute(cfg, log)
     if cfg.init is None:
         return build_model(cfg.model, num_classes, precision)
-    from ..reading.recognizer import default_model_path
-
-    path = default_model_path() if cfg.init == "default" else resolve_model_path(cfg.init)
-    if path is None:
-        raise TrainError("--init default: this build ships no model; pass --init MODEL")
+    path = _init_path(cfg.init)
     model, meta = load_model(path)
     outputs = int(model.outputs[0].shape[-1])
     if outputs != num_classes:
@@ -1195,15 +1191,20 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
     }
 
 
-def _init_card(init: str) -> dict[str, Any]:
-    """What a fine-tuned model's card says of the model it started from: its digest, and that model's
-    own configuration, data and lineage, so that every set a fine-tuned model learnt from is listed."""
+def _init_path(init: str) -> Path:
+    """The model file ``--init`` names ("default": the shipped model)."""
     from ..reading.recognizer import default_model_path
 
     path = default_model_path() if init == "default" else resolve_model_path(init)
     if path is None:
         raise TrainError("--init default: this build ships no model; pass --init MODEL")
-    meta = read_metadata(path)
+    return path
+
+
+def _init_card(init: str) -> dict[str, Any]:
+    """What a fine-tuned model's card says of the model it started from: its digest, and that model's
+    own configuration, data and lineage, so that every set a fine-tuned model learnt from is listed."""
+    meta = read_metadata(_init_path(init))
     keys = ("architecture", "content_sha256", "epoch", "preprocessing_version", "config", "data", "training", "init")
     return {"path": "the shipped model" if init == "default" else str(init), **{k: meta[k] for k in keys if k in meta}}
 
