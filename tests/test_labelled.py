@@ -191,15 +191,25 @@ def test_a_folder_cannot_be_both_training_and_validation_data(folder: Path) -> N
 def test_fine_tuning_starts_from_the_given_model(tiny_run, folder: Path, mnist, tmp_path: Path) -> None:
     """One epoch from a trained model at a tiny learning rate stays close to it; from scratch it does not
     come near; and a model with another number of outputs is refused with a clear message."""
+    import shutil
+
+    import keras
+
     from digitrec.training.train import TrainConfig, TrainError, train
+
+    class StopAfterOne(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.model.stop_training = True  # the run stops as a kill would leave it: one epoch of two
 
     base = tiny_run.metrics["test"]["accuracy"]
     common = dict(model="seed-cnn", epochs=1, limit=200, validation=1000, precision="float32", learning_rate=1e-5)
+    start = shutil.copy(tiny_run.model_path, tmp_path / "start.keras")
     tuned = train(
-        TrainConfig(**common, init=str(tiny_run.model_path), extra_data=(str(folder),)),
+        TrainConfig(**{**common, "epochs": 2}, init=str(start), extra_data=(str(folder),)),
         out=tmp_path / "tuned",
         verbose=0,
         data=load_dataset("mnist"),
+        callbacks=[StopAfterOne()],
     )
     scratch = train(TrainConfig(**common), out=tmp_path / "scratch", verbose=0, data=load_dataset("mnist"))
     assert abs(tuned.metrics["test"]["accuracy"] - base) < 0.03
@@ -215,6 +225,12 @@ def test_fine_tuning_starts_from_the_given_model(tiny_run, folder: Path, mnist, 
     assert started["content_sha256"][:12] in card["fine-tuned from"]
     assert folder.name in card["other data (role: folder, images, writers; source; licence as stated)"]
     assert model_card(started, None)["fine-tuned from"] is None
+    # Resumed after the file --init named changed, the run still names the model it started from.
+    shutil.copy(scratch.model_path, start)
+    resumed = train(out=tmp_path / "tuned", resume=True, verbose=0, data=load_dataset("mnist"))
+    assert len(resumed.history["loss"]) == 2
+    checkpoint = read_metadata(tmp_path / "tuned" / "checkpoint.keras")
+    assert checkpoint["init"]["content_sha256"] == started["content_sha256"]
     with pytest.raises(TrainError, match="outputs"):
         train(
             TrainConfig(**common, init=str(tiny_run.model_path), negatives=50),

@@ -923,7 +923,8 @@ def train(
     model, progress = _start_or_resume(cfg, run_dir, ds, arrays, precision, resume, log)
     _atomic_json(run_dir / "config.json", cfg.to_json())
 
-    book = _bookkeeping(cfg, run_dir, _metadata(cfg, ds, cfg.model, device, precision), progress, log)
+    init = progress.init or (_init_card(cfg.init) if cfg.init else None)
+    book = _bookkeeping(cfg, run_dir, _metadata(cfg, ds, cfg.model, device, precision, init), progress, log)
     if progress.stopped_before:
         log(f"The run had stopped early (no better validation accuracy for {cfg.patience} epochs): nothing to train")
         book.stopped_early = True
@@ -1079,6 +1080,9 @@ class _Progress:
     best_val: float = -1.0
     best_epoch: int = 0
     stopped_before: bool = False  # a resumed run that early stopping had already ended
+    # A resumed fine-tuning run's card of the model it started from, as its checkpoint recorded it (the
+    # file --init named may have changed since: "default" after an upgrade)
+    init: dict[str, Any] | None = None
 
 
 def _start_or_resume(
@@ -1100,6 +1104,7 @@ def _start_or_resume(
         state = meta["state"]
         progress.start_epoch, progress.history = state["epoch"], state["history"]
         progress.train_seconds = state["train_seconds"]
+        progress.init = meta.get("init")
         if best_path.is_file():  # model.keras is the source of truth for the best model so far
             best_meta = read_metadata(best_path)
             progress.best_val, progress.best_epoch = best_meta["val_accuracy"], best_meta["epoch"]
@@ -1158,8 +1163,11 @@ def _bookkeeping(cfg: TrainConfig, run_dir: Path, metadata: dict, progress: _Pro
     return Bookkeeping()
 
 
-def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, precision: str) -> dict[str, Any]:
-    """What a saved model says about itself (see models.py), before its metrics are known."""
+def _metadata(
+    cfg: TrainConfig, ds: Dataset, architecture: str, device: str, precision: str, init: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a saved model says about itself (see models.py), before its metrics are known; ``init``:
+    the card of the model it was fine-tuned from (`_init_card`)."""
     import keras
 
     num_digits = len(ds.class_names)
@@ -1180,7 +1188,7 @@ def _metadata(cfg: TrainConfig, ds: Dataset, architecture: str, device: str, pre
             "extra": [_data_card(path, "training") for path in cfg.extra_data]
             + [_data_card(path, "validation") for path in cfg.validation_data],
         },
-        **({"init": _init_card(cfg.init)} if cfg.init else {}),
+        **({"init": init} if init else {}),
         "training": {
             "device": device,
             "precision": precision,
@@ -1345,7 +1353,14 @@ def _train_ensemble(
     model = keras.Model(inputs, average, name=f"ensemble_{cfg.ensemble}_{cfg.model}")
 
     first = member_meta[0]["training"]
-    meta = _metadata(cfg, ds, f"ensemble of {cfg.ensemble} {cfg.model}", first["device"], first["precision"])
+    meta = _metadata(
+        cfg,
+        ds,
+        f"ensemble of {cfg.ensemble} {cfg.model}",
+        first["device"],
+        first["precision"],
+        member_meta[0].get("init"),
+    )
     train_seconds = sum(m.get("train_seconds", 0.0) for m in member_meta)
     meta.update(
         train_seconds=train_seconds,
