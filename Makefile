@@ -62,7 +62,7 @@ format: install-dev
 # best of seeds 0-2 on validation (docs/experiments.md); trained in mixed bfloat16, what --precision
 # auto picks on a CPU with AMX (about 14 minutes there; without AMX bf16 is slower). Then 6 epochs of
 # fine-tuning from it on the real sets rendered again, half of their photos under harder conditions
-# (ruled paper, form cells, shadows, ...): about 8 minutes in float32 on 2 cores.
+# (ruled paper, form cells, shadows, ...): about 9 minutes in float32 on 2 AMD EPYC cores.
 REAL ?= ../shared/data/real
 default-model: install
 	$(BIN)/digitrec train --preset best --seed 1 --precision bf16 --extra-data $(REAL)/cvl-train \

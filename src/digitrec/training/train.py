@@ -646,12 +646,17 @@ def _distribute(cfg: TrainConfig, log: Any) -> None:
     log(f"data-parallel over {len(devices)} devices: {', '.join(devices)}")
 
 
-def _initial_model(cfg: TrainConfig, num_classes: int, precision: str, log: Any) -> Any:
-    """A new model of ``cfg.model``, or with ``cfg.init`` a copy of that trained model to fine-tune."""
+def _initial_model(cfg: TrainConfig, num_classes: int, precision: str, log: Any) -> tuple[Any, dict[str, Any] | None]:
+    """A new model of ``cfg.model``, or with ``cfg.init`` a copy of that trained model to fine-tune;
+    and, then, the card of the model it starts from (`_init_card`)."""
     _distribute(cfg, log)
     if cfg.init is None:
-        return build_model(cfg.model, num_classes, precision)
-    path = _init_path(cfg.init)
+        return build_model(cfg.model, num_classes, precision), None
+    from ..reading.recognizer import default_model_path
+
+    path = default_model_path() if cfg.init == "default" else resolve_model_path(cfg.init)
+    if path is None:
+        raise TrainError("--init default: this build ships no model; pass --init MODEL")
     model, meta = load_model(path)
     outputs = int(model.outputs[0].shape[-1])
     if outputs != num_classes:
@@ -660,7 +665,7 @@ def _initial_model(cfg: TrainConfig, num_classes: int, precision: str, log: Any)
             "(a model with a 'not a digit' output needs --negatives N > 0, one without needs --negatives 0)"
         )
     log(f"Starting from {path} ({meta.get('architecture', '?')})")
-    return model
+    return model, _init_card(cfg.init, meta)
 
 
 def _rejection_data(cfg: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, log: Any) -> dict[str, np.ndarray]:
@@ -923,8 +928,7 @@ def train(
     model, progress = _start_or_resume(cfg, run_dir, ds, arrays, precision, resume, log)
     _atomic_json(run_dir / "config.json", cfg.to_json())
 
-    init = progress.init or (_init_card(cfg.init) if cfg.init else None)
-    book = _bookkeeping(cfg, run_dir, _metadata(cfg, ds, cfg.model, device, precision, init), progress, log)
+    book = _bookkeeping(cfg, run_dir, _metadata(cfg, ds, cfg.model, device, precision, progress.init), progress, log)
     if progress.stopped_before:
         log(f"The run had stopped early (no better validation accuracy for {cfg.patience} epochs): nothing to train")
         book.stopped_early = True
@@ -1080,8 +1084,8 @@ class _Progress:
     best_val: float = -1.0
     best_epoch: int = 0
     stopped_before: bool = False  # a resumed run that early stopping had already ended
-    # A resumed fine-tuning run's card of the model it started from, as its checkpoint recorded it (the
-    # file --init named may have changed since: "default" after an upgrade)
+    # A fine-tuning run's card of the model it started from: read when it starts, and when resumed as its
+    # checkpoint recorded it (the file --init named may have changed since: "default" after an upgrade)
     init: dict[str, Any] | None = None
 
 
@@ -1116,7 +1120,7 @@ def _start_or_resume(
         return model, progress
     if resume:
         log(f"{run_dir}: no checkpoint yet, starting from epoch 1")
-    model = _initial_model(cfg, arrays.num_classes, precision, log)
+    model, progress.init = _initial_model(cfg, arrays.num_classes, precision, log)
     _compile(model, _optimizer(cfg, _steps(len(arrays.x), cfg.batch_size)), cfg)
     return model, progress
 
@@ -1199,20 +1203,10 @@ def _metadata(
     }
 
 
-def _init_path(init: str) -> Path:
-    """The model file ``--init`` names ("default": the shipped model)."""
-    from ..reading.recognizer import default_model_path
-
-    path = default_model_path() if init == "default" else resolve_model_path(init)
-    if path is None:
-        raise TrainError("--init default: this build ships no model; pass --init MODEL")
-    return path
-
-
-def _init_card(init: str) -> dict[str, Any]:
-    """What a fine-tuned model's card says of the model it started from: its digest, and that model's
-    own configuration, data and lineage, so that every set a fine-tuned model learnt from is listed."""
-    meta = read_metadata(_init_path(init))
+def _init_card(init: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a fine-tuned model's card says of the model it started from (``init`` as --init named it,
+    ``meta`` its metadata): its digest, and that model's own configuration, data and lineage, so that
+    every set a fine-tuned model learnt from is listed."""
     keys = ("architecture", "content_sha256", "epoch", "preprocessing_version", "config", "data", "training", "init")
     return {"path": "the shipped model" if init == "default" else str(init), **{k: meta[k] for k in keys if k in meta}}
 
