@@ -97,6 +97,10 @@ PAGE_LINE = 0.125
 # blurred ends and edges, which touch them): pieces under SCRAP_AREA of the biggest's pixels and
 # under SCRAP_SIZE of its longer side. A box's sides and a comb's tall teeth are longer.
 SCRAP_AREA = 0.2
+# A piece of ink at the side of the ink's box that a page's line found runs to, touching it, and at
+# most LINE_END times the line's width across it, is the line's end that the transform's segments
+# stopped short of (`_line_ends`).
+LINE_END = 1.0
 SCRAP_SIZE = 0.5
 # Lines of a page that end within the image (a page smaller than the frame, a worksheet's ruled
 # block) around a digit whose ink comes near no two opposite edges: looked for only where one
@@ -504,14 +508,15 @@ def _page_lines(mask: np.ndarray, past: float = STICK_OUT) -> np.ndarray | None:
     for turned, (part, band) in enumerate(zip(parts, bands, strict=True)):
         if part is None:
             continue
-        rest = _without_scraps(small & (band == 0))
+        ends = _line_ends(small & (band == 0), band, r, turned)
+        rest = _without_scraps(small & (band == 0) & ~ends)
         box = _bbox(rest.T if turned else rest)
         if box is None:
             continue
         y0, y1, x0, x1 = box
         w = small.shape[0] if turned else small.shape[1]
         if min(x0, w - x1) >= past * (y1 - y0) and _line_apart(band, rest):
-            found |= part
+            found |= part | ends
     return _unblocked(found, f, mask.shape) & mask.view(np.uint8) if found.any() else None
 
 
@@ -530,6 +535,7 @@ def _lines_across(s8: np.ndarray) -> tuple[np.ndarray, int, int] | None:
     import cv2
 
     segments = _hough_segments(s8, int(GRID_SPAN * s8.shape[1]), upright=False)
+    segments += _parallel_lines(s8, segments)
     at = sorted((a[1] + a[3]) / 2 for a in segments)
     if sum(1 for a, b in zip([-99.0, *at], at, strict=False) if b - a > 2) < 2:
         return None
@@ -538,6 +544,46 @@ def _lines_across(s8: np.ndarray) -> tuple[np.ndarray, int, int] | None:
         return None  # a page's lines are thin; chords through a bold digit's strokes are not
     count = cv2.connectedComponents(band, connectivity=8)[0] - 1
     return (band, r, count) if count >= 2 else None
+
+
+def _line_ends(rest: np.ndarray, band: np.ndarray, r: int, turned: bool) -> np.ndarray:
+    """The pieces of ``rest`` (bool: the ink off the lines found in ``band``, uint8 1, radius ``r``)
+    that are the ends of those lines: at the ink box's side the lines run to (left or right; top or
+    bottom when ``turned``) or within ``r`` of it, touching a line, and no thicker across it than
+    LINE_END rule widths. The transform's segments stop short of a line's blurred or turned end, and
+    its fringe there stayed as ink past the digit and hid that the lines run on past it."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(rest.view(np.uint8), connectivity=8)
+    if n == 1:
+        return np.zeros(rest.shape, bool)
+    near = np.zeros(n, bool)
+    near[np.unique(labels[cv2.dilate(band, np.ones((3, 3), np.uint8)).view(bool)])] = True
+    x, y, w, h = (stats[:, k] for k in range(4))
+    start, length, across, side = (y, h, w, rest.shape[0]) if turned else (x, w, h, rest.shape[1])
+    ends = near & ((start <= r) | (start + length >= side - r)) & (across <= LINE_END * (2 * r + 1))
+    ends[0] = False  # the paper
+    return ends[labels]
+
+
+def _parallel_lines(s8: np.ndarray, segments: list[np.ndarray]) -> list[np.ndarray]:
+    """Lines of ``s8`` (uint8 0/1) parallel to the ``segments`` found (their median slope), each with
+    ink across GRID_SPAN of its width or more, from edge to edge: (x0, y0, x1, y1). The ink's
+    projection along that slope finds what OpenCV's probabilistic transform misses: it takes the pixels
+    of every line it tries off the image, and tries through a digit's strokes ate a page's line that
+    crosses the digit."""
+    if not segments:
+        return []
+    a = np.asarray(segments, np.float64)
+    slope = float(np.median((a[:, 3] - a[:, 1]) / np.maximum(a[:, 2] - a[:, 0], 1)))
+    w = s8.shape[1]
+    ys, xs = np.nonzero(s8)
+    low = min(0.0, -slope * (w - 1))  # the least offset y - slope x of a pixel
+    counts = np.bincount(np.rint(ys - slope * xs - low).astype(np.int64), minlength=1)
+    return [
+        np.array([0, round(k + low), w - 1, round(k + low + slope * (w - 1))], np.int64)
+        for k in np.flatnonzero(counts >= GRID_SPAN * w)
+    ]
 
 
 def _without_scraps(mask: np.ndarray) -> np.ndarray:

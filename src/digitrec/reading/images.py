@@ -73,13 +73,16 @@ __all__ = [
 # does not follow it (`_lit_by_ink`), a thin region reaching far from the edges is no desk, and a page
 # must be wide in the image as it is, not only closed (a digit flush with three edges of its crop or
 # canvas); 92 of training's first 600 non-digits (white letters and doodles drawn large) changed.
-PREPROCESSING_VERSION = 6
-# Models trained on fields of this version or later read today's without a warning: versions 3 to 6
+# 7: the lines of lined or squared paper that OpenCV's probabilistic transform missed are found by
+# the ink's projection along the lines it found, and their ends' fringes go with them (`forms`).
+PREPROCESSING_VERSION = 7
+# Models trained on fields of this version or later read today's without a warning: versions 3 to 7
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper, light
 # ink filling a dark frame and dark ink massed on one side of it, and a model trained on version 2
 # reads those as well or better with them (docs/experiments.md, "Images already in MNIST's format",
-# "Ruled paper in a photo", "Dataset formats", "A digit flush with three edges"); training's renders
-# of digits are the same.
+# "Ruled paper in a photo", "Dataset formats", "A digit flush with three edges", "Page lines the
+# transform missed"); training's renders of digits are the same, but for those on ruled paper among
+# the harder conditions (`--conditions`).
 PREPROCESSING_COMPATIBLE = 2
 FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
