@@ -748,9 +748,9 @@ def test_a_transparent_canvas_is_not_searched_for_a_margins_rule(mnist, monkeypa
     calls = []
     search = forms._touching_rule_reduced
 
-    def counted(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
+    def counted(mask: np.ndarray, out: np.ndarray, upright: bool = False, loose: bool = False) -> None:
         calls.append(upright)
-        search(mask, out, upright)
+        search(mask, out, upright, loose)
 
     monkeypatch.setattr(forms, "_touching_rule_reduced", counted)
     rng = np.random.default_rng(3)
@@ -1139,6 +1139,21 @@ def test_a_pages_lines_the_transform_missed_are_found_along_those_it_found(paper
     photos = [synth.as_photo(synth.on_ruled_paper(x[i], rng, paper), rng, fill=(0.9, 1.0)) for i in picks]
     answers = [rec.predict(p).digit for p in photos]
     assert sum(a == y[i] for a, i in zip(answers, picks, strict=True)) >= least, (answers, y[picks])
+
+
+def test_a_margins_rule_along_a_stroke_is_taken_off_where_it_is_lighter_than_the_pen(mnist, rec) -> None:
+    # Where a stroke lies along a margin's rule for a stretch, the rule less the ink thicker than itself
+    # is no whole line, and it was kept through the digit. Counted with the strokes along it, and
+    # taken off only where it is much lighter than the pen (a stem as dark as the rest of the digit
+    # stays: `test_a_margins_rule_through_a_digit_in_a_photo_is_not_ink`): before, 94 of these 100
+    # photos and 88 scans read right; now 97 and 95.
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(41)
+    picks = rng.choice(len(x), 100, replace=False)
+    photos = [synth.as_photo(synth.on_ruled_paper(x[i], rng, "margin"), rng, fill=(0.9, 1.0)) for i in picks]
+    assert sum(rec.predict(p).digit == y[i] for p, i in zip(photos, picks, strict=True)) >= 96
+    scans = [synth.as_scan(synth.on_ruled_paper(x[i], rng, "margin"), rng) for i in picks]
+    assert sum(rec.predict(p).digit == y[i] for p, i in zip(scans, picks, strict=True)) >= 93
 
 
 def test_the_projection_finds_every_line_parallel_to_one_found_and_no_stroke() -> None:

@@ -314,19 +314,22 @@ def _touching_rules(
         _touching_rule_reduced(marks, out[y0:y1, x0:x1])
     if y1 - y0 < TOUCHING_ASPECT * (x1 - x0):
         return
-    if upright and y0 == 0 and y1 == hh:
+    whole = upright and y0 == 0 and y1 == hh
+    if whole:
         # Ink from the image's top to its bottom (a crop of lined or squared paper): a line from top to
         # bottom through the digit, the same way on its side.
         rest = np.ascontiguousarray((marks & (out[y0:y1, x0:x1] == 0)).T)
         _touching_rule_reduced(rest, out[y0:y1, x0:x1].T, upright=True)
-    elif ink is not None and not out.any():
-        # ...and where it ends short of the frame (a photo of a page with a margin's rule), one much
-        # lighter than the pen: a digit's own stroke from top to bottom (a 1's, a 4's stem) is as dark
-        # as the rest of it (looked for in every tall digit, without this, stems went: cvl-valid
-        # 97.76 -> 97.60% read right; docs/experiments.md, "Lined paper turned in a photo").
+    if ink is not None and not out.any():
+        # ...and where it ends short of the frame (a photo of a page with a margin's rule), or where a
+        # stroke lies along it for a stretch (`loose`: the line is whole only with the stroke), one
+        # much lighter than the pen: a digit's own stroke from top to bottom (a 1's, a 4's stem) is as
+        # dark as the rest of it (looked for in every tall digit, without this, stems went: cvl-valid
+        # 97.76 -> 97.60% read right; docs/experiments.md, "Lined paper turned in a photo", "A
+        # margin's rule along a stroke").
         found = np.zeros_like(out)
         rest = np.ascontiguousarray(marks.T)
-        _touching_rule_reduced(rest, found[y0:y1, x0:x1].T, upright=True)
+        _touching_rule_reduced(rest, found[y0:y1, x0:x1].T, upright=True, loose=True)
         if found.any():
             pen = _percentile(ink[(labels > 0) & (found == 0)], 75)
             if _percentile(ink[found > 0], 75) <= RULE_LIGHTER * pen:
@@ -612,18 +615,18 @@ def _line_apart(band: np.ndarray, rest: np.ndarray) -> bool:
     return n - 1 > np.count_nonzero(touched)
 
 
-def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = False) -> None:
+def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = False, loose: bool = False) -> None:
     """`_touching_rule` on ``mask`` reduced by a whole factor to TOUCHING_SIDE pixels or less (a block
     with any ink is ink), its line and teeth marked in ``out`` at full size (the ink of their blocks)."""
     import cv2
 
     f = -(-max(mask.shape) // TOUCHING_SIDE)
     if f == 1:
-        _touching_rule(mask, out, upright)
+        _touching_rule(mask, out, upright, loose=loose)
         return
     small = _blocks(mask, f)
     found = np.zeros(small.shape, np.uint8)
-    _touching_rule(small, found, upright, apart=True)
+    _touching_rule(small, found, upright, apart=True, loose=loose)
     if found.any():
         up = _unblocked(found, f, mask.shape)
         ink = mask.view(np.uint8)
@@ -638,13 +641,16 @@ def _touching_rule_reduced(mask: np.ndarray, out: np.ndarray, upright: bool = Fa
         out |= (band & (1 - thick)) | ((up >> 1) & ink)
 
 
-def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False, apart: bool = False) -> None:
+def _touching_rule(
+    mask: np.ndarray, out: np.ndarray, upright: bool = False, apart: bool = False, loose: bool = False
+) -> None:
     """Mark in ``out`` (uint8, 1: rule) a line that one digit (``mask``, bool) touches or crosses:
     an underline it rests on, a ruled line through it. `_rules` measures a line against the marks'
     height, which is the digit's and the line's together where they touch; here the line spans the
     ink and is measured against the rest of it once taken off (see RULE_UNDER). ``upright``: ``mask``
     is a digit's ink turned on its side, the line one from top to bottom (no RULE_BELOW). ``apart``:
-    mark the line 1 and the teeth 2 (else both 1)."""
+    mark the line 1 and the teeth 2 (else both 1). ``loose``: the line need be whole (RULE_WHOLE) only
+    as the ink on runs along it, strokes lying along it included (see `_touching_rules`)."""
     import cv2
 
     w = mask.shape[1]
@@ -671,7 +677,7 @@ def _touching_rule(mask: np.ndarray, out: np.ndarray, upright: bool = False, apa
         and longest >= RULE_UNDER * height
         and (cell or min(x0 - lx0, lx1 - x1) >= RULE_PAST * height)  # a cell's sides end it
         and (upright or (ly0 + ly1) / 2 >= y0 + RULE_BELOW * height)
-        and line.any(axis=0)[lx0:lx1].mean() >= (RULE_WHOLE_CELL if cell else RULE_WHOLE)
+        and (band if loose else line).any(axis=0)[lx0:lx1].mean() >= (RULE_WHOLE_CELL if cell else RULE_WHOLE)
     ):
         out |= line | (teeth << 1 if apart else teeth)
 
