@@ -200,6 +200,10 @@ PAGE_WIDE_AS_IS = 0.25
 PAGE_CONVEX = 0.9
 PAGE_REACH = 2.0  # see `_off_page`: a region reaching this many times its depth from the edges is a stroke
 PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
+# In the image of one digit, a mark that touched the printed lines taken off, under STUB_AREA of the
+# biggest's pixels and beside it (no column in common), is what the lines leave: a comb's short teeth,
+# a box's corner (docs/experiments.md, "What a comb leaves").
+STUB_AREA = 0.15
 SHADE_GRAIN = 16.0  # a mark in such a region is darker than its level by this many median deviations too
 SHADE_FLAT = 0.15  # a marked region whose level varies less than this share of it is paper in a shadow
 # ...and so is one whose level drops by this share of the page's across its edge, within SHADE_RING px
@@ -1203,16 +1207,23 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
         along_edges=off is None,
         composited=composited,
     )
+    stubs = None  # the marks that touched the printed lines taken off (one digit's image)
     if printed is not None:  # printed lines of a form are not ink: take them off and label again
         crop &= ~printed
         n, sub, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
         if n == 1:
             return InkImage(ink, np.zeros_like(mask), np.zeros(ink.shape, np.int32), (), scale, dark_ink)
+        if not line:
+            near = cv2.dilate(printed.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+            stubs = np.zeros(n, bool)
+            stubs[np.unique(sub[near])] = True
     stats[:, cv2.CC_STAT_LEFT] += x0
     stats[:, cv2.CC_STAT_TOP] += y0
     crop_ink = ink[y0:y1, x0:x1]  # the labelled crop's ink
     areas = stats[1:, cv2.CC_STAT_AREA]
     biggest = int(areas.max())
+    big = int(np.argmax(areas)) + 1
+    big_x0, big_x1 = int(stats[big, 0]), int(stats[big, 0] + stats[big, 2])
     near_off = None if off is None else cv2.dilate(off.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
     keep = []
     for i in range(1, n):
@@ -1225,6 +1236,8 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
         spans_height |= not line and n > 2 and bh >= 0.98 * h and bw <= 0.03 * w
         if spans_width or spans_height:
             continue  # a ruled line or a page edge, not a digit
+        if stubs is not None and stubs[i] and area < STUB_AREA * biggest and (x >= big_x1 or x + bw <= big_x0):
+            continue  # what the printed lines taken off leave beside the digit
         box = (slice(y - y0, y - y0 + bh), slice(x - x0, x - x0 + bw))  # in the labelled crop
         own = sub[box] == i
         edge = x == 0 or y == 0 or x + bw == w or y + bh == h
