@@ -75,7 +75,8 @@ __all__ = [
 # canvas); 92 of training's first 600 non-digits (white letters and doodles drawn large) changed.
 # 7: the lines of lined or squared paper that OpenCV's probabilistic transform missed are found by
 # the ink's projection along the lines it found, and their ends' fringes go with them; a margin's
-# rule much lighter than the pen goes where a stroke lies along it too (`forms`).
+# rule much lighter than the pen goes where a stroke lies along it too (`forms`); small marks left
+# beside one digit by the printed lines taken off go (STUB_AREA).
 PREPROCESSING_VERSION = 7
 # Models trained on fields of this version or later read today's without a warning: versions 3 to 7
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper, light
