@@ -325,8 +325,8 @@ def _touching_rules(
         # stroke lies along it for a stretch (`loose`: the line is whole only with the stroke), one
         # much lighter than the pen: a digit's own stroke from top to bottom (a 1's, a 4's stem) is as
         # dark as the rest of it (looked for in every tall digit, without this, stems went: cvl-valid
-        # 97.76 -> 97.60% read right; docs/experiments.md, "Lined paper turned in a photo", "A
-        # margin's rule along a stroke").
+        # 97.76 -> 97.60% read right; docs/experiments.md, "Lined paper turned in a photo", "Page
+        # lines the transform missed").
         found = np.zeros_like(out)
         rest = np.ascontiguousarray(marks.T)
         _touching_rule_reduced(rest, found[y0:y1, x0:x1].T, upright=True, loose=True)

@@ -203,7 +203,7 @@ PAGE_REACH = 2.0  # see `_off_page`: a region reaching this many times its depth
 PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
 # In the image of one digit, a mark that touched the printed lines taken off, under STUB_AREA of the
 # biggest's pixels and beside it (no column in common), is what the lines leave: a comb's short teeth,
-# a box's corner (docs/experiments.md, "What a comb leaves").
+# a box's corner (docs/experiments.md, "Page lines the transform missed").
 STUB_AREA = 0.15
 SHADE_GRAIN = 16.0  # a mark in such a region is darker than its level by this many median deviations too
 SHADE_FLAT = 0.15  # a marked region whose level varies less than this share of it is paper in a shadow
