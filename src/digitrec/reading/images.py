@@ -76,7 +76,8 @@ __all__ = [
 # 7: the lines of lined or squared paper that OpenCV's probabilistic transform missed are found by
 # the ink's projection along the lines it found, and their ends' fringes go with them; a margin's
 # rule much lighter than the pen goes where a stroke lies along it too (`forms`); small marks left
-# beside one digit by the printed lines taken off go (STUB_AREA).
+# beside one digit by the printed lines taken off go (STUB_AREA); a weaker vignette is levelled by
+# its curve (`_paper_curve`).
 PREPROCESSING_VERSION = 7
 # Models trained on fields of this version or later read today's without a warning: versions 3 to 7
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper, light
@@ -686,7 +687,7 @@ def _paper_curve(g: np.ndarray) -> np.ndarray | None:
     """The paper's lighting as a quadratic surface (a vignette, a flash's fall-off towards the corners),
     fitted as `_paper_trend` fits its plane: its six coefficients (1, x, y, x^2, xy, y^2, in units of
     the image's width and height from its centre); None, so that a plane does, unless the corners are
-    VIGNETTE / 2 levels darker than the middles of the edges and the surface bends by VIGNETTE levels.
+    VIGNETTE / 4 levels darker than the middles of the edges and the surface bends by VIGNETTE levels.
 
     A plane cannot follow light that falls off towards every corner: the background's window, cut
     short at the corners, took their darker paper for ink, and a photo darkened by a third at its
@@ -695,11 +696,13 @@ def _paper_curve(g: np.ndarray) -> np.ndarray | None:
     v = _block_means(g)
     # A vignette's mark: the corners darker than the middles of the edges. A plane (a lighting gradient
     # in any direction) moves the two by the same amount, so only light that falls off towards every
-    # corner opens this gap (and ink or an object has to lie in the corners to fake it).
+    # corner opens this gap (and ink or an object has to lie in the corners to fake it). At VIGNETTE / 2
+    # a weaker vignette was levelled by a plane, and the light middle it left was read as light ink
+    # on a dark ground (docs/experiments.md, "Weak vignettes").
     m = TREND_GRID // 2
     corners = np.mean([c.mean() for c in (v[:2, :2], v[:2, -2:], v[-2:, :2], v[-2:, -2:])])
     middles = [v[:2, m - 1 : m + 1], v[-2:, m - 1 : m + 1], v[m - 1 : m + 1, :2], v[m - 1 : m + 1, -2:]]
-    if np.mean([c.mean() for c in middles]) - corners < VIGNETTE / 2:
+    if np.mean([c.mean() for c in middles]) - corners < VIGNETTE / 4:
         return None
     # ...and darker than the paper, its typical level, too (by half as much: a vignette darkens the paper
     # towards the middles of the edges as well): light ink filling a dark frame (a white digit drawn
