@@ -1118,9 +1118,15 @@ def test_a_digit_cropped_from_lined_or_squared_paper_is_predicted(paper: str, le
 def test_a_digit_photographed_on_ruled_paper_is_predicted(paper: str, least: int, mnist, rec) -> None:
     # A phone photo of a digit in a notebook: the ruled page fills the frame, turned up to 8 degrees,
     # its grey lines crossing the digit (docs/experiments.md, "Ruled paper in a photo").
+    _assert_ruled_photos_read(paper, least, 40, 21, mnist, rec)
+
+
+def _assert_ruled_photos_read(paper: str, least: int, n: int, seed: int, mnist, rec) -> None:
+    """At least ``least`` of ``n`` MNIST test digits photographed on ``paper`` filling the frame
+    (`synth.on_ruled_paper`) are predicted right."""
     (x, y) = mnist[1]
-    rng = np.random.default_rng(21)
-    picks = rng.choice(len(x), 40, replace=False)
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(x), n, replace=False)
     photos = [synth.as_photo(synth.on_ruled_paper(x[i], rng, paper), rng, fill=(0.9, 1.0)) for i in picks]
     answers = [rec.predict(p).digit for p in photos]
     assert sum(a == y[i] for a, i in zip(answers, picks, strict=True)) >= least, (answers, y[picks])
@@ -1133,12 +1139,7 @@ def test_a_pages_lines_the_transform_missed_are_found_along_those_it_found(paper
     # lines found look like a digit's own strokes. Lines parallel to those found, with ink across most
     # of the crop, are found by the ink's projection now, and the fringes of their ends go with them:
     # before, 89 of these 100 lined and 81 squared read right; now 94 and 90.
-    (x, y) = mnist[1]
-    rng = np.random.default_rng(40)
-    picks = rng.choice(len(x), 100, replace=False)
-    photos = [synth.as_photo(synth.on_ruled_paper(x[i], rng, paper), rng, fill=(0.9, 1.0)) for i in picks]
-    answers = [rec.predict(p).digit for p in photos]
-    assert sum(a == y[i] for a, i in zip(answers, picks, strict=True)) >= least, (answers, y[picks])
+    _assert_ruled_photos_read(paper, least, 100, 40, mnist, rec)
 
 
 def test_a_margins_rule_along_a_stroke_is_taken_off_where_it_is_lighter_than_the_pen(mnist, rec) -> None:
