@@ -131,6 +131,17 @@ def test_evaluate_on_a_labelled_folder_counts_rejections(folder: Path, capsys) -
     assert metrics["read_right"] <= metrics["accuracy"] and 0 <= metrics["rejected"] <= 0.1
 
 
+def test_evaluating_the_shipped_model_by_its_path_writes_nothing_into_the_package(folder: Path, capsys) -> None:
+    from digitrec.cli import main
+    from digitrec.reading.recognizer import default_model_path
+
+    shipped = default_model_path()
+    before = sorted(p.name for p in shipped.parent.iterdir())
+    assert main(["evaluate", "--model", str(shipped), "--dataset", str(folder)]) == 0
+    assert "Written:" not in capsys.readouterr().out
+    assert sorted(p.name for p in shipped.parent.iterdir()) == before
+
+
 def test_extra_data_joins_training_and_the_model_card_names_it(folder: Path, mnist, tmp_path: Path) -> None:
     from digitrec.models import read_metadata
     from digitrec.training.train import TrainConfig, train

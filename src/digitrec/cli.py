@@ -149,6 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_metrics
+    from .reading.recognizer import default_model_path
 
     if args.report:
         from .report import build_report
@@ -165,7 +166,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is None and args.model is not None:
         model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
-        out = model_dir / f"evaluation-{args.split}.json"
+        shipped = default_model_path()
+        # The shipped model's folder is the installed package: metrics are no part of it.
+        if shipped is None or model_dir.resolve() != shipped.parent.resolve():
+            out = model_dir / f"evaluation-{args.split}.json"
     if out is not None:
         from .data import atomic_write
 
@@ -626,7 +630,10 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--model", help="model file or run directory (default: the shipped model)")
     _data_args(p, dataset_default=None)
     p.add_argument("--split", choices=("test", "validation"), default="test", help="which split (default: test)")
-    p.add_argument("--out", help="write the metrics JSON here (default: evaluation-SPLIT.json beside the model)")
+    p.add_argument(
+        "--out",
+        help="write the metrics JSON here (default: evaluation-SPLIT.json beside the model; none for the shipped one)",
+    )
     p.add_argument(
         "--report",
         metavar="DIR",
