@@ -104,11 +104,11 @@ PAGE_LINE = 0.125
 # blurred ends and edges, which touch them): pieces under SCRAP_AREA of the biggest's pixels and
 # under SCRAP_SIZE of its longer side. A box's sides and a comb's tall teeth are longer.
 SCRAP_AREA = 0.2
+SCRAP_SIZE = 0.5
 # A piece of ink at the side of the ink's box that a page's line found runs to, touching it, and at
 # most LINE_END times the line's width across it, is the line's end that the transform's segments
 # stopped short of (`_line_ends`).
 LINE_END = 1.0
-SCRAP_SIZE = 0.5
 # Lines of a page that end within the image (a page smaller than the frame, a worksheet's ruled
 # block) around a digit whose ink comes near no two opposite edges: looked for only where one
 # component is long and thin enough to be one of them (`_line_alone`), and kept where they run past
