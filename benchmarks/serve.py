@@ -413,11 +413,14 @@ def main() -> int:
     if 8 in ours_by_c:
         r = ours_by_c[8]
         print(f"server at concurrency 8: {r['rps'] / (rate * cores) * 100:.1f}% of that")
-        together = parallel_rate([data for data, _ in images[:n]], cores, args.seconds)
+        uploads = [data for data, _ in images[:n]]
+        alone = parallel_rate(uploads, 1, args.seconds)
+        together = parallel_rate(uploads, cores, args.seconds)
         print(
-            f"  the library in {cores} processes at once for {args.seconds:g} s: {together:.1f} images/s "
-            f"({together / (rate * cores) * 100:.1f}% of {cores} x its best single-thread pass); the server "
-            f"at concurrency 8 reaches {r['rps'] / together * 100:.1f}% of it"
+            f"  the library for {args.seconds:g} s in one process: {alone:.1f} images/s; in {cores} at once: "
+            f"{together:.1f} ({together / alone:.2f}x; {together / (rate * cores) * 100:.1f}% of {cores} x its best "
+            f"single-thread pass); the server at concurrency 8 reaches {r['rps'] / (alone * cores) * 100:.1f}% of "
+            f"{cores} x the one process and {r['rps'] / together * 100:.1f}% of the {cores} together"
         )
         # Where the rest goes: the server's own CPU time per request against the library's per image
         # (its overhead), and the share of the cores it had (the load generator runs on them too).
