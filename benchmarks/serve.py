@@ -293,6 +293,14 @@ def main() -> int:
     ap.add_argument("--no-ui", action="store_true", help="serve digitrec without its web UI")
     ap.add_argument("--digitrec-only", action="store_true", help="skip the reference and ceiling servers")
     ap.add_argument(
+        "--alternate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N times in turn: the library in one process per core, and digitrec's server at concurrency 8, "
+        "each for --seconds (a machine whose speed drifts compares like with like)",
+    )
+    ap.add_argument(
         "--client",
         choices=("python", "wrk"),
         default="python",
@@ -349,6 +357,16 @@ def main() -> int:
             if name.startswith("ceiling"):
                 for r in results[name].values():
                     r["right"] = None  # it answers no digit at all
+            if name == "digitrec" and args.alternate:
+                uploads, cores = [data for data, _ in images], len(os.sched_getaffinity(0))
+                pairs = []
+                for _ in range(args.alternate):  # the server idles while the library runs, and the reverse
+                    library = parallel_rate(uploads, cores, args.seconds)
+                    pairs.append((library, load(url, images, 8, args.seconds)["rps"]))
+                    print(f"library in {cores} processes {pairs[-1][0]:.1f} images/s, server {pairs[-1][1]:.1f} req/s")
+                ratios = sorted(server / library for library, server in pairs)
+                listed = ", ".join(f"{x:.1%}" for x in ratios)
+                print(f"server / library, in turn: {listed}; median {ratios[len(ratios) // 2]:.1%}")
         finally:
             proc.terminate()
             proc.wait(30)
