@@ -532,8 +532,9 @@ def _page_lines(mask: np.ndarray, past: float = STICK_OUT) -> np.ndarray | None:
     for turned, (part, band) in enumerate(zip(parts, bands, strict=True)):
         if part is None:
             continue
-        ends = _line_ends(small & (band == 0), band, r, turned)
-        rest = _without_scraps(small & (band == 0) & ~ends)
+        off = small & (band == 0)  # the ink off the lines found
+        ends = _line_ends(off, band, r, turned)
+        rest = _without_scraps(off & ~ends)
         box = _bbox(rest.T if turned else rest)
         if box is None:
             continue

@@ -1218,9 +1218,9 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
         if n == 1:
             return InkImage(ink, np.zeros_like(mask), np.zeros(ink.shape, np.int32), (), scale, dark_ink)
         if not line:
-            near = cv2.dilate(printed.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+            beside = cv2.dilate(printed.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
             stubs = np.zeros(n, bool)
-            stubs[np.unique(sub[near])] = True
+            stubs[np.unique(sub[beside])] = True
     stats[:, cv2.CC_STAT_LEFT] += x0
     stats[:, cv2.CC_STAT_TOP] += y0
     crop_ink = ink[y0:y1, x0:x1]  # the labelled crop's ink
