@@ -12,7 +12,7 @@ import base64
 import html
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,26 +232,31 @@ def _shown_path(path: Path) -> str:
     return str(path)
 
 
+def _started_from(metadata: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The cards of the models a fine-tuned model started from (`train --init`), newest first."""
+    init = metadata.get("init")
+    while init:
+        yield init
+        init = init.get("init")
+
+
 def _extra_data(metadata: dict[str, Any]) -> list[dict[str, Any]]:
     """The labelled sets a model learnt from or was validated on, with those of the models it was
     fine-tuned from (`train --init`) that it does not list itself (their role says so)."""
     entries = list(metadata.get("data", {}).get("extra", []))
     seen = {e.get("sha256") for e in entries}
-    init = metadata.get("init")
-    while init:
+    for init in _started_from(metadata):
         for e in init.get("data", {}).get("extra", []):
             if e.get("sha256") not in seen:
                 entries.append({**e, "role": f"{e['role']} (of the model it started from)"})
                 seen.add(e.get("sha256"))
-        init = init.get("init")
     return entries
 
 
 def _lineage(metadata: dict[str, Any]) -> str | None:
     """The models a fine-tuned model started from, newest first: each one's digest and recipe."""
     steps = []
-    init = metadata.get("init")
-    while init:
+    for init in _started_from(metadata):
         cfg, data = init.get("config", {}), init.get("data", {})
         steps.append(
             f"{init.get('path')} (content sha256 {str(init.get('content_sha256', '?'))[:12]}..., "
@@ -259,7 +264,6 @@ def _lineage(metadata: dict[str, Any]) -> str | None:
             + "".join(f" + {Path(e['path']).name}" for e in data.get("extra", []) if e.get("role") == "training")
             + ")"
         )
-        init = init.get("init")
     return ", which started from ".join(steps) or None
 
 
