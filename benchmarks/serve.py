@@ -324,6 +324,7 @@ def main() -> int:
     _, (x, y) = load_mnist()
     rng = np.random.default_rng(0)
     images = [(synth.as_photo(x[i], rng, size=200), int(y[i])) for i in range(args.images)]
+    cores = len(os.sched_getaffinity(0))
     model = str(default_model_path())
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     bin_dir = Path(sys.executable).parent
@@ -358,7 +359,7 @@ def main() -> int:
                 for r in results[name].values():
                     r["right"] = None  # it answers no digit at all
             if name == "digitrec" and args.alternate:
-                uploads, cores = [data for data, _ in images], len(os.sched_getaffinity(0))
+                uploads = [data for data, _ in images]
                 pairs = []
                 for _ in range(args.alternate):  # the server idles while the library runs, and the reverse
                     library = parallel_rate(uploads, cores, args.seconds)
@@ -426,7 +427,6 @@ def main() -> int:
             rec.predict(data)
         passes.append(time.perf_counter() - t)
     rate = n / min(passes)
-    cores = len(os.sched_getaffinity(0))
     print(f"library single-thread predict: {rate:.1f} images/s; x {cores} cores = {rate * cores:.1f}")
     if 8 in ours_by_c:
         r = ours_by_c[8]
