@@ -1,6 +1,6 @@
 """Images per second of `digitrec batch` on this machine, against the plain loop.
 
-    .venv/bin/python benchmarks/batch.py [--n 2000] [--task predict|read] [--json]
+    .venv/bin/python benchmarks/batch.py [--n 2000] [--task predict|read] [--alternate R] [--json]
 
 Makes ``--n`` photos of MNIST test digits (or of numbers, ``--task read``) in a temporary folder,
 then times, each on the same files:
@@ -12,6 +12,11 @@ actor to one per core, and the bytes per image read. Each `batch` also runs on t
 the files: the difference between the two runs gives its steady rate (images per second once its
 actors are up) and its fixed cost per run (actors started, the model loaded, the pipeline planned),
 which a run of millions of images pays once.
+
+This machine's speed drifts by a quarter from minute to minute, as much as the gaps measured here, so
+``--alternate R`` times R rounds, each the plain loop, one actor and one per core in turn, and
+reports every ratio per round and its median over the rounds: a drift then moves a round's three
+timings together instead of one path's.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,10 +51,44 @@ def make_images(folder: Path, n: int, task: str) -> int:
     return total
 
 
+def _round(files: list[Path], answer: object, task: str, cores: int, tmp: Path) -> dict[str, float]:
+    """One round: the plain loop, then `batch` with one actor and with one per core, each on ``files``
+    and on their first quarter; the rates, the steady rates and fixed costs, and their ratios."""
+    from digitrec.serving.batch import batch
+
+    n = len(files)
+    got: dict[str, float] = {}
+    t = time.perf_counter()
+    for f in files:
+        answer(f)
+    got["plain_loop_per_s"] = n / (time.perf_counter() - t)
+    quarter = n // 4
+    for actors in (1, cores):
+        seconds = {}
+        for k in (quarter, n):
+            out = tmp / f"out-{actors}-{k}.parquet"
+            t = time.perf_counter()
+            done = batch([str(f) for f in files[:k]], out, task=task, actors=actors, progress=False, log=print)
+            seconds[k] = time.perf_counter() - t
+            assert done["rows"] == k, done
+        got[f"batch_{actors}_actors_per_s"] = n / seconds[n]
+        steady = (n - quarter) / (seconds[n] - seconds[quarter])
+        got[f"batch_{actors}_actors_steady_per_s"] = steady
+        got[f"batch_{actors}_actors_fixed_s"] = seconds[n] - n / steady
+    got["overhead_one_core"] = 1 - got["batch_1_actors_per_s"] / got["plain_loop_per_s"]
+    got["overhead_one_core_steady"] = 1 - got["batch_1_actors_steady_per_s"] / got["plain_loop_per_s"]
+    got["scaling_to_all_cores"] = got[f"batch_{cores}_actors_per_s"] / got["batch_1_actors_per_s"]
+    got["scaling_to_all_cores_steady"] = got[f"batch_{cores}_actors_steady_per_s"] / got["batch_1_actors_steady_per_s"]
+    return got
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000, help="images (default 2000)")
     ap.add_argument("--task", choices=("predict", "read"), default="predict")
+    ap.add_argument(
+        "--alternate", type=int, default=1, metavar="R", help="rounds of the three paths timed in turn (default 1)"
+    )
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args()
     os.environ["DIGITREC_THREADS"] = "1"
@@ -56,11 +96,10 @@ def main() -> int:
     import ray
 
     from digitrec import load_recognizer
-    from digitrec.serving.batch import batch
 
     cv2.setNumThreads(1)
     cores = os.cpu_count() or 1
-    results: dict[str, float] = {"cores": cores, "images": args.n}
+    results: dict[str, Any] = {"cores": cores, "images": args.n}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
@@ -70,36 +109,23 @@ def main() -> int:
         answer = rec.predict if args.task == "predict" else rec.read
         answer(files[0])  # warm
         t = time.perf_counter()
-        for f in files:
-            answer(f)
-        results["plain_loop_per_s"] = args.n / (time.perf_counter() - t)
-        t = time.perf_counter()
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         results["cluster_start_s"] = time.perf_counter() - t
-        quarter = args.n // 4
-        for actors in (1, cores):
-            seconds = {}
-            for k in (quarter, args.n):
-                out = Path(tmp) / f"out-{actors}-{k}.parquet"
-                t = time.perf_counter()
-                done = batch([str(f) for f in files[:k]], out, task=args.task, actors=actors, progress=False, log=print)
-                seconds[k] = time.perf_counter() - t
-                assert done["rows"] == k, done
-            results[f"batch_{actors}_actors_per_s"] = args.n / seconds[args.n]
-            steady = (args.n - quarter) / (seconds[args.n] - seconds[quarter])
-            results[f"batch_{actors}_actors_steady_per_s"] = steady
-            results[f"batch_{actors}_actors_fixed_s"] = seconds[args.n] - args.n / steady
+        rounds = [_round(files, answer, args.task, cores, Path(tmp)) for _ in range(args.alternate)]
         ray.shutdown()
-    results["overhead_one_core"] = 1 - results["batch_1_actors_per_s"] / results["plain_loop_per_s"]
-    results["overhead_one_core_steady"] = 1 - results["batch_1_actors_steady_per_s"] / results["plain_loop_per_s"]
-    results["scaling_to_all_cores"] = results[f"batch_{cores}_actors_per_s"] / results["batch_1_actors_per_s"]
-    results["scaling_to_all_cores_steady"] = (
-        results[f"batch_{cores}_actors_steady_per_s"] / results["batch_1_actors_steady_per_s"]
-    )
+    for name in rounds[0]:
+        results[name] = float(np.median([r[name] for r in rounds]))
+    if args.alternate > 1:
+        results["rounds"] = rounds
     if args.json:
         print(json.dumps(results))
         return 0
     print(f"{args.n} images ({results['bytes_per_image'] / 1024:.1f} KB each), {cores} cores, task {args.task}")
+    if args.alternate > 1:
+        print(f"medians of {args.alternate} rounds, each path in turn; per round (overhead, scaling, steady scaling):")
+        for r in rounds:
+            over, scale, steady = r["overhead_one_core"], r["scaling_to_all_cores"], r["scaling_to_all_cores_steady"]
+            print(f"  {over:6.1%}  {scale:.2f}x  {steady:.2f}x")
     print(f"plain loop, one core:       {results['plain_loop_per_s']:8.1f} images/s")
     for actors in (1, cores):
         print(

@@ -175,8 +175,9 @@ def batch(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         num_cpus=1,
-        max_restarts=-1,  # an actor that dies is replaced...
-        max_task_retries=-1,  # ...and its batch run again, so no row is lost or written twice
+        # No retry settings: Ray Data's actor pools (2.60) replace an actor that dies and run its batch
+        # again (max_restarts and max_task_retries -1 by default; passing them is deprecated), so no row is
+        # lost or written twice; tests/test_batch.py kills an actor mid-run to check it.
     )
     written = errors = 0
     tmp = out.with_name(f".{out.name}.partial")
