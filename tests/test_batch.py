@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'digitrec[distributed]')")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from digitrec.serving.batch import BatchError, batch, list_inputs  # noqa: E402
+from digitrec.serving.batch import BatchError, _schema, batch, list_inputs  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 
@@ -72,6 +72,18 @@ def test_predict_writes_a_row_per_input_with_predicts_fields(cluster, folder: Pa
     assert rows["seven.jpg"]["confidence"] == pytest.approx(expected.confidence, abs=1e-6)
     assert np.allclose(rows["seven.jpg"]["probabilities"], expected.probabilities, atol=1e-6)
     assert "not an image" in rows["bad.png"]["error"] and rows["bad.png"]["digit"] is None
+    assert pq.read_schema(out) == _schema("predict")  # the actors' tables are written as they are
+
+
+def test_read_writes_parquet_rows_with_reads_fields_and_their_boxes(cluster, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "answers.parquet"
+    assert batch([str(folder / "sub")], out, task="read", actors=1, progress=False, log=lambda *a: None) == {
+        "rows": 1,
+        "errors": 0,
+    }
+    (row,) = pq.read_table(out).to_pylist()
+    assert row["text"] == "90210" and row["error"] is None
+    assert [d["digit"] for d in row["digits"]] == [9, 0, 2, 1, 0] and all(len(d["box"]) == 4 for d in row["digits"])
 
 
 def test_read_writes_json_lines_with_reads_fields(cluster, folder: Path, tmp_path: Path) -> None:
