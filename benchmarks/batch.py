@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def make_images(folder: Path, n: int, task: str) -> int:
     return total
 
 
-def _round(files: list[Path], answer: object, task: str, cores: int, tmp: Path) -> dict[str, float]:
+def _round(files: list[Path], answer: Callable[[Path], Any], task: str, cores: int, tmp: Path) -> dict[str, float]:
     """One round: the plain loop, then `batch` with one actor and with one per core, each on ``files``
     and on their first quarter; the rates, the steady rates and fixed costs, and their ratios."""
     from digitrec.serving.batch import batch
@@ -91,6 +92,8 @@ def main() -> int:
     )
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args()
+    if args.alternate < 1 or args.n < 4:
+        ap.error("--alternate must be at least 1 and --n at least 4 (a quarter of the files is timed too)")
     os.environ["DIGITREC_THREADS"] = "1"
     import cv2
     import ray
