@@ -87,7 +87,7 @@ class _Reader:
     """A Ray Data actor: loads the recognizer once, then answers batches of inputs with the rows to
     write, ready: an Arrow table in the output's schema, or the JSON lines (column ``line``). The
     driver then writes what comes without touching a row: parsing and building each row there cost
-    0.23-0.34 ms of the driver's CPU an image (a one-off count of the processes' CPU time in /proc,
+    0.23-0.38 ms of the driver's CPU an image (a one-off count of the processes' CPU time in /proc,
     2 AMD EPYC cores), a core of its own at 3,000-4,000 images a second in all."""
 
     def __init__(self, model: str | None, task: str, fmt: str) -> None:
