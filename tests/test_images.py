@@ -2167,6 +2167,44 @@ def test_tight_stretched_bitmaps_keep_their_polarity_and_are_read(mnist):
     assert np.mean(forced == y[:200]) >= 0.9
 
 
+def _ink_box(field: np.ndarray) -> tuple[int, int]:
+    rows, cols = np.flatnonzero((field > 50).any(axis=1)), np.flatnonzero((field > 50).any(axis=0))
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def test_a_digit_stretched_to_fill_a_small_bitmap_gets_back_a_digits_width(mnist, rec):
+    """USPS and Semeion store digits stretched to fill 16x16: the ink fills the field's 20x20 box both
+    ways, and a 9 stretched so read as a 4 or a 5. Such a bitmap (square, small, ink at every edge) is
+    fitted STRETCHED_ASPECT as wide as high, the training digits' median; the same bitmap with a margin,
+    or a larger image, is fitted as it is."""
+    import cv2
+
+    _, (x, y) = mnist
+    nines = [k for k in range(400) if y[k] == 9][:12]
+    for k in nines:
+        grey = 255 - cv2.resize(synth._crop(x[k]).astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA)
+        grey = np.clip(grey, 0, 255).astype(np.uint8)
+        h, w = _ink_box(to_mnist(grey))
+        assert h >= 19 and abs(w - images.STRETCHED_ASPECT * h) <= 2, (k, h, w)
+        squeezed = images.STRETCHED_ASPECT * h + 2
+        h, w = _ink_box(to_mnist(np.pad(grey, 4, constant_values=255)))  # a margin: not stretched
+        assert w > squeezed, (k, h, w)
+        big = cv2.resize(grey, (64, 64), interpolation=cv2.INTER_CUBIC)  # a large image filled by its digit
+        assert _ink_box(to_mnist(big))[1] > squeezed, k
+    # The shipped model reads the stretched bitmaps of the first 300 test digits, grey and binarised.
+    for binary in (False, True):
+        bitmaps = [_tight_bitmap(d, 16) if binary else _grey_stretched(d) for d in x[:300]]
+        forced = rec.predict_arrays(np.stack([to_mnist(b) for b in bitmaps])).argmax(axis=1)
+        assert np.mean(forced == y[:300]) >= 0.95, binary
+
+
+def _grey_stretched(digit: np.ndarray) -> np.ndarray:
+    import cv2
+
+    crop = synth._crop(digit).astype(np.float32)
+    return np.clip(255 - cv2.resize(crop, (16, 16), interpolation=cv2.INTER_AREA), 0, 255).astype(np.uint8)
+
+
 def test_tiny_images_are_enlarged_before_their_strokes_are_measured():
     """A 16x16 digit is worked on at 64x64 (a whole factor), so the boxes `read` reports still
     refer to the image as given."""
