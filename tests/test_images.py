@@ -2198,6 +2198,25 @@ def test_a_digit_stretched_to_fill_a_small_bitmap_gets_back_a_digits_width(mnist
         assert np.mean(forced == y[:300]) >= 0.95, binary
 
 
+def test_a_digit_filling_its_bitmap_keeps_a_piece_at_its_edge(mnist):
+    """A piece at the left or right edge, apart from the rest, is a neighbour's that the crop cut
+    (`_without_neighbours`), except in a small bitmap the digit fills: there it is the digit's own (a
+    stretched 9's loop broken off its stem)."""
+    _, (x, _) = mnist
+    kept = dropped = 0
+    for digit in x[:20]:
+        broken = _grey_stretched(digit)
+        broken[:, 3] = 255  # a column of paper parts the three leftmost columns from the rest
+        if (broken[:, :3] > 128).all():
+            continue  # nothing there to part
+        ii = images.ink_image(broken)
+        kept += ii.mask[:, : 3 * round(ii.scale)].any()
+        framed = np.pad(broken, ((3, 3), (0, 3)), constant_values=255)  # paper on three sides: a crop
+        ii = images.ink_image(framed)
+        dropped += not ii.mask[:, : 3 * round(ii.scale)].any()
+    assert kept >= 18 and dropped >= 10, (kept, dropped)
+
+
 def _grey_stretched(digit: np.ndarray) -> np.ndarray:
     import cv2
 

@@ -78,7 +78,8 @@ __all__ = [
 # rule much lighter than the pen goes where a stroke lies along it too (`forms`); small marks left
 # beside one digit by the printed lines taken off go (STUB_AREA); a weaker vignette is levelled by
 # its curve (`_paper_curve`). 8: a small square bitmap whose ink fills it both ways (a digit stretched
-# to fill its frame, as USPS's and Semeion's are stored) is fitted as STRETCHED_ASPECT wide as high.
+# to fill its frame, as USPS's and Semeion's are stored) is fitted as STRETCHED_ASPECT wide as high, and
+# keeps a piece at its edge that a crop would lose as a neighbour's.
 PREPROCESSING_VERSION = 8
 # Models trained on fields of this version or later read today's without a warning: versions 3 to 8
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper, light
@@ -1270,7 +1271,9 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
         mass = float(crop_ink[box][own].sum(dtype=np.float64))  # its ink, within its box
         keep.append(Component(x, y, bw, bh, mass, (i,)))
     keep.sort(key=lambda c: c.x)
-    if rules and not line and len(keep) > 1:
+    # (Not in a small bitmap the digit fills: no crop cut a neighbour there, and the piece at its edge
+    # is the digit's own, a stretched 9's loop broken off its stem.)
+    if rules and not line and len(keep) > 1 and not _fills(given, keep, h, w):
         keep = _without_neighbours(keep, w)
     if len(keep) < n - 1:  # some were dropped: unlabel them
         relabel = np.zeros(n, np.int32)  # a lookup table: kept labels map to themselves, others to 0
@@ -1498,16 +1501,19 @@ def to_mnist(image: Any, name: str | None = None, rules: bool = True) -> np.ndar
 def _stretched(shape: tuple[int, ...], ii: InkImage) -> bool:
     """Whether an image of ``shape`` (as decoded) whose ink is ``ii`` is a digit stretched to fill its
     frame: square, STRETCHED_SIDE pixels a side at most, its ink within STRETCHED_EDGE of its pixels of every edge."""
-    h, w = shape[:2]
-    if h != w or h > STRETCHED_SIDE:
+    return bool(ii.components) and _fills(shape, list(ii.components), *ii.mask.shape)
+
+
+def _fills(shape: tuple[int, ...], comps: list[Component], h: int, w: int) -> bool:
+    """Whether ``comps`` (of a working image h x w) fill an image of ``shape`` (as decoded) as a
+    digit stretched to fill its frame does (see `_stretched`)."""
+    side = shape[0]
+    if shape[0] != shape[1] or side > STRETCHED_SIDE:
         return False
-    box = _bbox(ii.mask)
-    if box is None:
-        return False
-    y0, y1, x0, x1 = box
-    mh, mw = ii.mask.shape
-    e = STRETCHED_EDGE * mh / h  # in working pixels
-    return max(y0, x0, mh - y1, mw - x1) <= e
+    e = STRETCHED_EDGE * h / side  # in working pixels
+    x0, y0 = min(c.x for c in comps), min(c.y for c in comps)
+    x1, y1 = max(c.x + c.w for c in comps), max(c.y + c.h for c in comps)
+    return max(y0, x0, h - y1, w - x1) <= e
 
 
 # --- segmentation ----------------------------------------------------------------------------------
