@@ -79,7 +79,8 @@ __all__ = [
 # beside one digit by the printed lines taken off go (STUB_AREA); a weaker vignette is levelled by
 # its curve (`_paper_curve`). 8: a small square bitmap whose ink fills it both ways (a digit stretched
 # to fill its frame, as USPS's and Semeion's are stored) is fitted as STRETCHED_ASPECT wide as high, and
-# keeps a piece at its edge that a crop would lose as a neighbour's.
+# keeps a piece at its edge that a crop would lose as a neighbour's; bold light strokes flush with a dark
+# canvas's edges are no page on a desk (PAGE_WIDE_AS_IS).
 PREPROCESSING_VERSION = 8
 # Models trained on fields of this version or later read today's without a warning: versions 3 to 8
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper, light
@@ -208,11 +209,15 @@ SMALL_DIGIT_MARGIN = 1.0
 PAGE_WIDE = 0.5  # see `_off_page`: of the light side, the share that a page keeps through an opening
 # ...and of it, the share that the image as it is (not closed) keeps through the same opening: on
 # 255 rendered photos of cvl-valid digits in which `_off_page` found a desk, 0.38 or more (99% over
-# 0.48); on white digits drawn flush with three edges of a black canvas, 0.15 or less.
-PAGE_WIDE_AS_IS = 0.25
+# 0.48); on white digits drawn flush with three edges of a black canvas, 0.15 or less where their
+# strokes are thin, but up to 0.51 where they are bold (a fifth of the canvas wide), whose black was
+# then taken for a desk around them and their polarity read as dark ink (docs/experiments.md, "Bold
+# white digits flush with a black canvas's edges").
+PAGE_WIDE_AS_IS = 0.6
 # ...unless its light side is convex: of those photos, 99% fill 0.917 of their light side's convex hull
 # or more (2 of the 1,000 desk photos of `benchmarks/real_handwriting.py` fall under the share above:
-# a small page filled by its digit, 0.97 and 0.99); those canvases 0.52-0.79.
+# a small page filled by its digit, 0.97 and 0.99; of 600 desk and 600 shadow photos where a region
+# was found, none is under 0.9 and under 0.6 of the share); those canvases 0.52-0.86.
 PAGE_CONVEX = 0.9
 PAGE_REACH = 2.0  # see `_off_page`: a region reaching this many times its depth from the edges is a stroke
 PAGE_SCRAP = 0.25  # a mark touching what lies around the page, under this share of the biggest: a scrap of it
