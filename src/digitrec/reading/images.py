@@ -84,10 +84,11 @@ __all__ = [
 PREPROCESSING_VERSION = 8
 # Models trained on fields of this version or later read today's without a warning: versions 3 to 8
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper, light
-# ink filling a dark frame and dark ink massed on one side of it, and small bitmaps stretched to fill,
-# and a model trained on version 2 reads those as well or better with them (docs/experiments.md,
-# "Images already in MNIST's format", "Ruled paper in a photo", "Dataset formats", "A digit flush with
-# three edges", "Page lines the transform missed", "Digits stretched to fill their frame"); training's
+# ink filling a dark frame and dark ink massed on one side of it, small bitmaps stretched to fill, and
+# bold light strokes flush with a dark canvas, and a model trained on version 2 reads those as well or
+# better with them (docs/experiments.md, "Images already in MNIST's format", "Ruled paper in a photo",
+# "Dataset formats", "A digit flush with three edges", "Page lines the transform missed", "Digits
+# stretched to fill their frame", "Bold white digits flush with a black canvas's edges"); training's
 # renders of digits are the same, but for those on ruled paper among the harder conditions
 # (`--conditions`) and the small bitmaps stretched to a square.
 PREPROCESSING_COMPATIBLE = 2
@@ -133,14 +134,14 @@ LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this,
 # strokes, as wide as a tenth of it, were taken for both (docs/experiments.md, "Bitmaps cropped tight"
 # and "Scans cropped tight").
 TIGHT_SIDE = 32
-# A square image of at most STRETCHED_SIDE pixels a side whose ink reaches within STRETCHED_EDGE of its pixels of
-# all four edges is a digit stretched to fill its frame (USPS's and Semeion's 16x16 bitmaps store
-# digits so), or a digit about as wide as high cropped tight: its ink is fitted into the field
+# A square image of at most STRETCHED_SIDE pixels a side whose ink reaches within STRETCHED_EDGE of its
+# pixels of all four edges is a digit stretched to fill its frame (USPS's and Semeion's 16x16 bitmaps
+# store digits so), or a digit about as wide as high cropped tight: its ink is fitted into the field
 # STRETCHED_ASPECT as wide as high, the median of MNIST's and cvl-train's training digits (0.80 and
-# 0.75). On `cvl-valid` digits in USPS's and Semeion's framing, 7,000 each (`benchmarks/
-# real_handwriting.py`'s FORMATS): 95.9 -> 96.4% and 94.6 -> 95.8% read right; its digits as wide as
-# high (0.85-1.15), cropped tight to 16 px: 97.2% either way (docs/experiments.md, "Digits stretched
-# to fill their frame").
+# 0.75), and no piece at its edge is taken for a neighbour's. On `cvl-valid` digits in USPS's and
+# Semeion's framing, 7,000 each (`benchmarks/real_handwriting.py`'s FORMATS): 95.9 -> 96.4% and
+# 94.6 -> 95.4% read right; its digits as wide as high (0.85-1.15), cropped tight to 16 px: 97.2%
+# either way (docs/experiments.md, "Digits stretched to fill their frame").
 STRETCHED_SIDE = 32
 STRETCHED_ASPECT = 0.75
 STRETCHED_EDGE = 1.5  # pixels of the image as given: its edge pixels, half covered, may fall under the ink's threshold
@@ -1505,7 +1506,8 @@ def to_mnist(image: Any, name: str | None = None, rules: bool = True) -> np.ndar
 
 def _stretched(shape: tuple[int, ...], ii: InkImage) -> bool:
     """Whether an image of ``shape`` (as decoded) whose ink is ``ii`` is a digit stretched to fill its
-    frame: square, STRETCHED_SIDE pixels a side at most, its ink within STRETCHED_EDGE of its pixels of every edge."""
+    frame: square, STRETCHED_SIDE pixels a side at most, its ink within STRETCHED_EDGE of its pixels of
+    every edge."""
     return bool(ii.components) and _fills(shape, list(ii.components), *ii.mask.shape)
 
 
