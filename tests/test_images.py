@@ -27,6 +27,7 @@ from digitrec.reading.images import (
     segment,
     to_mnist,
 )
+from digitrec.reading.masks import bbox
 from digitrec.reading.results import MAX_MARKS
 from digitrec.reading.rules import MAX_CUTS, SPLIT_PRIOR, _best_cuts, _cut_candidates
 from digitrec.training import synth
@@ -2190,8 +2191,8 @@ def test_tight_stretched_bitmaps_keep_their_polarity_and_are_read(mnist):
 
 
 def _ink_box(field: np.ndarray) -> tuple[int, int]:
-    rows, cols = np.flatnonzero((field > 50).any(axis=1)), np.flatnonzero((field > 50).any(axis=0))
-    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    y0, y1, x0, x1 = bbox(field > 50)  # type: ignore[misc]  # every field here holds ink
+    return y1 - y0, x1 - x0
 
 
 def test_a_digit_stretched_to_fill_a_small_bitmap_gets_back_a_digits_width(mnist, rec):
@@ -2204,8 +2205,7 @@ def test_a_digit_stretched_to_fill_a_small_bitmap_gets_back_a_digits_width(mnist
     _, (x, y) = mnist
     nines = [k for k in range(400) if y[k] == 9][:12]
     for k in nines:
-        grey = 255 - cv2.resize(synth._crop(x[k]).astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA)
-        grey = np.clip(grey, 0, 255).astype(np.uint8)
+        grey = _grey_stretched(x[k])
         h, w = _ink_box(to_mnist(grey))
         assert h >= 19 and abs(w - images.STRETCHED_ASPECT * h) <= 2, (k, h, w)
         squeezed = images.STRETCHED_ASPECT * h + 2
