@@ -384,6 +384,7 @@ def test_every_file_of_a_walk_gets_a_row(mnist, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     (tree / "sub").mkdir(parents=True)
     Image.fromarray(render_on_paper(x[0])).save(tree / "sub" / "seven.png")
+    Image.fromarray(render_on_paper(x[0])).convert("L").save(tree / "sub" / "seven.pgm")  # Netpbm, as datasets
     os.mkfifo(tree / "sub" / "fifo.png")
     (tree / "dangling.png").symlink_to(tree / "nowhere.png")
     (tree / "sub" / "loop").symlink_to(tree)
@@ -410,7 +411,7 @@ def test_every_file_of_a_walk_gets_a_row(mnist, tmp_path: Path) -> None:
             deep = deep.parent
     assert "Traceback" not in out.stderr, out.stderr
     rows = {Path(r["file"]).name: r for r in map(json.loads, out.stdout.splitlines())}
-    assert rows["seven.png"]["digit"] == 7 and rows["deep.png"]["digit"] == 7
+    assert rows["seven.png"]["digit"] == 7 and rows["deep.png"]["digit"] == 7 and rows["seven.pgm"]["digit"] == 7
     assert "not a regular file" in rows["fifo.png"]["error"]
     assert "No such file" in rows["dangling.png"]["error"]
     assert "loop" in rows["loop"]["error"]

@@ -6,7 +6,11 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {
+    *(".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"),
+    *(".pbm", ".pgm", ".ppm", ".pnm"),  # Netpbm, as some datasets ship their digits
+    *(".avif", ".heic", ".heif"),  # phone cameras' formats (HEIC needs the heic extra: it says so)
+}
 
 
 def iter_images(paths: Sequence[str]) -> Iterator[tuple[Path, str | None]]:

@@ -121,8 +121,13 @@ FIELD_CONTRAST = 0.2
 MAX_BYTES = 20 * 1024 * 1024  # larger files are refused unread
 MAX_PIXELS = 50_000_000  # refused before decoding; Pillow's own bomb limit is ~89M (and warns at 89M/2)
 # The formats decoded; Pillow knows many more (EPS, which runs Ghostscript, among them), refused unread.
-# (Pillow's JPEG reader also opens the multi-picture JPEGs of phone cameras, as format "MPO".)
-FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+# (Pillow's JPEG reader also opens the multi-picture JPEGs of phone cameras, as format "MPO".) "PPM" is
+# Netpbm's PBM, PGM and PPM, as datasets ship digits; AVIF is Pillow's own. HEIC/HEIF, as iPhones take
+# photos, is read by pillow-heif where the `heic` extra installed it (its wheels are GPLv2: optional).
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF")
+# ISO base media files (HEIF, AVIF) open with an `ftyp` box at byte 4; these brands are HEIF's HEVC
+# images, which Pillow cannot read without pillow-heif.
+HEIC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")
 WORK_SIDE = 640  # images are analysed with their longer side at most this (decoding uses draft for JPEG)
 SMALL_SIDE = 64  # images with a shorter side below this are enlarged to about it (see `_resize_to_work`)
 LINE_SIDE = 160  # ...but a line of digits keeps its shorter side at least this, within WORK_SIDE^2 pixels
@@ -359,10 +364,11 @@ def open_image(data: bytes, name: str) -> Any:
     if len(data) > MAX_BYTES:
         raise ImageError(f"{name}: {len(data)} bytes is more than the limit of {MAX_BYTES}")
     _check_structure(data, name)
+    formats = FORMATS + _heif_formats(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap is checked below
-            pil = Image.open(io.BytesIO(data), formats=FORMATS)
+            pil = Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: more pixels than the limit of {MAX_PIXELS} (decompression bomb?)") from None
     except UnidentifiedImageError:
@@ -379,6 +385,27 @@ def open_image(data: bytes, name: str) -> Any:
     if w * h > MAX_PIXELS:
         raise ImageError(f"{name}: {w}x{h} pixels is more than the limit of {MAX_PIXELS} (decompression bomb?)")
     return pil
+
+
+def _heif_formats(data: bytes, name: str) -> tuple[str, ...]:
+    """("HEIF",) for a HEIF file (an iPhone's photo) where pillow-heif can read it; () for any other
+    file. A HEIC photo without pillow-heif is an ImageError saying what to install."""
+    if data[4:8] != b"ftyp":
+        return ()
+    brands = data[8:12], *(data[i : i + 4] for i in range(16, min(len(data), 64), 4))
+    if data[8:12] in (b"avif", b"avis"):  # Pillow's own AVIF reader
+        return ()
+    try:
+        import pillow_heif
+    except ImportError:
+        if any(b in HEIC_BRANDS for b in brands):
+            raise ImageError(
+                f"{name}: a HEIC/HEIF photo, which needs pillow-heif: pip install 'digitrec[heic]' "
+                "(or save the photo as JPEG)"
+            ) from None
+        return ()
+    pillow_heif.register_heif_opener(thumbnails=False)  # idempotent: Pillow's registry keeps one opener
+    return ("HEIF",)
 
 
 def _decode(pil: Any, name: str, own: bool = True) -> tuple[np.ndarray, bool, float]:

@@ -43,7 +43,7 @@ from ..reading.recognizer import Recognizer, load_recognizer
 
 __all__ = ["ServerConfig", "create_app", "listen_socket", "serve"]
 
-IMAGE_FIELD = "an image: PNG, JPEG, BMP, GIF, TIFF or WebP"
+IMAGE_FIELD = "an image: PNG, JPEG, BMP, GIF, TIFF, WebP, Netpbm (PBM/PGM/PPM), AVIF, or HEIC with the heic extra"
 # The request body of the upload endpoints, as OpenAPI documents it (the endpoints parse it themselves).
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
