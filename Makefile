@@ -1,6 +1,6 @@
 # Two commands do the whole setup on a machine that has only Python 3.11:
 #   make run   create .venv, install digitrec, train a quick model, evaluate it on the MNIST test set
-#   make test  create .venv, install digitrec with its test tools, run ruff and the test suite
+#   make test  create .venv, install digitrec with its test tools, run ruff, build the docs, run the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
