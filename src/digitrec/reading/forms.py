@@ -78,6 +78,11 @@ RULE_WHOLE = 0.75
 # `_teeth`) is printed: it need not run on past the digit (a cell's sides end it), and the digit's
 # strokes may cross more of it.
 RULE_WHOLE_CELL = 0.5
+# A comb's tooth measures wider than its base line (the blurred corner where they join goes with it):
+# up to TOOTH_WIDTH times the line's width (`_line_pixels`' radius) and 2 pixels. At 1.0, one tooth of
+# a comb measured 18.4 px against a limit of 18 and stayed, read with the digit (docs/experiments.md,
+# "Combs and small boxes round one digit").
+TOOTH_WIDTH = 1.2
 RULE_THIN = 0.25
 # A line spans the ink's width W at 20 degrees at most, so it is under 1.07 W long, and the rest of the
 # ink is at least the ink's height H less the line's width and slant: ink narrower than
@@ -129,7 +134,17 @@ FRAME_MIN = 12  # pixels of the working image: smaller components are never fram
 # this share of its box in the image of one digit (half in a line). Half missed small boxes with a
 # bold digit touching them (see docs/experiments.md, "Lines and boxes around one digit").
 FRAME_FILL = 0.7
-FRAME_LINE = 0.15  # a frame's lines are thin: `_line_pixels`' radius (about their width) at most this of its side
+# A frame's lines are thin: `_line_pixels`' radius (about their width) at most FRAME_LINE of its side.
+FRAME_LINE = 0.15
+# A small box photographed (20-60 px a side in the working image) blurs to lines 0.15-0.25 of its side,
+# and stayed round the digit. Lines up to FRAME_LINE_HOLDING of the side make a frame too where a mark
+# lies within its box or the rest of its component (a digit touching it, the ink FRAME_GROW pixels
+# past the lines) is FRAME_REST of the lines' ink or more: a 0 cropped flush with three edges, its
+# sides flattened, left 0.01-0.09 and was taken for a box (3 of 7,000 `cvl-valid` zeros so cropped
+# with 0.25 alone); boxes touching their digit left 0.05-0.26, most over 0.1 (docs/experiments.md,
+# "Combs and small boxes round one digit").
+FRAME_LINE_HOLDING = 0.25
+FRAME_REST = 0.1
 # In the image of one digit, a frame or a line the digit touches takes the ink within FRAME_GROW pixels
 # of it too: the runs along a tilted line leave the steps of its edges, which then read as strokes
 # (a stroke touching the line loses as much at its end). Lines of digits are read as before.
@@ -238,10 +253,21 @@ def _form_rules(
 def _frames(labels: np.ndarray, stats: np.ndarray, line: bool) -> Iterator[tuple[int, np.ndarray]]:
     """The components of ``labels`` (OpenCV's ``stats``) that are frames (`_frame`): (label, its
     pixels to take off within its box), one by one."""
+    areas = stats[1:, 4]
+    marks = np.flatnonzero(areas >= 0.04 * areas.max()) + 1 if len(areas) else areas
     for i in range(1, len(stats)):
         x, y, w, h, area = (int(v) for v in stats[i])
         if w >= FRAME_MIN and h >= FRAME_MIN and area <= (0.5 if line else FRAME_FILL) * w * h:
-            frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line)
+            inside = stats[marks[marks != i]]
+            holds = bool(
+                (
+                    (inside[:, 0] > x)
+                    & (inside[:, 1] > y)
+                    & (inside[:, 0] + inside[:, 2] < x + w)
+                    & (inside[:, 1] + inside[:, 3] < y + h)
+                ).any()
+            )
+            frame = _frame(labels[y : y + h, x : x + w] == i, grow=not line, holds=holds)
             if frame is not None:
                 yield i, frame
 
@@ -726,7 +752,7 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
         if area < 0.04 * biggest:
             continue  # a speck: neither
         piece = sub[y : y + h, x : x + w] == i
-        if h >= 2 * w and (near[y : y + h, x : x + w] & piece).any() and _is_bar(piece, r):
+        if h >= 2 * w and (near[y : y + h, x : x + w] & piece).any() and _is_bar(piece, round(TOOTH_WIDTH * r)):
             bars.append((x, x + w, i))
         else:
             others.append((x, x + w))
@@ -861,9 +887,10 @@ def _is_bar(piece: np.ndarray, r: int, elongated: bool = True) -> bool:
     return min(a, b) <= r + 2 and (not elongated or max(a, b) >= 2 * min(a, b))
 
 
-def _frame(comp: np.ndarray, grow: bool = False) -> np.ndarray | None:
+def _frame(comp: np.ndarray, grow: bool = False, holds: bool = False) -> np.ndarray | None:
     """If ``comp`` (bool, one component's box) is a frame (see `form_rules`), its pixels to take off
-    (uint8, 1: frame); else None. ``grow``: see FRAME_GROW."""
+    (uint8, 1: frame); else None. ``grow``: see FRAME_GROW. ``holds``: another mark lies within its
+    box (see FRAME_LINE_HOLDING)."""
     import cv2
 
     c8 = comp.view(np.uint8)
@@ -881,10 +908,16 @@ def _frame(comp: np.ndarray, grow: bool = False) -> np.ndarray | None:
     edges = np.zeros_like(c8)
     cv2.polylines(edges, [np.rint(quad).astype(np.int32)], True, 1, 1)
     band, r = _line_pixels(c8, edges, "hv")
-    if r > FRAME_LINE * min(lengths):
+    if r > FRAME_LINE_HOLDING * min(lengths):
         return None  # printed lines are thin for the box they make; a letter's strokes are not
     if grow:
         band = cv2.dilate(band, _disc(FRAME_GROW)) & c8
+    if r > FRAME_LINE * min(lengths) and not holds:
+        # Lines that thick make a frame only round a digit: one apart within it, or one touching it
+        # whose strokes are more than the frame's ragged inner edge.
+        rest = c8 & (1 - cv2.dilate(band, _disc(FRAME_GROW)))
+        if rest.sum() < FRAME_REST * band.sum():
+            return None
     # Each side is a printed line: straight ink along nearly all of it (a letter's outline, a
     # digit's curve, is straight along a part at most).
     near = cv2.dilate(band, np.ones((5, 5), np.uint8))

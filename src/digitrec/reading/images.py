@@ -80,17 +80,20 @@ __all__ = [
 # its curve (`_paper_curve`). 8: a small square bitmap whose ink fills it both ways (a digit stretched
 # to fill its frame, as USPS's and Semeion's are stored) is fitted as STRETCHED_ASPECT wide as high, and
 # keeps a piece at its edge that a crop would lose as a neighbour's; bold light strokes flush with a dark
-# canvas's edges are no page on a desk (PAGE_WIDE_AS_IS).
-PREPROCESSING_VERSION = 8
-# Models trained on fields of this version or later read today's without a warning: versions 3 to 8
-# changed only images already in MNIST's format, digits cropped tight, digits on ruled paper, light
-# ink filling a dark frame and dark ink massed on one side of it, small bitmaps stretched to fill, and
-# bold light strokes flush with a dark canvas, and a model trained on version 2 reads those as well or
-# better with them (docs/experiments.md, "Images already in MNIST's format", "Ruled paper in a photo",
-# "Dataset formats", "A digit flush with three edges", "Page lines the transform missed", "Digits
-# stretched to fill their frame", "Bold white digits flush with a black canvas's edges"); training's
-# renders of digits are the same, but for those on ruled paper among the harder conditions
-# (`--conditions`) and the small bitmaps stretched to a square.
+# canvas's edges are no page on a desk (PAGE_WIDE_AS_IS). 9: a small box round one digit whose lines
+# blur to a quarter of its side is a frame, and a comb's tooth a little wider than its base a tooth
+# (`forms.FRAME_LINE`, `forms.TOOTH_WIDTH`).
+PREPROCESSING_VERSION = 9
+# Models trained on fields of this version or later read today's without a warning: versions 3 to 9
+# changed only images already in MNIST's format, digits cropped tight, digits on ruled paper or in
+# printed cells, light ink filling a dark frame and dark ink massed on one side of it, small bitmaps
+# stretched to fill, and bold light strokes flush with a dark canvas, and a model trained on version 2
+# reads those as well or better with them (docs/experiments.md, "Images already in MNIST's format",
+# "Ruled paper in a photo", "Dataset formats", "A digit flush with three edges", "Page lines the
+# transform missed", "Digits stretched to fill their frame", "Bold white digits flush with a black
+# canvas's edges", "Combs and small boxes round one digit"); training's renders of digits are the
+# same, but for those on ruled paper or in form cells among the harder conditions (`--conditions`)
+# and the small bitmaps stretched to a square.
 PREPROCESSING_COMPATIBLE = 2
 FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
