@@ -710,8 +710,10 @@ def _touching_rule(
     line = _thin_across(m8, cv2.dilate(band, _disc(FRAME_GROW)) & m8, r)  # grown: see FRAME_GROW
     if not line.any():
         return
-    teeth, cell = _teeth(mask, line)
-    cell &= not upright  # (a margin rule has no cell)
+    if upright:  # a margin's rule or a page's line from top to bottom: no cell, no teeth
+        teeth, cell = np.zeros_like(line), False
+    else:
+        teeth, cell = _teeth(mask, line)
     rest, lbox = _bbox(mask & (line == 0) & (teeth == 0)), _bbox(line.view(bool))
     if rest is None or lbox is None:
         return
