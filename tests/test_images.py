@@ -2109,7 +2109,23 @@ def _small_files() -> dict[str, bytes]:
         "tiff-lzw": _encode(rgb, "TIFF", compression="tiff_lzw"),
         "tiff-16": _encode(Image.fromarray(a.astype(np.uint16) * 257), "TIFF"),
         "webp-lossless-RGBA": _encode(rgba, "WEBP", lossless=True),
+        "pgm": _encode(gray, "PPM"),
+        "pbm": _encode(gray.point(lambda v: 255 * (v > 128), "1"), "PPM"),
+        "ppm": _encode(rgb, "PPM"),
+        "avif": _encode(rgb, "AVIF", quality=90),
+        **_heif_files(rgb),
     }
+
+
+def _heif_files(rgb: Image.Image) -> dict[str, bytes]:
+    """A HEIC file where the heic extra is installed (pillow-heif's decoder is fuzzed too), else none."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return {}
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(rgb).save(buf, quality=90)
+    return {"heic": buf.getvalue()}
 
 
 SMALL_FILES = _small_files()
