@@ -82,7 +82,7 @@ __all__ = [
 # keeps a piece at its edge that a crop would lose as a neighbour's; bold light strokes flush with a dark
 # canvas's edges are no page on a desk (PAGE_WIDE_AS_IS). 9: a small box round one digit whose lines
 # blur to a quarter of its side is a frame, and a comb's tooth a little wider than its base a tooth
-# (`forms.FRAME_LINE`, `forms.TOOTH_WIDTH`).
+# (`forms.FRAME_LINE_HOLDING`, `forms.TOOTH_WIDTH`).
 PREPROCESSING_VERSION = 9
 # Models trained on fields of this version or later read today's without a warning: versions 3 to 9
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper or in
@@ -398,17 +398,25 @@ def _heif_formats(data: bytes, name: str) -> tuple[str, ...]:
     brands = data[8:12], *(data[i : i + 4] for i in range(16, min(len(data), 64), 4))
     if data[8:12] in (b"avif", b"avis"):  # Pillow's own AVIF reader
         return ()
+    if _heif_registered():
+        return ("HEIF",)
+    if any(b in HEIC_BRANDS for b in brands):
+        raise ImageError(
+            f"{name}: a HEIC/HEIF photo, which needs pillow-heif: pip install 'digitrec[heic]' "
+            "(or save the photo as JPEG)"
+        )
+    return ()
+
+
+@functools.cache
+def _heif_registered() -> bool:
+    """Whether pillow-heif is installed, its opener then registered with Pillow (once a process)."""
     try:
         import pillow_heif
     except ImportError:
-        if any(b in HEIC_BRANDS for b in brands):
-            raise ImageError(
-                f"{name}: a HEIC/HEIF photo, which needs pillow-heif: pip install 'digitrec[heic]' "
-                "(or save the photo as JPEG)"
-            ) from None
-        return ()
-    pillow_heif.register_heif_opener(thumbnails=False)  # idempotent: Pillow's registry keeps one opener
-    return ("HEIF",)
+        return False
+    pillow_heif.register_heif_opener(thumbnails=False)
+    return True
 
 
 def _decode(pil: Any, name: str, own: bool = True) -> tuple[np.ndarray, bool, float]:
