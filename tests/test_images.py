@@ -226,10 +226,9 @@ def test_every_format_reads_the_same_digit(fmt: str, mnist, rec) -> None:
 
 
 def _heic(page: Image.Image) -> bytes:
-    pillow_heif = pytest.importorskip("pillow_heif", reason="the heic extra (pillow-heif) is not installed")
-    buf = io.BytesIO()
-    pillow_heif.from_pillow(page.convert("RGB")).save(buf, quality=90)
-    return buf.getvalue()
+    if not images._heif_registered():  # pillow-heif's opener, which also saves HEIF through Pillow
+        pytest.skip("the heic extra (pillow-heif) is not installed")
+    return _encode(page.convert("RGB"), "HEIF", quality=90)
 
 
 def test_an_iphones_heic_photo_reads_the_digit(mnist, rec) -> None:
@@ -2126,13 +2125,7 @@ def _small_files() -> dict[str, bytes]:
 
 def _heif_files(rgb: Image.Image) -> dict[str, bytes]:
     """A HEIC file where the heic extra is installed (pillow-heif's decoder is fuzzed too), else none."""
-    try:
-        import pillow_heif
-    except ImportError:
-        return {}
-    buf = io.BytesIO()
-    pillow_heif.from_pillow(rgb).save(buf, quality=90)
-    return {"heic": buf.getvalue()}
+    return {"heic": _encode(rgb, "HEIF", quality=90)} if images._heif_registered() else {}
 
 
 SMALL_FILES = _small_files()
