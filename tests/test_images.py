@@ -1769,6 +1769,52 @@ def test_a_dark_grainy_desk_is_found_as_a_desk_not_lit_as_a_shadow(mnist) -> Non
     assert found >= 57  # 55 when the grain made marks
 
 
+def test_a_desk_under_its_own_lighting_gradient_is_found_as_a_desk(mnist) -> None:
+    """A desk whose light falls off across the photo, with little grain: its darker half was darker
+    than the desk's median by the share that makes marks, so it was lit as paper in a shadow and the
+    page's edge stayed a stroke. Marks are darker than the level around them."""
+    import cv2
+
+    (x, _) = mnist[1]
+    rng = np.random.default_rng(5)
+    found = 0
+    for i in range(60):
+        gray, _, _ = images._gray(synth.as_photo(x[i], rng), None)
+        h, w = gray.shape
+        share = rng.uniform(0.65, 0.85)
+        ph, pw = int(h * share), int(w * share)
+        yy, xx = np.mgrid[0:h, 0:w]
+        ramp = xx / w if i % 2 else yy / h
+        photo = rng.uniform(60, 120) * (1 - 0.45 * ramp) + rng.normal(0, 1, (h, w))
+        oy, ox = (int(v) for v in rng.integers(0, [h - ph, w - pw]))
+        photo[oy : oy + ph, ox : ox + pw] = cv2.resize(gray.astype(np.float32), (pw, ph), interpolation=cv2.INTER_AREA)
+        gray, _, _ = images._gray(_jpeg(photo), None)
+        page = images._off_page(images._resize_to_work(gray, False)[0])
+        found += page is not None and bool(page[0].any())
+    assert found >= 57  # 28 before
+
+
+def test_a_page_turned_with_a_corner_near_the_frame_leaves_no_sliver(rec, mnist) -> None:
+    """A page turned a few degrees and filling most of the photo: between a corner and the frame's
+    edge a strip of desk narrower than the closing's window was closed into the page, and stayed in
+    the field as a speck or a bar beside the digit."""
+    import cv2
+
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(6)
+    right = one = 0
+    for i in range(200, 300):
+        rgb = synth._rgb(synth.as_photo(x[i], rng))
+        h, w = rgb.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.choice([-1, 1]) * rng.uniform(3, 6), rng.uniform(0.85, 0.92))
+        inside = cv2.warpAffine(np.ones((h, w), np.float32), m, (w, h))[..., None]
+        photo = _jpeg((inside * cv2.warpAffine(rgb, m, (w, h)) + (1 - inside) * rng.uniform(30, 90)).mean(-1))
+        right += rec.predict(photo).digit == y[i]
+        one += cv2.connectedComponents((images.to_mnist(photo) > 40).astype(np.uint8))[0] == 2
+    assert one >= 99  # 97 before (100 now)
+    assert right >= 98  # 99 before (100 now): the model mostly reads past a sliver
+
+
 def test_a_white_digit_drawn_large_on_black_is_light_ink(rec, mnist) -> None:
     """Light strokes filling most of a dark frame (a drawing app's white brush on black): the closed
     strokes were taken for a page and the black around them for a desk, or the middles of the edges

@@ -82,18 +82,22 @@ __all__ = [
 # keeps a piece at its edge that a crop would lose as a neighbour's; bold light strokes flush with a dark
 # canvas's edges are no page on a desk (PAGE_WIDE_AS_IS). 9: a small box round one digit whose lines
 # blur to a quarter of its side is a frame, and a comb's tooth a little wider than its base a tooth
-# (`forms.FRAME_LINE_HOLDING`, `forms.TOOTH_WIDTH`).
-PREPROCESSING_VERSION = 9
-# Models trained on fields of this version or later read today's without a warning: versions 3 to 9
+# (`forms.FRAME_LINE_HOLDING`, `forms.TOOTH_WIDTH`). 10: a desk under a lighting gradient of its own
+# is a desk, not paper in a shadow (marks are darker than the level around them), lies round the page
+# only where a sharp drop parts them (a vignette's corners are left to the ink map), and strips of it
+# between a page's corner and the frame's edge, which the closing fills, go with it (`_off_page`).
+PREPROCESSING_VERSION = 10
+# Models trained on fields of this version or later read today's without a warning: versions 3 to 10
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper or in
-# printed cells, light ink filling a dark frame and dark ink massed on one side of it, small bitmaps
-# stretched to fill, and bold light strokes flush with a dark canvas, and a model trained on version 2
-# reads those as well or better with them (docs/experiments.md, "Images already in MNIST's format",
+# printed cells, photos of a page on a desk or with a vignette, light ink filling a dark frame and
+# dark ink massed on one side of it, small bitmaps stretched to fill, and bold light strokes flush
+# with a dark canvas, and a model trained on version 2 reads those as well or better with them
+# (docs/experiments.md, "Images already in MNIST's format",
 # "Ruled paper in a photo", "Dataset formats", "A digit flush with three edges", "Page lines the
 # transform missed", "Digits stretched to fill their frame", "Bold white digits flush with a black
-# canvas's edges", "Combs and small boxes round one digit"); training's renders of digits are the
-# same, but for those on ruled paper or in form cells among the harder conditions (`--conditions`)
-# and the small bitmaps stretched to a square.
+# canvas's edges", "Combs and small boxes round one digit", "Desks under their own light");
+# training's renders of digits are the same, but for those on ruled paper, in form cells or on a desk
+# among the harder conditions (`--conditions`) and the small bitmaps stretched to a square.
 PREPROCESSING_COMPATIBLE = 2
 FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
@@ -964,6 +968,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     sh, sw = small.shape
     # The image's grain, not its shading: how far each pixel lies from its 5x5 mean (see marks below).
     fine = np.abs(small.astype(np.float32) - cv2.blur(small, (5, 5)).astype(np.float32))
+    local = cv2.medianBlur(small, 3 * k).astype(np.float32)  # the level around each pixel, strokes and all
     off = np.zeros(n, bool)
     shaded = []
     reach = None  # each pixel's distance from the image's nearest edge (where a region needs it)
@@ -991,19 +996,24 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         typical = float(np.median(small[inside]))
         # ...and darker than the region's own grain reaches: a dark desk's sensor noise is a large share
         # of its level, and patches of it were marks, so a desk was lit as a shadow and its edge kept.
+        # ...and darker than the level around them too (the median of three closing windows, which
+        # follows the region's lighting): a desk under its own lighting gradient had "marks" in its
+        # darker half, so it was lit as a shadow and the page's edge kept as strokes.
         grain = SHADE_GRAIN * float(np.median(fine[inside]))
         below = min((1 - 2 * MIN_CONTRAST) * typical, typical - grain)
-        marks = cv2.erode((small < below).view(np.uint8), np.ones((2, 2), np.uint8))
+        dark_here = (small < below) & (small < (1 - 2 * MIN_CONTRAST) * local)
+        marks = cv2.erode(dark_here.view(np.uint8), np.ones((2, 2), np.uint8))
         # Far from the edges for its depth: no desk, which lies outside a page that is a convex
         # quadrilateral, and so is as deep as it reaches into the frame, but a digit's bold strokes,
         # closed into one region where they touch two edges (a digit cut off centre, flush with
         # three edges of its crop).
         if reach is None:
-            yy, xx = np.ogrid[:sh, :sw]
-            reach = np.minimum(np.minimum(yy, sh - 1 - yy), np.minimum(xx, sw - 1 - xx))
+            reach = _edge_distance(sh, sw)
         depth = float(cv2.distanceTransform(c.view(np.uint8), cv2.DIST_L2, 3).max())
         thin = int(reach[c].max()) > PAGE_REACH * depth
-        off[i] = not through and not thin and not marks.view(bool)[inside].any()
+        # A page's edge is a sharp drop (a desk's 0.3 of the page's level or more); a vignette's dark
+        # corners fall off gently and are left to the ink map, which levels them.
+        off[i] = not through and not thin and sharp and not marks.view(bool)[inside].any()
         lo, hi = np.percentile(smooth[inside], (10, 90))
         # Evenly shaded, or cut off from the page by a sharp drop: a cast shadow, not a gradient; and
         # deep, or around the page. A shallow one within the border is the digit itself, its strokes
@@ -1015,6 +1025,21 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     if not off.any() and not shaded:
         return None
     mask = off[labels].view(np.uint8)
+    if off.any():
+        # The closing fills a strip of desk narrower than its window between a page's corner and the
+        # frame's edge (mirrored there, the page meets itself): such strips, dark in the image as it is
+        # and joined to what was found, are found too; left, they were slivers beside the digit.
+        if reach is None:
+            reach = _edge_distance(sh, sw)
+        rest = ((small <= otsu) & (mask == 0)).view(np.uint8)
+        m, pieces = cv2.connectedComponents(rest, connectivity=8)
+        deep = np.zeros(m, bool)
+        deep[pieces[reach >= k]] = True  # reaching in from the frame's edges: a stroke, not a strip
+        beside = np.zeros(m, bool)
+        beside[pieces[cv2.dilate(mask, np.ones((3, 3), np.uint8)).view(bool)]] = True
+        strips = beside & ~deep
+        strips[0] = False
+        mask = mask | strips[pieces].view(np.uint8)
     if mask.mean() > 1 - PAGE_AT_LEAST:
         return None
     mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=5)  # and the page's blurred edge
@@ -1030,6 +1055,12 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     coef = np.linalg.lstsq(a, smooth[::2, ::2][ys, xs].astype(np.float64), rcond=None)[0]
     level = np.clip(np.float32(coef[0]) + _plane((coef[1], coef[2]), h, w), 0, 255)
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
+
+
+def _edge_distance(h: int, w: int) -> np.ndarray:
+    """Each pixel's distance (in pixels) from the nearest edge of an h x w image."""
+    yy, xx = np.ogrid[:h, :w]
+    return np.minimum(np.minimum(yy, h - 1 - yy), np.minimum(xx, w - 1 - xx))
 
 
 def _convex(mask: np.ndarray) -> bool:
