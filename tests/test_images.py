@@ -1754,6 +1754,26 @@ def test_a_shadow_cast_across_the_page_is_not_ink(
     assert sum(right) >= 18, right
 
 
+def test_a_shadow_over_most_of_the_page_is_lit_again(rec, mnist) -> None:
+    """A shadow over three quarters of the frame, the digit in the light beyond its edge: the shadow,
+    with no marks in it, looked like a desk, but too much of the frame to lie round a page, so nothing
+    was found and its edge was a stroke beside the digit. It is lit again as a shadow."""
+    import cv2
+
+    (x, y) = mnist[1]
+    rng = np.random.default_rng(12)
+    yy, xx = np.mgrid[0:320, 0:320]
+    right = 0
+    for k in range(20):
+        i = int(np.flatnonzero(y == k % 10)[70 + k])
+        page = np.full((320, 320), 215.0)
+        page[20:120, 20:120] -= 0.7 * cv2.resize(x[i], (100, 100), interpolation=cv2.INTER_CUBIC)
+        beyond = xx + yy > 240 + rng.uniform(-10, 10)
+        shadow = cv2.GaussianBlur(np.where(beyond, rng.uniform(0.45, 0.6), 1.0), (0, 0), 2)
+        right += rec.predict(_jpeg(page * shadow + rng.normal(0, 3, page.shape))).digit == y[i]
+    assert right >= 18, right  # 4 before
+
+
 def test_a_dark_grainy_desk_is_found_as_a_desk_not_lit_as_a_shadow(mnist) -> None:
     """A desk's sensor grain is no mark: a region without marks is what lies around the page, blanked
     (lit as a shadow instead, the page's blurred edge stayed as a stroke in the field)."""

@@ -85,14 +85,15 @@ __all__ = [
 # (`forms.FRAME_LINE_HOLDING`, `forms.TOOTH_WIDTH`). 10: a desk under a lighting gradient of its own
 # is a desk, not paper in a shadow (marks are darker than the level around them), lies round the page
 # only where a sharp drop parts them (a vignette's corners are left to the ink map), and strips of it
-# between a page's corner and the frame's edge, which the closing fills, go with it (`_off_page`).
+# between a page's corner and the frame's edge, which the closing fills, go with it (`_off_page`); a
+# shadow over most of the frame, too large to lie round a page, is lit again (SHADE_LIGHT).
 PREPROCESSING_VERSION = 10
 # Models trained on fields of this version or later read today's without a warning: versions 3 to 10
 # changed only images already in MNIST's format, digits cropped tight, digits on ruled paper or in
-# printed cells, photos of a page on a desk or with a vignette, light ink filling a dark frame and
-# dark ink massed on one side of it, small bitmaps stretched to fill, and bold light strokes flush
-# with a dark canvas, and a model trained on version 2 reads those as well or better with them
-# (docs/experiments.md, "Images already in MNIST's format",
+# printed cells, photos of a page on a desk, with a vignette or a shadow over most of it, light ink
+# filling a dark frame and dark ink massed on one side of it, small bitmaps stretched to fill, and
+# bold light strokes flush with a dark canvas, and a model trained on version 2 reads those as well
+# or better with them (docs/experiments.md, "Images already in MNIST's format",
 # "Ruled paper in a photo", "Dataset formats", "A digit flush with three edges", "Page lines the
 # transform missed", "Digits stretched to fill their frame", "Bold white digits flush with a black
 # canvas's edges", "Combs and small boxes round one digit", "Desks under their own light");
@@ -215,6 +216,10 @@ PAGE_SMOOTH = 0.1
 # the side, 10th-90th percentile; cast shadows 0.26 and more, 0.51 at the 10th percentile).
 SHADE_DEPTH = 0.2
 SHADE_AROUND = 0.5
+# A region too large to lie round a page (over 1 - PAGE_AT_LEAST of the frame) is lit as a shadow over
+# most of the page where it keeps this share of the page's level or more (cast shadows keep 0.4-0.7 in
+# `synth.with_a_shadow`); darker, it is a dark canvas round light strokes, and is left as it is.
+SHADE_LIGHT = 0.25
 # A digit whose ink spans fewer working pixels than this in an image that was reduced is read again
 # from the decoded image around it (`to_mnist`), with this share of its size as margin on each side.
 SMALL_DIGIT = 48
@@ -971,6 +976,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     local = cv2.medianBlur(small, 3 * k).astype(np.float32)  # the level around each pixel, strokes and all
     off = np.zeros(n, bool)
     shaded = []
+    lit = []  # regions found round the page that would be lit as shadows, were they not so large
     reach = None  # each pixel's distance from the image's nearest edge (where a region needs it)
     for i in range(1, n):
         if stats[i, cv2.CC_STAT_AREA] < PAGE_AROUND_AREA * small.size:
@@ -1020,11 +1026,21 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         # closed into one dark blob (a bold digit cropped tight to its ink, whose strokes are wider
         # than the closing), and was lit away.
         even = hi - lo < SHADE_FLAT * typical or sharp
-        if not off[i] and even and (_border_share(c) > SHADE_AROUND or depth >= SHADE_DEPTH * min(sh, sw)):
-            shaded.append((i, typical))
+        if even and (_border_share(c) > SHADE_AROUND or depth >= SHADE_DEPTH * min(sh, sw)):
+            (lit if off[i] else shaded).append((i, typical))
     if not off.any() and not shaded:
         return None
     mask = off[labels].view(np.uint8)
+    if mask.mean() > 1 - PAGE_AT_LEAST:
+        # Too much of the frame to lie round a page: a shadow over most of it, the digit in the light
+        # beyond its edge. Such regions are lit again as shadows (they hold no marks to spoil);
+        # left, the shadow's edge was a stroke beside the digit.
+        lit = [(i, typical) for i, typical in lit if typical >= SHADE_LIGHT * paper]  # not a dark canvas
+        if not lit:
+            return None
+        shaded += lit
+        off[:] = False
+        mask[:] = 0
     if off.any():
         # The closing fills a strip of desk narrower than its window between a page's corner and the
         # frame's edge (mirrored there, the page meets itself): such strips, dark in the image as it is
