@@ -973,11 +973,11 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     sh, sw = small.shape
     # The image's grain, not its shading: how far each pixel lies from its 5x5 mean (see marks below).
     fine = np.abs(small.astype(np.float32) - cv2.blur(small, (5, 5)).astype(np.float32))
-    local = cv2.medianBlur(small, 3 * k).astype(np.float32)  # the level around each pixel, strokes and all
     off = np.zeros(n, bool)
     shaded = []
     lit = []  # regions found round the page that would be lit as shadows, were they not so large
-    reach = None  # each pixel's distance from the image's nearest edge (where a region needs it)
+    reach = _edge_distance(sh, sw)  # each pixel's distance from the image's nearest edge
+    local = None  # the level around each pixel, strokes and all (where a region needs it: 0.4 ms)
     for i in range(1, n):
         if stats[i, cv2.CC_STAT_AREA] < PAGE_AROUND_AREA * small.size:
             continue
@@ -1007,14 +1007,14 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         # darker half, so it was lit as a shadow and the page's edge kept as strokes.
         grain = SHADE_GRAIN * float(np.median(fine[inside]))
         below = min((1 - 2 * MIN_CONTRAST) * typical, typical - grain)
+        if local is None:
+            local = cv2.medianBlur(small, 3 * k).astype(np.float32)
         dark_here = (small < below) & (small < (1 - 2 * MIN_CONTRAST) * local)
         marks = cv2.erode(dark_here.view(np.uint8), np.ones((2, 2), np.uint8))
         # Far from the edges for its depth: no desk, which lies outside a page that is a convex
         # quadrilateral, and so is as deep as it reaches into the frame, but a digit's bold strokes,
         # closed into one region where they touch two edges (a digit cut off centre, flush with
         # three edges of its crop).
-        if reach is None:
-            reach = _edge_distance(sh, sw)
         depth = float(cv2.distanceTransform(c.view(np.uint8), cv2.DIST_L2, 3).max())
         thin = int(reach[c].max()) > PAGE_REACH * depth
         # A page's edge is a sharp drop (a desk's 0.3 of the page's level or more); a vignette's dark
@@ -1045,8 +1045,6 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         # The closing fills a strip of desk narrower than its window between a page's corner and the
         # frame's edge (mirrored there, the page meets itself): such strips, dark in the image as it is
         # and joined to what was found, are found too; left, they were slivers beside the digit.
-        if reach is None:
-            reach = _edge_distance(sh, sw)
         rest = ((small <= otsu) & (mask == 0)).view(np.uint8)
         m, pieces = cv2.connectedComponents(rest, connectivity=8)
         deep = np.zeros(m, bool)
