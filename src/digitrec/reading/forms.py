@@ -16,9 +16,10 @@ from .masks import bbox as _bbox
 from .masks import disc as _disc
 from .masks import percentile as _percentile
 
-__all__ = ["MIN_DIGIT_HEIGHT", "form_rules", "straight_lines"]
+__all__ = ["MIN_DIGIT_HEIGHT", "SPECK", "form_rules", "straight_lines"]
 
 MIN_DIGIT_HEIGHT = 6  # pixels of the working image: `read` ignores shorter marks (specks, ruling fragments)
+SPECK = 0.04  # a mark with less than this share of the largest mark's pixels is a speck or noise
 
 # Printed form rules (see `form_rules`): in a line of digits, a straight line at least RULE_LENGTH
 # times as long as the marks are high is a rule (an underline, a comb's base, a row of boxes' top
@@ -254,7 +255,7 @@ def _frames(labels: np.ndarray, stats: np.ndarray, line: bool) -> Iterator[tuple
     """The components of ``labels`` (OpenCV's ``stats``) that are frames (`_frame`): (label, its
     pixels to take off within its box), one by one."""
     areas = stats[1:, 4]
-    marks = np.flatnonzero(areas >= 0.04 * areas.max()) + 1 if len(areas) else areas
+    marks = np.flatnonzero(areas >= SPECK * areas.max()) + 1 if len(areas) else areas
     for i in range(1, len(stats)):
         x, y, w, h, area = (int(v) for v in stats[i])
         if w >= FRAME_MIN and h >= FRAME_MIN and area <= (0.5 if line else FRAME_FILL) * w * h:
@@ -329,7 +330,7 @@ def _touching_rules(
     nor, where the ink runs from edge to edge (``edges``, see `form_rules`), the lines across the page
     apart from the digit (`_ink_image` drops both later)."""
     areas = stats[:, 4]  # OpenCV's CC_STAT_AREA
-    counts = areas >= max(3, 0.04 * areas[1:].max())
+    counts = areas >= max(3, SPECK * areas[1:].max())
     hh, ww = labels.shape
     across, upright = edges
     if across:
@@ -751,7 +752,7 @@ def _teeth(mask: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, bool]:
     bars, others = [], []
     for i in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[i])
-        if area < 0.04 * biggest:
+        if area < SPECK * biggest:
             continue  # a speck: neither
         piece = sub[y : y + h, x : x + w] == i
         if h >= 2 * w and (near[y : y + h, x : x + w] & piece).any() and _is_bar(piece, round(TOOTH_WIDTH * r)):

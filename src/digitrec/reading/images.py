@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .forms import MIN_DIGIT_HEIGHT, form_rules, straight_lines
+from .forms import MIN_DIGIT_HEIGHT, SPECK, form_rules, straight_lines
 from .masks import bbox as _bbox
 from .masks import percentile as _percentile
 
@@ -1335,7 +1335,7 @@ def _ink_image(gray: np.ndarray, composited: bool, decoded: float, line: bool, r
     keep = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
-        if area < max(3, 0.04 * biggest):
+        if area < max(3, SPECK * biggest):
             continue  # specks and noise
         spans_width = bw >= 0.9 * w and bh <= 0.1 * h
         spans_height = bh >= 0.98 * h and bw <= 0.05 * w and (x == 0 or x + bw == w)
