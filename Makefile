@@ -60,9 +60,9 @@ format: install-dev
 # recipe on MNIST plus the real handwriting of ../shared/data/real (cvl-train and optdigits trained on,
 # cvl-valid for validation only; research-use data, never copied into the repository), seed 1: the
 # best of seeds 0-2 on validation (docs/experiments.md); trained in mixed bfloat16, what --precision
-# auto picks on a CPU with AMX (about 14 minutes there; without AMX bf16 is slower). Then 6 epochs of
+# auto picks on a CPU with AMX (14-21 minutes there; without AMX bf16 is slower). Then 6 epochs of
 # fine-tuning from it on the real sets rendered again, half of their photos under harder conditions
-# (ruled paper, form cells, shadows, ...): about 9 minutes in float32 on 2 AMD EPYC cores.
+# (ruled paper, form cells, shadows, ...): about 8 minutes in float32 on 2 Xeon cores, 9 on AMD EPYC.
 REAL ?= ../shared/data/real
 default-model: install
 	$(BIN)/digitrec train --preset best --seed 1 --precision bf16 --extra-data $(REAL)/cvl-train \
