@@ -1042,18 +1042,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         off[:] = False
         mask[:] = 0
     if off.any():
-        # The closing fills a strip of desk narrower than its window between a page's corner and the
-        # frame's edge (mirrored there, the page meets itself): such strips, dark in the image as it is
-        # and joined to what was found, are found too; left, they were slivers beside the digit.
-        rest = ((small <= otsu) & (mask == 0)).view(np.uint8)
-        m, pieces = cv2.connectedComponents(rest, connectivity=8)
-        deep = np.zeros(m, bool)
-        deep[pieces[reach >= k]] = True  # reaching in from the frame's edges: a stroke, not a strip
-        beside = np.zeros(m, bool)
-        beside[pieces[cv2.dilate(mask, np.ones((3, 3), np.uint8)).view(bool)]] = True
-        strips = beside & ~deep
-        strips[0] = False
-        mask = mask | strips[pieces].view(np.uint8)
+        mask = mask | _desk_strips(small <= otsu, mask, reach >= k)
     if mask.mean() > 1 - PAGE_AT_LEAST:
         return None
     mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=5)  # and the page's blurred edge
@@ -1064,11 +1053,36 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
             region = cv2.dilate((labels == i).view(np.uint8), np.ones((3, 3), np.uint8), iterations=2).view(bool)
             shade[region] = paper / max(typical, 1.0)
         shade = cv2.resize(shade, (w, h), interpolation=cv2.INTER_NEAREST)
-    ys, xs = np.nonzero((mask[::2, ::2] == 0) & (dark[::2, ::2] == 0))  # the page in the light
+    level = _page_level(smooth, (mask == 0) & (dark == 0), h, w)
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
+
+
+def _desk_strips(dark: np.ndarray, found: np.ndarray, deep: np.ndarray) -> np.ndarray:
+    """The strips of desk that `_off_page`'s closing filled (uint8 1 on them): narrower than its window
+    between a page's corner and the frame's edge (mirrored there, the page meets itself), they are the
+    pieces of ``dark`` (the reduced image as it is, at most Otsu's level) beside what was ``found``
+    (uint8) and not reaching ``deep`` (that far in from the frame's edges: a stroke, not a strip).
+    Left, they were slivers beside the digit."""
+    import cv2
+
+    m, pieces = cv2.connectedComponents((dark & (found == 0)).view(np.uint8), connectivity=8)
+    reaching = np.zeros(m, bool)
+    reaching[pieces[deep]] = True
+    beside = np.zeros(m, bool)
+    beside[pieces[cv2.dilate(found, np.ones((3, 3), np.uint8)).view(bool)]] = True
+    strips = beside & ~reaching
+    strips[0] = False
+    return strips[pieces].view(np.uint8)
+
+
+def _page_level(smooth: np.ndarray, page: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The page's lighting, h x w: a plane fitted to the levels of ``smooth`` (the reduced, closed
+    image) where ``page`` (the page in the light) holds, every other pixel each way."""
+    sh, sw = smooth.shape
+    ys, xs = np.nonzero(page[::2, ::2])
     a = np.stack([np.ones(len(ys)), (2 * xs + 0.5) / sw - 0.5, (2 * ys + 0.5) / sh - 0.5], 1)
     coef = np.linalg.lstsq(a, smooth[::2, ::2][ys, xs].astype(np.float64), rcond=None)[0]
-    level = np.clip(np.float32(coef[0]) + _plane((coef[1], coef[2]), h, w), 0, 255)
-    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
+    return np.clip(np.float32(coef[0]) + _plane((coef[1], coef[2]), h, w), 0, 255)
 
 
 def _edge_distance(h: int, w: int) -> np.ndarray:
