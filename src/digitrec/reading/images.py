@@ -977,7 +977,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     shaded = []
     lit = []  # regions found round the page that would be lit as shadows, were they not so large
     reach = _edge_distance(sh, sw)  # each pixel's distance from the image's nearest edge
-    local = None  # the level around each pixel, strokes and all (where a region needs it: 0.4 ms)
+    local: list[np.ndarray] = []  # the level around each pixel, strokes and all (where a region needs it: 0.4 ms)
     for i in range(1, n):
         if stats[i, cv2.CC_STAT_AREA] < PAGE_AROUND_AREA * small.size:
             continue
@@ -991,42 +991,8 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         through = (top > 0 and bottom > 0 and max(left, right) < PAGE_AROUND_EDGE) or (
             left > 0 and right > 0 and max(top, bottom) < PAGE_AROUND_EDGE
         )
-        sharp = _edge_drop(smooth, c) >= SHADE_EDGE * paper
-        if gentle and not sharp:
-            continue
-        # Marks within the region (2x2 patches or more, well darker than its typical level) make it paper
-        # in a shadow, or a page of its own, not a desk: it stays as it is.
-        inside = cv2.erode(c.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)  # not its blurred border
-        if not inside.any():
-            continue
-        typical = float(np.median(small[inside]))
-        # ...and darker than the region's own grain reaches: a dark desk's sensor noise is a large share
-        # of its level, and patches of it were marks, so a desk was lit as a shadow and its edge kept.
-        # ...and darker than the level around them too (the median of three closing windows, which
-        # follows the region's lighting): a desk under its own lighting gradient had "marks" in its
-        # darker half, so it was lit as a shadow and the page's edge kept as strokes.
-        grain = SHADE_GRAIN * float(np.median(fine[inside]))
-        below = min((1 - 2 * MIN_CONTRAST) * typical, typical - grain)
-        if local is None:
-            local = cv2.medianBlur(small, 3 * k).astype(np.float32)
-        dark_here = (small < below) & (small < (1 - 2 * MIN_CONTRAST) * local)
-        marks = cv2.erode(dark_here.view(np.uint8), np.ones((2, 2), np.uint8))
-        # Far from the edges for its depth: no desk, which lies outside a page that is a convex
-        # quadrilateral, and so is as deep as it reaches into the frame, but a digit's bold strokes,
-        # closed into one region where they touch two edges (a digit cut off centre, flush with
-        # three edges of its crop).
-        depth = float(cv2.distanceTransform(c.view(np.uint8), cv2.DIST_L2, 3).max())
-        thin = int(reach[c].max()) > PAGE_REACH * depth
-        # A page's edge is a sharp drop (a desk's 0.3 of the page's level or more); a vignette's dark
-        # corners fall off gently and are left to the ink map, which levels them.
-        off[i] = not through and not thin and sharp and not marks.view(bool)[inside].any()
-        lo, hi = np.percentile(smooth[inside], (10, 90))
-        # Evenly shaded, or cut off from the page by a sharp drop: a cast shadow, not a gradient; and
-        # deep, or around the page. A shallow one within the border is the digit itself, its strokes
-        # closed into one dark blob (a bold digit cropped tight to its ink, whose strokes are wider
-        # than the closing), and was lit away.
-        even = hi - lo < SHADE_FLAT * typical or sharp
-        if even and (_border_share(c) > SHADE_AROUND or depth >= SHADE_DEPTH * min(sh, sw)):
+        off[i], typical = _around_page(c, through, small, smooth, fine, reach, local, paper, gentle, k)
+        if typical is not None:
             (lit if off[i] else shaded).append((i, typical))
     if not off.any() and not shaded:
         return None
@@ -1055,6 +1021,66 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         shade = cv2.resize(shade, (w, h), interpolation=cv2.INTER_NEAREST)
     level = _page_level(smooth, (mask == 0) & (dark == 0), h, w)
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).view(bool), level, shade
+
+
+def _around_page(
+    c: np.ndarray,
+    through: bool,
+    small: np.ndarray,
+    smooth: np.ndarray,
+    fine: np.ndarray,
+    reach: np.ndarray,
+    local: list[np.ndarray],
+    paper: float,
+    gentle: bool,
+    k: int,
+) -> tuple[bool, float | None]:
+    """One dark region ``c`` (bool, of `_off_page`'s reduced image ``small``, closed: ``smooth``)
+    along the frame's edges: whether it lies round the page (a desk: no marks in it, parted from the
+    page by a sharp drop, as deep as it reaches in, not ``through`` from one edge to the opposite),
+    and its typical level if it would be lit as a shadow (evenly shaded or sharply parted, deep or
+    round the page), else None. ``fine``: the image's grain; ``reach``: each pixel's distance from
+    the frame's edges; ``local``: the level around each pixel, made here once when first needed
+    (a list holding it); ``gentle``: the region is not much darker than the ``paper``."""
+    import cv2
+
+    sharp = _edge_drop(smooth, c) >= SHADE_EDGE * paper
+    if gentle and not sharp:
+        return False, None
+    # Marks within the region (2x2 patches or more, well darker than its typical level) make it paper
+    # in a shadow, or a page of its own, not a desk: it stays as it is.
+    inside = cv2.erode(c.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)  # not its blurred border
+    if not inside.any():
+        return False, None
+    typical = float(np.median(small[inside]))
+    # ...and darker than the region's own grain reaches: a dark desk's sensor noise is a large share
+    # of its level, and patches of it were marks, so a desk was lit as a shadow and its edge kept.
+    # ...and darker than the level around them too (the median of three closing windows, which
+    # follows the region's lighting): a desk under its own lighting gradient had "marks" in its
+    # darker half, so it was lit as a shadow and the page's edge kept as strokes.
+    grain = SHADE_GRAIN * float(np.median(fine[inside]))
+    below = min((1 - 2 * MIN_CONTRAST) * typical, typical - grain)
+    if not local:
+        local.append(cv2.medianBlur(small, 3 * k).astype(np.float32))
+    dark_here = (small < below) & (small < (1 - 2 * MIN_CONTRAST) * local[0])
+    marks = cv2.erode(dark_here.view(np.uint8), np.ones((2, 2), np.uint8))
+    # Far from the edges for its depth: no desk, which lies outside a page that is a convex
+    # quadrilateral, and so is as deep as it reaches into the frame, but a digit's bold strokes,
+    # closed into one region where they touch two edges (a digit cut off centre, flush with
+    # three edges of its crop).
+    depth = float(cv2.distanceTransform(c.view(np.uint8), cv2.DIST_L2, 3).max())
+    thin = int(reach[c].max()) > PAGE_REACH * depth
+    # A page's edge is a sharp drop (a desk's 0.3 of the page's level or more); a vignette's dark
+    # corners fall off gently and are left to the ink map, which levels them.
+    off = not through and not thin and sharp and not marks.view(bool)[inside].any()
+    lo, hi = np.percentile(smooth[inside], (10, 90))
+    # Evenly shaded, or cut off from the page by a sharp drop: a cast shadow, not a gradient; and
+    # deep, or around the page. A shallow one within the border is the digit itself, its strokes
+    # closed into one dark blob (a bold digit cropped tight to its ink, whose strokes are wider
+    # than the closing), and was lit away.
+    even = hi - lo < SHADE_FLAT * typical or sharp
+    shadow_like = even and (_border_share(c) > SHADE_AROUND or depth >= SHADE_DEPTH * min(c.shape))
+    return off, typical if shadow_like else None
 
 
 def _desk_strips(dark: np.ndarray, found: np.ndarray, deep: np.ndarray) -> np.ndarray:
