@@ -29,6 +29,7 @@ import os
 import re
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -977,7 +978,8 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
     shaded = []
     lit = []  # regions found round the page that would be lit as shadows, were they not so large
     reach = _edge_distance(sh, sw)  # each pixel's distance from the image's nearest edge
-    local: list[np.ndarray] = []  # the level around each pixel, strokes and all (where a region needs it: 0.4 ms)
+    # The level around each pixel, strokes and all: made once, where a region needs it (0.4 ms).
+    local = functools.cache(lambda: cv2.medianBlur(small, 3 * k).astype(np.float32))
     for i in range(1, n):
         if stats[i, cv2.CC_STAT_AREA] < PAGE_AROUND_AREA * small.size:
             continue
@@ -991,7 +993,7 @@ def _off_page(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
         through = (top > 0 and bottom > 0 and max(left, right) < PAGE_AROUND_EDGE) or (
             left > 0 and right > 0 and max(top, bottom) < PAGE_AROUND_EDGE
         )
-        off[i], typical = _around_page(c, through, small, smooth, fine, reach, local, paper, gentle, k)
+        off[i], typical = _around_page(c, through, small, smooth, fine, reach, local, paper, gentle)
         if typical is not None:
             (lit if off[i] else shaded).append((i, typical))
     if not off.any() and not shaded:
@@ -1030,18 +1032,17 @@ def _around_page(
     smooth: np.ndarray,
     fine: np.ndarray,
     reach: np.ndarray,
-    local: list[np.ndarray],
+    local: Callable[[], np.ndarray],
     paper: float,
     gentle: bool,
-    k: int,
 ) -> tuple[bool, float | None]:
     """One dark region ``c`` (bool, of `_off_page`'s reduced image ``small``, closed: ``smooth``)
     along the frame's edges: whether it lies round the page (a desk: no marks in it, parted from the
     page by a sharp drop, as deep as it reaches in, not ``through`` from one edge to the opposite),
     and its typical level if it would be lit as a shadow (evenly shaded or sharply parted, deep or
     round the page), else None. ``fine``: the image's grain; ``reach``: each pixel's distance from
-    the frame's edges; ``local``: the level around each pixel, made here once when first needed
-    (a list holding it); ``gentle``: the region is not much darker than the ``paper``."""
+    the frame's edges; ``local``: gives the level around each pixel (made once, when first asked);
+    ``gentle``: the region is not much darker than the ``paper``."""
     import cv2
 
     sharp = _edge_drop(smooth, c) >= SHADE_EDGE * paper
@@ -1060,9 +1061,7 @@ def _around_page(
     # darker half, so it was lit as a shadow and the page's edge kept as strokes.
     grain = SHADE_GRAIN * float(np.median(fine[inside]))
     below = min((1 - 2 * MIN_CONTRAST) * typical, typical - grain)
-    if not local:
-        local.append(cv2.medianBlur(small, 3 * k).astype(np.float32))
-    dark_here = (small < below) & (small < (1 - 2 * MIN_CONTRAST) * local[0])
+    dark_here = (small < below) & (small < (1 - 2 * MIN_CONTRAST) * local())
     marks = cv2.erode(dark_here.view(np.uint8), np.ones((2, 2), np.uint8))
     # Far from the edges for its depth: no desk, which lies outside a page that is a convex
     # quadrilateral, and so is as deep as it reaches into the frame, but a digit's bold strokes,
