@@ -667,7 +667,10 @@ def _resize_to_work(gray: np.ndarray, line: bool = False) -> tuple[np.ndarray, f
         # by bicubic interpolation").
         f = min(-(-SMALL_SIDE // min(h, w)), max(1, WORK_SIDE // max(h, w)))
         if f > 1:
-            return cv2.resize(gray, (w * f, h * f), interpolation=cv2.INTER_CUBIC), float(f)
+            big = cv2.resize(gray, (w * f, h * f), interpolation=cv2.INTER_CUBIC)
+            if big.dtype != np.uint8:  # as 8-bit saturates: no overshoot past the image's own range
+                np.clip(big, float(gray.min()), float(gray.max()), out=big)
+            return big, float(f)
         return gray, 1.0
     scale = min(1.0, WORK_SIDE / max(h, w))
     if line:
@@ -1516,11 +1519,14 @@ def digit_to_mnist(ink: np.ndarray, mask: np.ndarray, aspect: float | None = Non
         strength = cv2.resize(strength, (w, h), interpolation=cv2.INTER_AREA)
     # Fit into the 20x20 box, preserving aspect ratio. A digit smaller than the box (small in a large
     # photo) is enlarged by bicubic interpolation: bilinear blurred its strokes (2,000 cvl-valid digits
-    # 12-23 px high in photos of 250-400 px, 83.0 -> 88.6% read right; docs/experiments.md, "Small
+    # 12-23 px high in photos of 250-400 px, 83.0 -> 88.5% read right; docs/experiments.md, "Small
     # digits enlarged into their box").
     scale = BOX / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    small = cv2.resize(strength, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    if scale < 1:
+        small = cv2.resize(strength, (nw, nh), interpolation=cv2.INTER_AREA)
+    else:  # bicubic overshoots a little past the strokes' edges: kept within [0, 1] as the ink is
+        small = np.clip(cv2.resize(strength, (nw, nh), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
     field = np.zeros((FIELD, FIELD), np.float32)
     top, left = (FIELD - nh) // 2, (FIELD - nw) // 2
     field[top : top + nh, left : left + nw] = small
