@@ -101,9 +101,9 @@ PREPROCESSING_VERSION = 11
 # the transform missed", "Digits stretched to fill their frame", "Bold white digits flush with a
 # black canvas's edges", "Combs and small boxes round one digit", "Desks under their own light",
 # "Tiny images enlarged by bicubic interpolation", "Small digits enlarged into their box"); training's
-# renders of digits are the same, but for those
-# on ruled paper, in form cells or on a desk among the harder conditions (`--conditions`), the small
-# bitmaps, and real training sets stored as small images (CVL's 28x28, optdigits' 32x32).
+# renders of digits are the same, but for those on ruled paper, in form cells or on a desk among the
+# harder conditions (`--conditions`), the small bitmaps, and real training sets stored as small images
+# (CVL's 28x28, optdigits' 32x32).
 PREPROCESSING_COMPATIBLE = 2
 FIELD = 28  # MNIST image side
 BOX = 20  # MNIST fitted each digit into a 20x20 box, preserving aspect ratio
